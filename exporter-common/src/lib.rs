@@ -1,0 +1,384 @@
+//! The kernel/user contract of badfd: every type and constant that both the eBPF
+//! program and userspace read or write. Layouts are `#[repr(C)]` and only grow at
+//! the end, so both sides agree on them byte for byte.
+#![no_std]
+
+/// Longest path the kernel accepts, including the terminating NUL.
+pub const PATH_MAX: usize = 4096;
+/// Length of `task_struct.comm`, including the NUL.
+pub const TASK_COMM_LEN: usize = 16;
+
+/// The syscalls that open a path. The discriminant indexes the counter arrays.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Syscall {
+    Open = 0,
+    Openat = 1,
+    Openat2 = 2,
+    Creat = 3,
+}
+
+pub const SYSCALL_COUNT: usize = 4;
+
+impl Syscall {
+    pub const ALL: [Syscall; SYSCALL_COUNT] =
+        [Syscall::Open, Syscall::Openat, Syscall::Openat2, Syscall::Creat];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Syscall::Open => "open",
+            Syscall::Openat => "openat",
+            Syscall::Openat2 => "openat2",
+            Syscall::Creat => "creat",
+        }
+    }
+
+    pub const fn from_u8(value: u8) -> Option<Syscall> {
+        match value {
+            0 => Some(Syscall::Open),
+            1 => Some(Syscall::Openat),
+            2 => Some(Syscall::Openat2),
+            3 => Some(Syscall::Creat),
+            _ => None,
+        }
+    }
+
+    /// x86_64 syscall numbers, used by the fentry programs to tell which syscall
+    /// reached the common open function.
+    pub const fn from_x86_64_nr(nr: u64) -> Option<Syscall> {
+        match nr {
+            2 => Some(Syscall::Open),
+            257 => Some(Syscall::Openat),
+            437 => Some(Syscall::Openat2),
+            85 => Some(Syscall::Creat),
+            _ => None,
+        }
+    }
+}
+
+/// `dirfd` recorded for `open` and `creat`, which resolve relative paths against
+/// the cwd exactly as `openat(AT_FDCWD, ..)` does.
+pub const AT_FDCWD: i32 = -100;
+
+// ---------------------------------------------------------------------------
+// Configuration: one element of the `CONFIG` array map, written by userspace at
+// any time; the kernel reads it on every exit.
+// ---------------------------------------------------------------------------
+
+/// `Config::slow_threshold_ns` value that turns slow-open reporting off.
+pub const SLOW_DISABLED: u64 = u64::MAX;
+/// `Config::filter_pid` / `filter_uid` value that matches everything.
+pub const FILTER_ANY: u32 = u32::MAX;
+
+/// Stream only failed opens; slow successful opens are still counted.
+pub const CONFIG_FAILURES_ONLY: u32 = 1 << 0;
+/// Stream only processes in the `TRACKED` map (`badfd trace -- command`).
+pub const CONFIG_TRACKED_ONLY: u32 = 1 << 1;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// An open that takes at least this long is an anomaly. `SLOW_DISABLED` = never.
+    pub slow_threshold_ns: u64,
+    /// `CONFIG_*` bits.
+    pub flags: u32,
+    /// Stream only this process (tgid); `FILTER_ANY` for all.
+    pub filter_pid: u32,
+    /// Stream only this uid; `FILTER_ANY` for all.
+    pub filter_uid: u32,
+    /// Wake the reader once this many bytes wait in the ring buffer; below it the
+    /// reader polls on a timer, so a storm costs no wakeup per event.
+    pub wakeup_bytes: u32,
+    /// Offset of `child_pid` in the `sched/sched_process_fork` tracepoint record,
+    /// read by userspace from tracefs (the layout changed across kernels).
+    pub fork_child_pid_offset: u32,
+    pub _pad: u32,
+}
+
+impl Config {
+    pub const DEFAULT: Config = Config {
+        slow_threshold_ns: 10_000_000,
+        flags: 0,
+        filter_pid: FILTER_ANY,
+        filter_uid: FILTER_ANY,
+        wakeup_bytes: 64 * 1024,
+        fork_child_pid_offset: 0,
+        _pad: 0,
+    };
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::DEFAULT
+    }
+}
+
+// ---------------------------------------------------------------------------
+// In-flight opens: `INFLIGHT` hash map, key = thread id (u32).
+// ---------------------------------------------------------------------------
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Inflight {
+    pub start_ns: u64,
+    /// User-space address of the path; read only if the open turns out anomalous.
+    pub path_ptr: u64,
+    pub open_flags: u64,
+    pub mode: u32,
+    pub dirfd: i32,
+    pub syscall: u8,
+    pub _pad: [u8; 7],
+}
+
+// ---------------------------------------------------------------------------
+// Events: a fixed header followed by `path_len` bytes of path (no NUL).
+// ---------------------------------------------------------------------------
+
+/// The open failed (`ret < 0`).
+pub const EVENT_FAILED: u8 = 1 << 0;
+/// The open took at least the slow threshold.
+pub const EVENT_SLOW: u8 = 1 << 1;
+/// The path was longer than `PATH_MAX - 1` bytes and was cut.
+pub const EVENT_PATH_TRUNCATED: u8 = 1 << 2;
+/// The path could not be read from user memory; `path_len` is 0.
+pub const EVENT_PATH_UNREADABLE: u8 = 1 << 3;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct EventHeader {
+    /// CLOCK_MONOTONIC ns at syscall entry.
+    pub start_ns: u64,
+    pub latency_ns: u64,
+    pub cgroup_id: u64,
+    /// Syscall return value: an fd, or -errno.
+    pub ret: i64,
+    pub open_flags: u64,
+    /// Process id (tgid).
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+    pub dirfd: i32,
+    /// Bytes of path that follow this header.
+    pub path_len: u16,
+    pub syscall: u8,
+    /// `EVENT_*` bits.
+    pub event_flags: u8,
+    pub _reserved: u32,
+    pub comm: [u8; TASK_COMM_LEN],
+}
+
+pub const EVENT_HEADER_SIZE: usize = core::mem::size_of::<EventHeader>();
+
+/// The kernel's per-CPU scratch space an event is built in before it is copied
+/// into the ring buffer (header plus only the `path_len` bytes used).
+#[repr(C)]
+pub struct EventBuffer {
+    pub header: EventHeader,
+    pub path: [u8; PATH_MAX],
+}
+
+// ---------------------------------------------------------------------------
+// Exact per-CPU counters: one element of the `COUNTERS` per-CPU array. Every open
+// is counted here whether or not it was streamed; userspace sums over CPUs.
+// ---------------------------------------------------------------------------
+
+/// errno values are counted in `errnos[syscall][errno]`; larger ones (never seen
+/// from open in practice) land in the last slot.
+pub const ERRNO_SLOTS: usize = 256;
+/// Latency bucket `i` counts opens whose latency in ns has bit length `i`:
+/// bucket 0 is 0 ns, bucket i (i >= 1) is [2^(i-1), 2^i) ns.
+pub const LATENCY_BUCKETS: usize = 64;
+
+pub const RESULT_OK: usize = 0;
+pub const RESULT_FAILED: usize = 1;
+
+/// What the kernel could not do, counted per kind. Nothing is lost silently.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Loss {
+    /// An anomaly was dropped because the ring buffer was full.
+    RingbufFull = 0,
+    /// An open was not timed because the in-flight map was full.
+    InflightFull = 1,
+    /// An exit had no matching enter (the open began before attach, or its entry was lost).
+    ExitWithoutEnter = 2,
+    /// The path of an anomaly could not be read from user memory.
+    PathReadFailed = 3,
+    /// The path of an anomaly was longer than PATH_MAX - 1 and was cut.
+    PathTruncated = 4,
+}
+
+pub const LOSS_COUNT: usize = 8;
+
+impl Loss {
+    pub const ALL: [Loss; 5] = [
+        Loss::RingbufFull,
+        Loss::InflightFull,
+        Loss::ExitWithoutEnter,
+        Loss::PathReadFailed,
+        Loss::PathTruncated,
+    ];
+
+    /// The `reason` label of `badfd_kernel_losses_total`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Loss::RingbufFull => "ringbuf_full",
+            Loss::InflightFull => "inflight_full",
+            Loss::ExitWithoutEnter => "exit_without_enter",
+            Loss::PathReadFailed => "path_read_failed",
+            Loss::PathTruncated => "path_truncated",
+        }
+    }
+}
+
+/// Event-stream counters, indexes into `Counters::stream`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    /// Anomalies written to the ring buffer.
+    Submitted = 0,
+    /// Anomalies not streamed because a filter (pid, uid, tracked set) excluded them.
+    Filtered = 1,
+    /// Slow successful opens not streamed because of `CONFIG_FAILURES_ONLY`.
+    SlowNotStreamed = 2,
+}
+
+pub const STREAM_COUNT: usize = 8;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Counters {
+    /// `[syscall][RESULT_OK | RESULT_FAILED]`
+    pub opens: [[u64; 2]; SYSCALL_COUNT],
+    /// `[syscall][errno]`, failed opens only.
+    pub errnos: [[u64; ERRNO_SLOTS]; SYSCALL_COUNT],
+    /// Opens at or over the slow threshold, by syscall.
+    pub slow: [u64; SYSCALL_COUNT],
+    /// log2 latency histogram of every timed open, by syscall.
+    pub latency: [[u64; LATENCY_BUCKETS]; SYSCALL_COUNT],
+    /// Sum of latencies of every timed open in ns, by syscall.
+    pub latency_sum_ns: [u64; SYSCALL_COUNT],
+    /// Indexed by `Loss`.
+    pub losses: [u64; LOSS_COUNT],
+    /// Indexed by `Stream`.
+    pub stream: [u64; STREAM_COUNT],
+}
+
+impl Counters {
+    pub const ZERO: Counters = Counters {
+        opens: [[0; 2]; SYSCALL_COUNT],
+        errnos: [[0; ERRNO_SLOTS]; SYSCALL_COUNT],
+        slow: [0; SYSCALL_COUNT],
+        latency: [[0; LATENCY_BUCKETS]; SYSCALL_COUNT],
+        latency_sum_ns: [0; SYSCALL_COUNT],
+        losses: [0; LOSS_COUNT],
+        stream: [0; STREAM_COUNT],
+    };
+
+    /// Adds another CPU's counters into these.
+    pub fn accumulate(&mut self, other: &Counters) {
+        fn add<const N: usize>(a: &mut [u64; N], b: &[u64; N]) {
+            for (x, y) in a.iter_mut().zip(b) {
+                *x = x.wrapping_add(*y);
+            }
+        }
+        for s in 0..SYSCALL_COUNT {
+            add(&mut self.opens[s], &other.opens[s]);
+            add(&mut self.errnos[s], &other.errnos[s]);
+            add(&mut self.latency[s], &other.latency[s]);
+        }
+        add(&mut self.slow, &other.slow);
+        add(&mut self.latency_sum_ns, &other.latency_sum_ns);
+        add(&mut self.losses, &other.losses);
+        add(&mut self.stream, &other.stream);
+    }
+}
+
+/// Latency bucket of `ns`: its bit length, capped at the last bucket.
+#[inline(always)]
+pub fn latency_bucket(ns: u64) -> usize {
+    let bits = (64 - ns.leading_zeros()) as usize;
+    if bits >= LATENCY_BUCKETS {
+        LATENCY_BUCKETS - 1
+    } else {
+        bits
+    }
+}
+
+/// Exclusive upper bound in ns of latency bucket `i` (bucket 0 holds only 0 ns).
+pub const fn latency_bucket_upper_ns(i: usize) -> u64 {
+    if i == 0 {
+        1
+    } else if i >= 64 {
+        u64::MAX
+    } else {
+        1u64 << i
+    }
+}
+
+// Map names, as the eBPF object defines them.
+pub const MAP_CONFIG: &str = "CONFIG";
+pub const MAP_COUNTERS: &str = "COUNTERS";
+pub const MAP_EVENTS: &str = "EVENTS";
+pub const MAP_INFLIGHT: &str = "INFLIGHT";
+pub const MAP_TRACKED: &str = "TRACKED";
+
+/// Capacity of `INFLIGHT`: opens in progress at once across the host.
+pub const INFLIGHT_CAPACITY: u32 = 16384;
+/// Capacity of `TRACKED`: processes followed by `badfd trace -- command`.
+pub const TRACKED_CAPACITY: u32 = 16384;
+/// Default ring buffer size (bytes, a power of two); userspace may resize it at load.
+pub const DEFAULT_RINGBUF_BYTES: u32 = 8 * 1024 * 1024;
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: plain #[repr(C)] data with no pointers and no padding bytes read as
+    // anything but integers.
+    unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::Inflight {}
+    unsafe impl aya::Pod for super::EventHeader {}
+    unsafe impl aya::Pod for super::Counters {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_buckets_are_bit_lengths() {
+        assert_eq!(latency_bucket(0), 0);
+        assert_eq!(latency_bucket(1), 1);
+        assert_eq!(latency_bucket(2), 2);
+        assert_eq!(latency_bucket(3), 2);
+        assert_eq!(latency_bucket(1023), 10);
+        assert_eq!(latency_bucket(1024), 11);
+        assert_eq!(latency_bucket(u64::MAX), LATENCY_BUCKETS - 1);
+        for i in 1..LATENCY_BUCKETS - 1 {
+            let upper = latency_bucket_upper_ns(i);
+            assert_eq!(latency_bucket(upper - 1), i);
+            assert_eq!(latency_bucket(upper), i + 1);
+        }
+    }
+
+    #[test]
+    fn layouts_are_stable() {
+        assert_eq!(EVENT_HEADER_SIZE, 88);
+        assert_eq!(EVENT_HEADER_SIZE % 8, 0);
+        assert_eq!(core::mem::size_of::<Inflight>(), 32);
+        assert_eq!(core::mem::size_of::<Config>(), 32);
+        // Per-CPU map values are limited to 32 KiB.
+        assert!(core::mem::size_of::<Counters>() <= 32 * 1024);
+    }
+
+    #[test]
+    fn syscall_numbers_round_trip() {
+        for s in Syscall::ALL {
+            assert_eq!(Syscall::from_u8(s as u8), Some(s));
+        }
+        assert_eq!(Syscall::from_x86_64_nr(257), Some(Syscall::Openat));
+        assert_eq!(Syscall::from_x86_64_nr(39), None);
+    }
+}

@@ -1,0 +1,402 @@
+//! badfd's kernel side: time every open, count every open in per-CPU counters,
+//! and stream only anomalies (failed or slow opens) to userspace.
+//!
+//! Two program pairs share one body: syscall tracepoints (open, openat, openat2,
+//! creat) and fentry/fexit on `do_sys_openat2`, the function all four reach.
+//! Userspace loads whichever the kernel allows.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+        bpf_probe_read_kernel, bpf_probe_read_user,
+        generated::{
+            bpf_get_current_cgroup_id, bpf_get_current_task_btf, bpf_ktime_get_ns,
+            bpf_probe_read_user_str, bpf_task_pt_regs,
+        },
+    },
+    macros::{fentry, fexit, map, tracepoint},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    programs::{FEntryContext, FExitContext, TracePointContext},
+};
+use exporter_common::{
+    Config, Counters, EventBuffer, Inflight, Loss, Stream, Syscall, AT_FDCWD,
+    CONFIG_FAILURES_ONLY, CONFIG_TRACKED_ONLY, DEFAULT_RINGBUF_BYTES, ERRNO_SLOTS,
+    EVENT_FAILED, EVENT_HEADER_SIZE, EVENT_PATH_TRUNCATED, EVENT_PATH_UNREADABLE, EVENT_SLOW,
+    FILTER_ANY, INFLIGHT_CAPACITY, PATH_MAX, RESULT_FAILED, RESULT_OK, TRACKED_CAPACITY,
+};
+
+#[map]
+static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+#[map]
+static COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(1, 0);
+
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RINGBUF_BYTES, 0);
+
+/// Opens in progress, by thread id: a blocked open and its thread may move to
+/// another CPU, so this cannot be per-CPU.
+#[map]
+static INFLIGHT: HashMap<u32, Inflight> = HashMap::with_max_entries(INFLIGHT_CAPACITY, 0);
+
+/// Processes followed by `badfd trace -- command`: filled on fork from the command down.
+#[map]
+static TRACKED: HashMap<u32, u8> = HashMap::with_max_entries(TRACKED_CAPACITY, 0);
+
+/// Per-CPU space an event is assembled in (too large for the 512-byte stack).
+#[map]
+static SCRATCH: PerCpuArray<EventBuffer> = PerCpuArray::with_max_entries(1, 0);
+
+// Offsets of the arguments in a syscall tracepoint record (after the 8-byte
+// common header and the 8-byte syscall number slot).
+const ARG0: usize = 16;
+const ARG1: usize = 24;
+const ARG2: usize = 32;
+const ARG3: usize = 40;
+const EXIT_RET: usize = 16;
+
+#[inline(always)]
+fn counters() -> Option<&'static mut Counters> {
+    // SAFETY: the per-CPU slot is only touched by programs on this CPU, which
+    // do not nest for syscall tracepoints or fentry/fexit.
+    COUNTERS.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+}
+
+#[inline(always)]
+fn bump(slot: Option<&mut u64>) {
+    if let Some(v) = slot {
+        *v += 1;
+    }
+}
+
+#[inline(always)]
+fn count_loss(counters: &mut Counters, loss: Loss) {
+    bump(counters.losses.get_mut(loss as usize));
+}
+
+#[inline(always)]
+fn count_stream(counters: &mut Counters, stream: Stream) {
+    bump(counters.stream.get_mut(stream as usize));
+}
+
+#[inline(always)]
+fn on_enter(syscall: Syscall, dirfd: i32, path_ptr: u64, open_flags: u64, mode: u32) {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let entry = Inflight {
+        start_ns: unsafe { bpf_ktime_get_ns() },
+        path_ptr,
+        open_flags,
+        mode,
+        dirfd,
+        syscall: syscall as u8,
+        _pad: [0; 7],
+    };
+    if INFLIGHT.insert(tid, entry, 0).is_err() {
+        if let Some(c) = counters() {
+            count_loss(c, Loss::InflightFull);
+        }
+    }
+}
+
+/// Exact counts of every open, timed or not.
+#[inline(always)]
+fn count_result(c: &mut Counters, s: usize, ret: i64) {
+    let failed = ret < 0;
+    if let Some(opens) = c.opens.get_mut(s) {
+        bump(opens.get_mut(if failed { RESULT_FAILED } else { RESULT_OK }));
+    }
+    if failed {
+        let errno = (-ret) as u64;
+        let slot = if errno < (ERRNO_SLOTS - 1) as u64 { errno as usize } else { ERRNO_SLOTS - 1 };
+        if let Some(errnos) = c.errnos.get_mut(s) {
+            bump(errnos.get_mut(slot));
+        }
+    }
+}
+
+#[inline(always)]
+fn on_exit(syscall_hint: Syscall, ret: i64) {
+    let now = unsafe { bpf_ktime_get_ns() };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    let Some(c) = counters() else { return };
+
+    let entry: Inflight = match INFLIGHT.get_ptr(tid) {
+        // SAFETY: a valid map value; copied before the entry is deleted.
+        Some(p) => unsafe { core::ptr::read(p) },
+        None => {
+            count_result(c, syscall_hint as usize, ret);
+            count_loss(c, Loss::ExitWithoutEnter);
+            return;
+        }
+    };
+    let _ = INFLIGHT.remove(tid);
+    let syscall = Syscall::from_u8(entry.syscall).unwrap_or(syscall_hint);
+    let s = syscall as usize;
+    let failed = ret < 0;
+    count_result(c, s, ret);
+
+    let latency_ns = now.wrapping_sub(entry.start_ns);
+    if let Some(hist) = c.latency.get_mut(s) {
+        bump(hist.get_mut(exporter_common::latency_bucket(latency_ns)));
+    }
+    if let Some(sum) = c.latency_sum_ns.get_mut(s) {
+        *sum += latency_ns;
+    }
+
+    let Some(config) = CONFIG.get(0) else { return };
+    let slow = latency_ns >= config.slow_threshold_ns;
+    if slow {
+        bump(c.slow.get_mut(s));
+    }
+    if !failed && !slow {
+        // The fast path: a fast successful open ends here.
+        return;
+    }
+    if !failed && config.flags & CONFIG_FAILURES_ONLY != 0 {
+        count_stream(c, Stream::SlowNotStreamed);
+        return;
+    }
+
+    let pid = (pid_tgid >> 32) as u32;
+    let uid_gid = bpf_get_current_uid_gid();
+    let uid = uid_gid as u32;
+    let excluded = (config.filter_pid != FILTER_ANY && config.filter_pid != pid)
+        || (config.filter_uid != FILTER_ANY && config.filter_uid != uid)
+        || (config.flags & CONFIG_TRACKED_ONLY != 0 && unsafe { TRACKED.get(pid) }.is_none());
+    if excluded {
+        count_stream(c, Stream::Filtered);
+        return;
+    }
+
+    let mut event_flags = 0u8;
+    if failed {
+        event_flags |= EVENT_FAILED;
+    }
+    if slow {
+        event_flags |= EVENT_SLOW;
+    }
+    emit(c, &entry, config.wakeup_bytes, now, pid, tid, uid, (uid_gid >> 32) as u32, ret, latency_ns, event_flags);
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn emit(
+    c: &mut Counters,
+    entry: &Inflight,
+    wakeup_bytes: u32,
+    _now: u64,
+    pid: u32,
+    tid: u32,
+    uid: u32,
+    gid: u32,
+    ret: i64,
+    latency_ns: u64,
+    mut event_flags: u8,
+) {
+    let Some(buf) = SCRATCH.get_ptr_mut(0) else { return };
+    // SAFETY: per-CPU scratch, see `counters`.
+    let buf = unsafe { &mut *buf };
+
+    // The path is read only now, for anomalies, from the pointer saved at entry.
+    let src = entry.path_ptr as *const u8;
+    let read = unsafe {
+        bpf_probe_read_user_str(buf.path.as_mut_ptr().cast(), PATH_MAX as u32, src.cast())
+    };
+    let mut path_len: usize = 0;
+    if read <= 0 {
+        event_flags |= EVENT_PATH_UNREADABLE;
+        count_loss(c, Loss::PathReadFailed);
+    } else {
+        // `read` counts the NUL. A full buffer is a truncation only if the
+        // string goes on past it.
+        path_len = (read as usize - 1) & (PATH_MAX - 1);
+        if read as usize == PATH_MAX {
+            let next: u8 = unsafe { bpf_probe_read_user(src.wrapping_add(PATH_MAX - 1)) }.unwrap_or(0);
+            if next != 0 {
+                event_flags |= EVENT_PATH_TRUNCATED;
+                count_loss(c, Loss::PathTruncated);
+            }
+        }
+    }
+
+    let h = &mut buf.header;
+    h.start_ns = entry.start_ns;
+    h.latency_ns = latency_ns;
+    h.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    h.ret = ret;
+    h.open_flags = entry.open_flags;
+    h.pid = pid;
+    h.tid = tid;
+    h.uid = uid;
+    h.gid = gid;
+    h.mode = entry.mode;
+    h.dirfd = entry.dirfd;
+    h.path_len = path_len as u16;
+    h.syscall = entry.syscall;
+    h.event_flags = event_flags;
+    h._reserved = 0;
+    h.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+
+    // Wake the reader only when a batch is waiting; it also polls on a timer.
+    let waiting = EVENTS.query(aya_ebpf::bindings::BPF_RB_AVAIL_DATA as u64);
+    let wake = if waiting >= wakeup_bytes as u64 { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP };
+
+    let len = EVENT_HEADER_SIZE + path_len;
+    // SAFETY: `len` <= size_of::<EventBuffer>() since path_len < PATH_MAX.
+    let bytes = unsafe { core::slice::from_raw_parts((buf as *const EventBuffer).cast::<u8>(), len) };
+    match EVENTS.output::<[u8]>(bytes, wake as u64) {
+        Ok(()) => count_stream(c, Stream::Submitted),
+        Err(_) => count_loss(c, Loss::RingbufFull),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Attach mode 1: syscall tracepoints (every kernel with BPF; adds the syscall
+// slow path to every syscall of every process while attached).
+// ---------------------------------------------------------------------------
+
+#[inline(always)]
+fn arg<T>(ctx: &TracePointContext, offset: usize) -> T
+where
+    T: Default,
+{
+    unsafe { ctx.read_at::<T>(offset) }.unwrap_or_default()
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_open")]
+pub fn sys_enter_open(ctx: TracePointContext) -> u32 {
+    on_enter(Syscall::Open, AT_FDCWD, arg(&ctx, ARG0), arg(&ctx, ARG1), arg::<u64>(&ctx, ARG2) as u32);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_openat")]
+pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
+    on_enter(
+        Syscall::Openat,
+        arg::<u64>(&ctx, ARG0) as i32,
+        arg(&ctx, ARG1),
+        arg(&ctx, ARG2),
+        arg::<u64>(&ctx, ARG3) as u32,
+    );
+    0
+}
+
+/// `struct open_how` from include/uapi/linux/openat2.h.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_openat2")]
+pub fn sys_enter_openat2(ctx: TracePointContext) -> u32 {
+    let how: u64 = arg(&ctx, ARG2);
+    let how = unsafe { bpf_probe_read_user(how as *const OpenHow) }
+        .unwrap_or(OpenHow { flags: 0, mode: 0, resolve: 0 });
+    on_enter(Syscall::Openat2, arg::<u64>(&ctx, ARG0) as i32, arg(&ctx, ARG1), how.flags, how.mode as u32);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_creat")]
+pub fn sys_enter_creat(ctx: TracePointContext) -> u32 {
+    // creat(path, mode) == open(path, O_CREAT|O_WRONLY|O_TRUNC, mode)
+    const CREAT_FLAGS: u64 = 0o100 | 0o1 | 0o1000;
+    on_enter(Syscall::Creat, AT_FDCWD, arg(&ctx, ARG0), CREAT_FLAGS, arg::<u64>(&ctx, ARG1) as u32);
+    0
+}
+
+macro_rules! exit_tracepoint {
+    ($fn_name:ident, $tp:literal, $syscall:expr) => {
+        #[tracepoint(category = "syscalls", name = $tp)]
+        pub fn $fn_name(ctx: TracePointContext) -> u32 {
+            on_exit($syscall, arg(&ctx, EXIT_RET));
+            0
+        }
+    };
+}
+
+exit_tracepoint!(sys_exit_open, "sys_exit_open", Syscall::Open);
+exit_tracepoint!(sys_exit_openat, "sys_exit_openat", Syscall::Openat);
+exit_tracepoint!(sys_exit_openat2, "sys_exit_openat2", Syscall::Openat2);
+exit_tracepoint!(sys_exit_creat, "sys_exit_creat", Syscall::Creat);
+
+// ---------------------------------------------------------------------------
+// Attach mode 2: fentry/fexit on do_sys_openat2 (kernels that allow tracing
+// programs; costs nothing on other syscalls).
+// ---------------------------------------------------------------------------
+
+/// Which syscall reached the common function: the syscall number saved in the
+/// task's user registers (`pt_regs.orig_ax`, the 16th word on x86_64).
+#[inline(always)]
+fn current_syscall() -> Syscall {
+    const ORIG_AX_WORD: usize = 15;
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u64;
+    let nr: u64 = unsafe { bpf_probe_read_kernel(regs.wrapping_add(ORIG_AX_WORD)) }.unwrap_or(u64::MAX);
+    Syscall::from_x86_64_nr(nr).unwrap_or(Syscall::Openat)
+}
+
+#[fentry(function = "do_sys_openat2")]
+pub fn fentry_do_sys_openat2(ctx: FEntryContext) -> u32 {
+    let dirfd: i32 = ctx.arg::<u64>(0) as i32;
+    let filename: u64 = ctx.arg(1);
+    // `how` is a kernel copy of the user's open_how here.
+    let how: u64 = ctx.arg(2);
+    let how = unsafe { bpf_probe_read_kernel(how as *const OpenHow) }
+        .unwrap_or(OpenHow { flags: 0, mode: 0, resolve: 0 });
+    on_enter(current_syscall(), dirfd, filename, how.flags, how.mode as u32);
+    0
+}
+
+#[fexit(function = "do_sys_openat2")]
+pub fn fexit_do_sys_openat2(ctx: FExitContext) -> u32 {
+    // The return type is `long` on some kernels and `int` on others (6.18):
+    // take 32 bits and sign-extend, which is right for both (fds and -errno fit).
+    let ret = ctx.arg::<u64>(3) as u32 as i32 as i64;
+    on_exit(current_syscall(), ret);
+    0
+}
+
+// ---------------------------------------------------------------------------
+// Following a command and its children (`badfd trace -- command`).
+// ---------------------------------------------------------------------------
+
+#[tracepoint(category = "sched", name = "sched_process_fork")]
+pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
+    // Runs in the parent.
+    let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if unsafe { TRACKED.get(parent) }.is_none() {
+        return 0;
+    }
+    let Some(config) = CONFIG.get(0) else { return 0 };
+    let child: i32 = unsafe { ctx.read_at(config.fork_child_pid_offset as usize) }.unwrap_or(0);
+    if child > 0 {
+        let _ = TRACKED.insert(child as u32, 1u8, 0);
+    }
+    0
+}
+
+#[tracepoint(category = "sched", name = "sched_process_exit")]
+pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // Only the group leader's exit ends a tracked process.
+    if pid_tgid as u32 == (pid_tgid >> 32) as u32 {
+        let _ = TRACKED.remove(pid_tgid as u32);
+    }
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

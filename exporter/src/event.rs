@@ -1,0 +1,154 @@
+//! Anomaly events as userspace sees them, decoded from the ring buffer's bytes.
+
+use exporter_common::{
+    EventHeader, Syscall, EVENT_FAILED, EVENT_HEADER_SIZE, EVENT_PATH_TRUNCATED,
+    EVENT_PATH_UNREADABLE, EVENT_SLOW, TASK_COMM_LEN,
+};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenEvent {
+    /// CLOCK_MONOTONIC ns at syscall entry.
+    pub start_ns: u64,
+    pub latency_ns: u64,
+    pub cgroup_id: u64,
+    /// The syscall's return value: an fd, or -errno.
+    pub ret: i64,
+    pub open_flags: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+    pub dirfd: i32,
+    pub syscall: Syscall,
+    pub flags: u8,
+    pub comm: [u8; TASK_COMM_LEN],
+    /// The path as passed to the syscall: raw bytes, not necessarily UTF-8.
+    pub path: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("event of {0} bytes is shorter than its {EVENT_HEADER_SIZE}-byte header")]
+    Short(usize),
+    #[error("event announces {announced} path bytes but carries {carried}")]
+    PathLength { announced: usize, carried: usize },
+    #[error("unknown syscall index {0}")]
+    Syscall(u8),
+}
+
+impl OpenEvent {
+    pub fn decode(bytes: &[u8]) -> Result<OpenEvent, DecodeError> {
+        if bytes.len() < EVENT_HEADER_SIZE {
+            return Err(DecodeError::Short(bytes.len()));
+        }
+        // SAFETY: length checked; EventHeader is plain data; the ring buffer
+        // gives 8-byte alignment but read_unaligned does not rely on it.
+        let h: EventHeader = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        let path = &bytes[EVENT_HEADER_SIZE..];
+        let announced = h.path_len as usize;
+        if announced > path.len() {
+            return Err(DecodeError::PathLength { announced, carried: path.len() });
+        }
+        Ok(OpenEvent {
+            start_ns: h.start_ns,
+            latency_ns: h.latency_ns,
+            cgroup_id: h.cgroup_id,
+            ret: h.ret,
+            open_flags: h.open_flags,
+            pid: h.pid,
+            tid: h.tid,
+            uid: h.uid,
+            gid: h.gid,
+            mode: h.mode,
+            dirfd: h.dirfd,
+            syscall: Syscall::from_u8(h.syscall).ok_or(DecodeError::Syscall(h.syscall))?,
+            flags: h.event_flags,
+            comm: h.comm,
+            path: path[..announced].to_vec(),
+        })
+    }
+
+    pub fn failed(&self) -> bool {
+        self.flags & EVENT_FAILED != 0
+    }
+
+    pub fn slow(&self) -> bool {
+        self.flags & EVENT_SLOW != 0
+    }
+
+    pub fn path_truncated(&self) -> bool {
+        self.flags & EVENT_PATH_TRUNCATED != 0
+    }
+
+    pub fn path_unreadable(&self) -> bool {
+        self.flags & EVENT_PATH_UNREADABLE != 0
+    }
+
+    /// The errno of a failed open.
+    pub fn errno(&self) -> Option<i32> {
+        (self.ret < 0).then(|| (-self.ret) as i32)
+    }
+
+    /// The command name, up to its NUL.
+    pub fn comm_bytes(&self) -> &[u8] {
+        let end = self.comm.iter().position(|&b| b == 0).unwrap_or(self.comm.len());
+        &self.comm[..end]
+    }
+
+    pub fn comm_lossy(&self) -> String {
+        String::from_utf8_lossy(self.comm_bytes()).into_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(path_len: u16) -> EventHeader {
+        EventHeader {
+            start_ns: 1,
+            latency_ns: 2,
+            cgroup_id: 3,
+            ret: -2,
+            open_flags: 0o100,
+            pid: 10,
+            tid: 11,
+            uid: 0,
+            gid: 0,
+            mode: 0o644,
+            dirfd: -100,
+            path_len,
+            syscall: Syscall::Openat as u8,
+            event_flags: EVENT_FAILED,
+            _reserved: 0,
+            comm: *b"cat\0\0\0\0\0\0\0\0\0\0\0\0\0",
+        }
+    }
+
+    fn bytes(h: &EventHeader, path: &[u8]) -> Vec<u8> {
+        let mut v = vec![0u8; EVENT_HEADER_SIZE];
+        // SAFETY: v holds EVENT_HEADER_SIZE bytes.
+        unsafe { std::ptr::write_unaligned(v.as_mut_ptr().cast(), *h) };
+        v.extend_from_slice(path);
+        v
+    }
+
+    #[test]
+    fn decodes_header_and_raw_path() {
+        let path = b"/etc/\xffbad\nname";
+        let e = OpenEvent::decode(&bytes(&header(path.len() as u16), path)).unwrap();
+        assert_eq!(e.path, path);
+        assert_eq!(e.errno(), Some(2));
+        assert_eq!(e.comm_lossy(), "cat");
+        assert_eq!(e.syscall, Syscall::Openat);
+        assert!(e.failed() && !e.slow());
+    }
+
+    #[test]
+    fn rejects_short_and_inconsistent_events() {
+        assert_eq!(OpenEvent::decode(&[0; 10]), Err(DecodeError::Short(10)));
+        let b = bytes(&header(50), b"short");
+        assert_eq!(OpenEvent::decode(&b), Err(DecodeError::PathLength { announced: 50, carried: 5 }));
+    }
+}

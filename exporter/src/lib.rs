@@ -1,0 +1,12 @@
+//! badfd: failing and slow file opens, from eBPF.
+//!
+//! The library holds everything the `badfd` binary and the kernel tests share:
+//! loading the probe, decoding events, errno names.
+
+pub mod errno;
+pub mod event;
+pub mod preflight;
+pub mod probe;
+
+pub use event::OpenEvent;
+pub use probe::{AttachMode, AttachPreference, Probe, ProbeOptions};

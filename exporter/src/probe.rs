@@ -1,0 +1,406 @@
+//! Loading and attaching the kernel program, and the handles userspace keeps on
+//! it: the live config, the exact counters, the event ring buffer, the set of
+//! followed processes.
+
+use std::{
+    fmt,
+    os::fd::AsRawFd,
+    path::Path,
+    time::Duration,
+};
+
+use aya::{
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    programs::{FEntry, FExit, TracePoint},
+    Btf, Ebpf, EbpfLoader,
+};
+use exporter_common::{
+    Config, Counters, Syscall, MAP_CONFIG, MAP_COUNTERS, MAP_EVENTS, MAP_INFLIGHT, MAP_TRACKED,
+};
+use tokio::io::unix::AsyncFd;
+
+use crate::preflight;
+
+/// The compiled eBPF object, built by build.rs from `exporter-ebpf`.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/badfd"));
+
+/// The kernel function every open syscall reaches, for fentry/fexit.
+pub const COMMON_OPEN_FUNCTION: &str = "do_sys_openat2";
+
+/// How the programs are attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMode {
+    /// fentry/fexit on `do_sys_openat2`: no cost on other syscalls.
+    Fentry,
+    /// `syscalls/sys_{enter,exit}_*` tracepoints: every kernel, but every syscall
+    /// of every process takes the slow path while attached.
+    Tracepoint,
+}
+
+impl AttachMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            AttachMode::Fentry => "fentry",
+            AttachMode::Tracepoint => "tracepoint",
+        }
+    }
+}
+
+impl fmt::Display for AttachMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Which attach mode to use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttachPreference {
+    /// fentry/fexit where the kernel allows it, else tracepoints.
+    #[default]
+    Auto,
+    Fentry,
+    Tracepoint,
+}
+
+#[derive(Clone, Debug)]
+pub struct ProbeOptions {
+    pub attach: AttachPreference,
+    /// Ring buffer size in bytes; rounded up to a power of two of at least a page.
+    pub ringbuf_bytes: u32,
+    /// Attach the fork/exit tracepoints that fill the tracked-process set.
+    pub follow_forks: bool,
+    pub config: Config,
+}
+
+impl Default for ProbeOptions {
+    fn default() -> Self {
+        ProbeOptions {
+            attach: AttachPreference::Auto,
+            ringbuf_bytes: exporter_common::DEFAULT_RINGBUF_BYTES,
+            follow_forks: false,
+            config: Config::DEFAULT,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error(transparent)]
+    Preflight(#[from] preflight::PreflightError),
+    #[error("loading the eBPF object failed: {0}")]
+    Load(#[source] aya::EbpfError),
+    #[error("program {program} failed to load or attach: {reason}")]
+    Program { program: &'static str, reason: String },
+    #[error("fentry/fexit on {COMMON_OPEN_FUNCTION} is not available on this kernel ({0}); use --attach auto or tracepoint")]
+    FentryUnavailable(String),
+    #[error("tracepoint syscalls/{0} does not exist on this kernel; is CONFIG_FTRACE_SYSCALLS on?")]
+    TracepointMissing(&'static str),
+    #[error("map {0}: {1}")]
+    Map(&'static str, #[source] aya::maps::MapError),
+    #[error("map {0} is missing from the eBPF object")]
+    MapMissing(&'static str),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The kernel program, loaded and attached. Dropping it detaches everything.
+pub struct Probe {
+    ebpf: Ebpf,
+    mode: AttachMode,
+    /// Why fentry was not used, when the preference was `auto` and it failed.
+    fallback_reason: Option<String>,
+    /// Syscalls whose tracepoints the kernel lacks (openat2 before 5.6).
+    missing_syscalls: Vec<Syscall>,
+    config: Config,
+}
+
+const TRACEPOINT_PROGRAMS: [(&str, Syscall, bool); 8] = [
+    ("sys_enter_open", Syscall::Open, true),
+    ("sys_exit_open", Syscall::Open, false),
+    ("sys_enter_openat", Syscall::Openat, true),
+    ("sys_exit_openat", Syscall::Openat, false),
+    ("sys_enter_openat2", Syscall::Openat2, true),
+    ("sys_exit_openat2", Syscall::Openat2, false),
+    ("sys_enter_creat", Syscall::Creat, true),
+    ("sys_exit_creat", Syscall::Creat, false),
+];
+
+impl Probe {
+    /// Checks the host, loads the object, attaches in the best mode allowed and
+    /// writes the initial config.
+    pub fn load(options: &ProbeOptions) -> Result<Probe, ProbeError> {
+        let tracefs = preflight::check()?;
+        raise_memlock_limit();
+
+        let ringbuf_bytes = ringbuf_size(options.ringbuf_bytes);
+        let ebpf = EbpfLoader::new()
+            .map_max_entries(MAP_EVENTS, ringbuf_bytes)
+            .load(EBPF_OBJECT)
+            .map_err(ProbeError::Load)?;
+
+        let mut config = options.config;
+        if options.follow_forks {
+            config.fork_child_pid_offset = preflight::fork_child_pid_offset(&tracefs)?;
+        }
+        let mut probe = Probe {
+            ebpf,
+            mode: AttachMode::Tracepoint,
+            fallback_reason: None,
+            missing_syscalls: Vec::new(),
+            config,
+        };
+        // The config must be in place before the first event runs.
+        probe.set_config(config)?;
+
+        match options.attach {
+            AttachPreference::Fentry => {
+                probe.attach_fentry().map_err(ProbeError::FentryUnavailable)?;
+                probe.mode = AttachMode::Fentry;
+            }
+            AttachPreference::Tracepoint => probe.attach_tracepoints(&tracefs)?,
+            AttachPreference::Auto => match probe.attach_fentry() {
+                Ok(()) => probe.mode = AttachMode::Fentry,
+                Err(reason) => {
+                    tracing::info!(%reason, "fentry/fexit unavailable, using syscall tracepoints");
+                    probe.fallback_reason = Some(reason);
+                    probe.attach_tracepoints(&tracefs)?;
+                }
+            },
+        }
+        if options.follow_forks {
+            for name in ["sched_process_fork", "sched_process_exit"] {
+                attach_tracepoint(&mut probe.ebpf, name, "sched", name)?;
+            }
+        }
+        Ok(probe)
+    }
+
+    /// Tries fentry/fexit; on failure unloads what loaded and says why.
+    fn attach_fentry(&mut self) -> Result<(), String> {
+        let btf = Btf::from_sys_fs().map_err(|e| format!("kernel BTF: {e}"))?;
+        let result = (|| -> Result<(), aya::programs::ProgramError> {
+            let fentry: &mut FEntry = program(&mut self.ebpf, "fentry_do_sys_openat2")?;
+            fentry.load(COMMON_OPEN_FUNCTION, &btf)?;
+            let fexit: &mut FExit = program(&mut self.ebpf, "fexit_do_sys_openat2")?;
+            fexit.load(COMMON_OPEN_FUNCTION, &btf)?;
+            // Attach exit first so no entry is left without its exit.
+            fexit.attach()?;
+            let fentry: &mut FEntry = program(&mut self.ebpf, "fentry_do_sys_openat2")?;
+            fentry.attach()?;
+            Ok(())
+        })();
+        if let Err(error) = result {
+            for name in ["fentry_do_sys_openat2", "fexit_do_sys_openat2"] {
+                if let Some(p) = self.ebpf.program_mut(name) {
+                    let _ = match p {
+                        aya::programs::Program::FEntry(p) => p.unload(),
+                        aya::programs::Program::FExit(p) => p.unload(),
+                        _ => Ok(()),
+                    };
+                }
+            }
+            return Err(describe_program_error(&error));
+        }
+        Ok(())
+    }
+
+    fn attach_tracepoints(&mut self, tracefs: &Path) -> Result<(), ProbeError> {
+        // Exits before enters, so no entry is left without its exit.
+        for enter in [false, true] {
+            for (name, syscall, is_enter) in TRACEPOINT_PROGRAMS {
+                if is_enter != enter || self.missing_syscalls.contains(&syscall) {
+                    continue;
+                }
+                if !tracefs.join("events/syscalls").join(name).exists() {
+                    if syscall == Syscall::Openat2 {
+                        tracing::warn!("this kernel has no openat2 (added in 5.6); watching open, openat and creat only");
+                        self.missing_syscalls.push(syscall);
+                        continue;
+                    }
+                    return Err(ProbeError::TracepointMissing(name));
+                }
+                attach_tracepoint(&mut self.ebpf, name, "syscalls", name)?;
+            }
+        }
+        self.mode = AttachMode::Tracepoint;
+        Ok(())
+    }
+
+    pub fn attach_mode(&self) -> AttachMode {
+        self.mode
+    }
+
+    /// Why fentry was not used (auto mode only).
+    pub fn fallback_reason(&self) -> Option<&str> {
+        self.fallback_reason.as_deref()
+    }
+
+    pub fn missing_syscalls(&self) -> &[Syscall] {
+        &self.missing_syscalls
+    }
+
+    pub fn config(&self) -> Config {
+        self.config
+    }
+
+    /// Replaces the live config; the kernel uses it from its next exit on.
+    pub fn set_config(&mut self, mut config: Config) -> Result<(), ProbeError> {
+        // The fork offset belongs to the load, not to callers.
+        config.fork_child_pid_offset = self.config.fork_child_pid_offset;
+        let map = self.ebpf.map_mut(MAP_CONFIG).ok_or(ProbeError::MapMissing(MAP_CONFIG))?;
+        let mut array: Array<_, Config> = Array::try_from(map).map_err(|e| ProbeError::Map(MAP_CONFIG, e))?;
+        array.set(0, config, 0).map_err(|e| ProbeError::Map(MAP_CONFIG, e))?;
+        self.config = config;
+        Ok(())
+    }
+
+    /// The kernel counters, summed over CPUs.
+    pub fn counters(&self) -> Result<Counters, ProbeError> {
+        let map = self.ebpf.map(MAP_COUNTERS).ok_or(ProbeError::MapMissing(MAP_COUNTERS))?;
+        let array: PerCpuArray<_, Counters> =
+            PerCpuArray::try_from(map).map_err(|e| ProbeError::Map(MAP_COUNTERS, e))?;
+        let per_cpu = array.get(&0, 0).map_err(|e| ProbeError::Map(MAP_COUNTERS, e))?;
+        let mut total = Counters::ZERO;
+        for cpu in per_cpu.iter() {
+            total.accumulate(cpu);
+        }
+        Ok(total)
+    }
+
+    /// Opens in progress right now (entries in the in-flight map).
+    pub fn inflight_len(&self) -> Result<usize, ProbeError> {
+        let map = self.ebpf.map(MAP_INFLIGHT).ok_or(ProbeError::MapMissing(MAP_INFLIGHT))?;
+        let hash: HashMap<_, u32, exporter_common::Inflight> =
+            HashMap::try_from(map).map_err(|e| ProbeError::Map(MAP_INFLIGHT, e))?;
+        Ok(hash.keys().filter(|k| k.is_ok()).count())
+    }
+
+    /// Follows `pid` and, through the fork tracepoint, every process it starts.
+    pub fn track_pid(&mut self, pid: u32) -> Result<(), ProbeError> {
+        let map = self.ebpf.map_mut(MAP_TRACKED).ok_or(ProbeError::MapMissing(MAP_TRACKED))?;
+        let mut hash: HashMap<_, u32, u8> = HashMap::try_from(map).map_err(|e| ProbeError::Map(MAP_TRACKED, e))?;
+        hash.insert(pid, 1, 0).map_err(|e| ProbeError::Map(MAP_TRACKED, e))
+    }
+
+    /// Takes the event ring buffer; call once.
+    pub fn take_events(&mut self) -> Result<EventReader, ProbeError> {
+        let map = self.ebpf.take_map(MAP_EVENTS).ok_or(ProbeError::MapMissing(MAP_EVENTS))?;
+        let ring = RingBuf::try_from(map).map_err(|e| ProbeError::Map(MAP_EVENTS, e))?;
+        Ok(EventReader { ring })
+    }
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, aya::programs::ProgramError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let p = ebpf
+        .program_mut(name)
+        .ok_or_else(|| aya::programs::ProgramError::UnexpectedProgramType)?;
+    p.try_into()
+}
+
+fn attach_tracepoint(ebpf: &mut Ebpf, program_name: &'static str, category: &str, name: &str) -> Result<(), ProbeError> {
+    let wrap = |source: aya::programs::ProgramError| ProbeError::Program {
+        program: program_name,
+        reason: describe_program_error(&source),
+    };
+    let tp: &mut TracePoint = program(ebpf, program_name).map_err(wrap)?;
+    tp.load().map_err(wrap)?;
+    tp.attach(category, name).map_err(wrap)?;
+    Ok(())
+}
+
+/// A short description of a program error: the errno, and the last lines of
+/// the verifier's log (the full log is at debug level).
+fn describe_program_error(error: &aya::programs::ProgramError) -> String {
+    match error {
+        aya::programs::ProgramError::LoadError { io_error, verifier_log } => {
+            let log = verifier_log.to_string();
+            tracing::debug!(verifier_log = %log, "BPF_PROG_LOAD failed");
+            let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+            let tail = lines[lines.len().saturating_sub(3)..].join(" | ");
+            if io_error.raw_os_error() == Some(libc::EPERM) {
+                format!("BPF_PROG_LOAD refused with EPERM (kernel lockdown, or missing CAP_BPF/CAP_PERFMON) {tail}")
+            } else {
+                format!("BPF_PROG_LOAD failed: {io_error}: {tail}")
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Ring buffer sizes must be a power-of-two multiple of the page size.
+pub fn ringbuf_size(requested: u32) -> u32 {
+    let page = page_size();
+    requested.max(page).checked_next_power_of_two().unwrap_or(1 << 31)
+}
+
+fn page_size() -> u32 {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if size > 0 { size as u32 } else { 4096 }
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; newer ones to the
+/// memory cgroup, where failing to raise it is harmless.
+fn raise_memlock_limit() {
+    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: plain syscall with a valid pointer.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+        tracing::debug!(
+            error = %std::io::Error::last_os_error(),
+            "could not raise RLIMIT_MEMLOCK; fine on kernels >= 5.11, which account BPF memory to the cgroup"
+        );
+    }
+}
+
+/// Reads anomaly events from the ring buffer without a wakeup per event.
+pub struct EventReader {
+    ring: RingBuf<MapData>,
+}
+
+/// How long the reader sleeps at most when the kernel does not wake it: events
+/// below the kernel's wakeup watermark wait at most this long.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+impl EventReader {
+    /// Calls `f` with every event now in the ring buffer; returns how many.
+    pub fn drain(&mut self, mut f: impl FnMut(&[u8])) -> usize {
+        let mut n = 0;
+        while let Some(item) = self.ring.next() {
+            f(&item);
+            n += 1;
+        }
+        n
+    }
+
+    /// Turns the reader into one that tokio can wait on.
+    pub fn into_async(self) -> std::io::Result<AsyncEventReader> {
+        Ok(AsyncEventReader { fd: AsyncFd::with_interest(self, tokio::io::Interest::READABLE)? })
+    }
+}
+
+impl AsRawFd for EventReader {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.ring.as_raw_fd()
+    }
+}
+
+pub struct AsyncEventReader {
+    fd: AsyncFd<EventReader>,
+}
+
+impl AsyncEventReader {
+    /// Waits until the kernel wakes us or `POLL_INTERVAL` passes, then drains.
+    pub async fn next_batch(&mut self, f: impl FnMut(&[u8])) -> usize {
+        if let Ok(Ok(mut guard)) = tokio::time::timeout(POLL_INTERVAL, self.fd.readable_mut()).await {
+            guard.clear_ready();
+        }
+        self.fd.get_mut().drain(f)
+    }
+
+    pub fn drain(&mut self, f: impl FnMut(&[u8])) -> usize {
+        self.fd.get_mut().drain(f)
+    }
+}
