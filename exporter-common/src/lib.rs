@@ -367,7 +367,7 @@ mod tests {
     fn layouts_are_stable() {
         assert_eq!(EVENT_HEADER_SIZE, 88);
         assert_eq!(EVENT_HEADER_SIZE % 8, 0);
-        assert_eq!(core::mem::size_of::<Inflight>(), 32);
+        assert_eq!(core::mem::size_of::<Inflight>(), 40);
         assert_eq!(core::mem::size_of::<Config>(), 32);
         // Per-CPU map values are limited to 32 KiB.
         assert!(core::mem::size_of::<Counters>() <= 32 * 1024);

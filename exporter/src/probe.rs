@@ -22,7 +22,7 @@ use tokio::io::unix::AsyncFd;
 use crate::preflight;
 
 /// The compiled eBPF object, built by build.rs from `exporter-ebpf`.
-static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/badfd"));
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/badfd-ebpf"));
 
 /// The kernel function every open syscall reaches, for fentry/fexit.
 pub const COMMON_OPEN_FUNCTION: &str = "do_sys_openat2";
@@ -377,7 +377,11 @@ impl EventReader {
 
     /// Turns the reader into one that tokio can wait on.
     pub fn into_async(self) -> std::io::Result<AsyncEventReader> {
-        Ok(AsyncEventReader { fd: AsyncFd::with_interest(self, tokio::io::Interest::READABLE)? })
+        // SAFETY: the ring buffer's fd is owned by `self`, which the AsyncFd owns
+        // and never closes or replaces while registered.
+        let fd = unsafe { AsyncFd::register_with_interest(self, tokio::io::Interest::READABLE) }
+            .map_err(std::io::Error::from)?;
+        Ok(AsyncEventReader { fd })
     }
 }
 

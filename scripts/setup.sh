@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Installs what building and testing badfd needs on a fresh Debian machine, and
+# does nothing (quickly) where it is already there. Idempotent; run as root.
+#   scripts/setup.sh          build and kernel prerequisites
+#   scripts/setup.sh --test   plus the tools the tests use (promtool, ...)
+set -euo pipefail
+
+want_test_tools=0
+[[ "${1:-}" == "--test" ]] && want_test_tools=1
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+
+# --- apt packages ----------------------------------------------------------
+apt_packages=(pkg-config)
+if (( want_test_tools )); then
+    # promtool (prometheus) lints the exposition and tests alert rules.
+    apt_packages+=(prometheus)
+fi
+missing=()
+for p in "${apt_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if (( ${#missing[@]} )); then
+    say "installing apt packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # Debian starts the prometheus service on install; the tests run their own.
+    if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null; then
+        systemctl disable --now prometheus prometheus-node-exporter >/dev/null 2>&1 || true
+    fi
+fi
+
+# --- Rust: nightly rust-src (build-std for the BPF target) and bpf-linker ----
+export PATH="$HOME/.cargo/bin:$PATH"
+if ! rustup toolchain list | grep -q '^nightly'; then
+    say "installing the nightly toolchain"
+    rustup toolchain install nightly --profile minimal --component rust-src
+fi
+if ! rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src'; then
+    say "adding rust-src to nightly"
+    rustup component add rust-src --toolchain nightly
+fi
+# bpf-linker 0.10.4 links against nightly's own LLVM (newer ones want LLVM 23).
+BPF_LINKER_VERSION=0.10.4
+if ! bpf-linker --version 2>/dev/null | grep -q "$BPF_LINKER_VERSION"; then
+    say "installing bpf-linker $BPF_LINKER_VERSION (about 2 minutes)"
+    cargo install bpf-linker --version "$BPF_LINKER_VERSION" --locked --force
+fi
+
+# --- kernel interfaces -------------------------------------------------------
+if [[ ! -d /sys/kernel/tracing/events ]]; then
+    say "mounting tracefs at /sys/kernel/tracing"
+    mount -t tracefs nodev /sys/kernel/tracing
+fi
+# securityfs tells whether the kernel is locked down (which forbids fentry).
+if [[ ! -e /sys/kernel/security/lockdown ]] && [[ -d /sys/kernel/security ]]; then
+    mount -t securityfs securityfs /sys/kernel/security 2>/dev/null || true
+fi

@@ -1,0 +1,239 @@
+//! A process that makes known opens through the raw syscalls and prints, one
+//! JSON object per line, every open it made (its manifest), so that the kernel
+//! tests can compare what badfd saw with what really happened.
+//!
+//!   workload failures DIR        failures of many errnos, from threads, odd paths
+//!   workload fifo DIR DELAY_MS   a slow open (FIFO reader waits for a writer)
+//!                                while another thread fails fast
+//!   workload fast DIR COUNT      COUNT successful openat+close of one file
+//!   workload cwd DIR             relative opens after chdir, then exit at once
+
+use std::{
+    ffi::CString,
+    os::unix::ffi::OsStrExt,
+    path::{Path, PathBuf},
+    sync::Mutex,
+    time::Duration,
+};
+
+use badfd_tests::OpenRecord;
+
+static MANIFEST: Mutex<Vec<OpenRecord>> = Mutex::new(Vec::new());
+
+fn gettid() -> u32 {
+    // SAFETY: no arguments.
+    unsafe { libc::syscall(libc::SYS_gettid) as u32 }
+}
+
+fn record(syscall: &str, dirfd: i32, path: &[u8], flags: u64, mode: u32, ret: i64) -> i64 {
+    MANIFEST.lock().unwrap().push(OpenRecord {
+        tid: gettid(),
+        syscall: syscall.into(),
+        dirfd,
+        path: path.to_vec(),
+        flags,
+        mode,
+        ret,
+    });
+    ret
+}
+
+fn cstr(path: &[u8]) -> CString {
+    CString::new(path).expect("no NUL in test paths")
+}
+
+fn ret_of(r: libc::c_long) -> i64 {
+    if r < 0 { -(std::io::Error::last_os_error().raw_os_error().unwrap() as i64) } else { r as i64 }
+}
+
+fn close(fd: i64) {
+    if fd >= 0 {
+        // SAFETY: an fd this process opened.
+        unsafe { libc::close(fd as i32) };
+    }
+}
+
+fn openat(dirfd: i32, path: &[u8], flags: i32, mode: u32) -> i64 {
+    let c = cstr(path);
+    // SAFETY: valid C string; raw syscall so that the syscall is exactly openat.
+    let r = unsafe { libc::syscall(libc::SYS_openat, dirfd, c.as_ptr(), flags, mode) };
+    record("openat", dirfd, path, flags as u32 as u64, mode, ret_of(r))
+}
+
+fn open(path: &[u8], flags: i32, mode: u32) -> i64 {
+    let c = cstr(path);
+    // SAFETY: as above.
+    let r = unsafe { libc::syscall(libc::SYS_open, c.as_ptr(), flags, mode) };
+    record("open", libc::AT_FDCWD, path, flags as u32 as u64, mode, ret_of(r))
+}
+
+fn creat(path: &[u8], mode: u32) -> i64 {
+    let c = cstr(path);
+    // SAFETY: as above.
+    let r = unsafe { libc::syscall(libc::SYS_creat, c.as_ptr(), mode) };
+    let flags = (libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC) as u64;
+    record("creat", libc::AT_FDCWD, path, flags, mode, ret_of(r))
+}
+
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+fn openat2(dirfd: i32, path: &[u8], flags: u64, mode: u64) -> i64 {
+    let c = cstr(path);
+    let how = OpenHow { flags, mode, resolve: 0 };
+    // SAFETY: valid pointers and the struct's true size.
+    let r = unsafe {
+        libc::syscall(libc::SYS_openat2, dirfd, c.as_ptr(), &how as *const OpenHow, std::mem::size_of::<OpenHow>())
+    };
+    record("openat2", dirfd, path, flags, mode as u32, ret_of(r))
+}
+
+fn bytes(p: &Path) -> Vec<u8> {
+    p.as_os_str().as_bytes().to_vec()
+}
+
+fn join(dir: &Path, name: &[u8]) -> Vec<u8> {
+    let mut v = bytes(dir);
+    v.push(b'/');
+    v.extend_from_slice(name);
+    v
+}
+
+fn failures(dir: &Path) {
+    let exists = join(dir, b"exists");
+    close(openat(libc::AT_FDCWD, &exists, libc::O_CREAT | libc::O_WRONLY, 0o644));
+    std::os::unix::fs::symlink(dir.join("exists"), dir.join("link")).unwrap();
+
+    for _ in 0..20 {
+        close(openat(libc::AT_FDCWD, &exists, libc::O_RDONLY, 0));
+    }
+    openat(libc::AT_FDCWD, &join(dir, b"missing"), libc::O_RDONLY, 0); // ENOENT
+    openat(libc::AT_FDCWD, &join(dir, b"exists/below"), libc::O_RDONLY, 0); // ENOTDIR
+    openat(libc::AT_FDCWD, &bytes(dir), libc::O_WRONLY, 0); // EISDIR
+    openat(libc::AT_FDCWD, &exists, libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY, 0o600); // EEXIST
+    openat(libc::AT_FDCWD, &join(dir, b"link"), libc::O_RDONLY | libc::O_NOFOLLOW, 0); // ELOOP
+    let mut too_long = b"/".to_vec();
+    too_long.extend(std::iter::repeat_n(b'a', 5000));
+    openat(libc::AT_FDCWD, &too_long, libc::O_RDONLY, 0); // ENAMETOOLONG, truncated
+    openat(9999, b"relative-to-bad-fd", libc::O_RDONLY, 0); // EBADF
+    openat2(libc::AT_FDCWD, &exists, 1 << 40, 0); // EINVAL: unknown flag bits
+
+    // Relative to a real directory fd.
+    let dirfd = openat(libc::AT_FDCWD, &bytes(dir), libc::O_RDONLY | libc::O_DIRECTORY, 0);
+    openat(dirfd as i32, b"missing-relative", libc::O_RDONLY, 0);
+    close(dirfd);
+
+    // A 4000-byte path: components of 199 bytes under DIR, ENOENT.
+    let mut long = bytes(dir);
+    while long.len() + 200 <= 4000 {
+        long.push(b'/');
+        long.extend(std::iter::repeat_n(b'd', 199));
+    }
+    long.push(b'/');
+    long.extend(std::iter::repeat_n(b'f', 4000 - long.len()));
+    assert_eq!(long.len(), 4000);
+    openat(libc::AT_FDCWD, &long, libc::O_RDONLY, 0);
+
+    // Odd bytes: invalid UTF-8, a newline, a quote, a backslash, a control byte.
+    openat(libc::AT_FDCWD, &join(dir, b"bad\xff\nname\"\\\x01"), libc::O_RDONLY, 0);
+
+    // The other syscalls.
+    open(&join(dir, b"missing-open"), libc::O_RDONLY, 0);
+    creat(&join(dir, b"no-such-dir/file"), 0o640);
+    close(open(&exists, libc::O_RDONLY, 0));
+
+    // Threads: each thread's opens carry its own tid.
+    let handles: Vec<_> = (0..3)
+        .map(|i| {
+            let dir = dir.to_path_buf();
+            std::thread::spawn(move || {
+                for j in 0..5 {
+                    openat(libc::AT_FDCWD, &join(&dir, format!("missing-thread-{i}-{j}").as_bytes()), libc::O_RDONLY, 0);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+}
+
+fn fifo(dir: &Path, delay: Duration) {
+    let fifo = dir.join("fifo");
+    let c = cstr(&bytes(&fifo));
+    // SAFETY: valid C string.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+    let fifo_bytes = bytes(&fifo);
+    let reader = {
+        let fifo_bytes = fifo_bytes.clone();
+        // Blocks until the writer below opens the FIFO.
+        std::thread::spawn(move || close(openat(libc::AT_FDCWD, &fifo_bytes, libc::O_RDONLY, 0)))
+    };
+    // While the reader is blocked, another thread fails fast: with enter and exit
+    // matched per thread, neither disturbs the other's timing.
+    std::thread::sleep(delay / 4);
+    let dir2 = dir.to_path_buf();
+    std::thread::spawn(move || {
+        for j in 0..10 {
+            openat(libc::AT_FDCWD, &join(&dir2, format!("missing-during-fifo-{j}").as_bytes()), libc::O_RDONLY, 0);
+        }
+    })
+    .join()
+    .unwrap();
+    std::thread::sleep(delay - delay / 4);
+    let writer = openat(libc::AT_FDCWD, &fifo_bytes, libc::O_WRONLY, 0);
+    reader.join().unwrap();
+    close(writer);
+}
+
+fn fast(dir: &Path, count: usize) {
+    let file = join(dir, b"fast");
+    close(openat(libc::AT_FDCWD, &file, libc::O_CREAT | libc::O_WRONLY, 0o644));
+    let c = cstr(&file);
+    for _ in 0..count {
+        // Not recorded one by one: the test only counts them.
+        // SAFETY: valid C string.
+        let fd = unsafe { libc::syscall(libc::SYS_openat, libc::AT_FDCWD, c.as_ptr(), libc::O_RDONLY, 0) };
+        assert!(fd >= 0);
+        close(fd);
+    }
+}
+
+fn cwd(dir: &Path) {
+    std::env::set_current_dir(dir).unwrap();
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    openat(libc::AT_FDCWD, b"missing-in-cwd", libc::O_RDONLY, 0);
+    openat(libc::AT_FDCWD, b"sub/../sub/missing-deeper", libc::O_RDONLY, 0);
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let dir = PathBuf::from(args.get(2).expect("usage: workload SCENARIO DIR [N]"));
+    let n: u64 = args.get(3).map(|s| s.parse().unwrap()).unwrap_or(0);
+    // The scenario's opens start now; everything before was the loader's.
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    let begin_ns = now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64;
+    match args[1].as_str() {
+        "failures" => failures(&dir),
+        "fifo" => fifo(&dir, Duration::from_millis(n)),
+        "fast" => fast(&dir, n as usize),
+        "cwd" => cwd(&dir),
+        other => panic!("unknown scenario {other}"),
+    }
+    let manifest = MANIFEST.lock().unwrap();
+    let mut out = std::io::stdout().lock();
+    {
+        use std::io::Write;
+        writeln!(out, "begin_ns {begin_ns}").unwrap();
+    }
+    for r in manifest.iter() {
+        use std::io::Write;
+        writeln!(out, "{}", serde_json::to_string(r).unwrap()).unwrap();
+    }
+}

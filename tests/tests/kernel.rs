@@ -1,0 +1,238 @@
+//! Kernel tests of the probe itself (issue 2): real program, real opens, exact
+//! counts. Run as root; they fail, never skip, when BPF cannot be loaded.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use badfd::{AttachMode, OpenEvent};
+use badfd_tests::{cgroup_id_of, kernel_locked_down, load_probe, run_workload, Collector, OpenRecord, TempDir};
+use exporter_common::{
+    Config, Counters, Loss, Stream, Syscall, CONFIG_FAILURES_ONLY, PATH_MAX, RESULT_FAILED, RESULT_OK,
+    SLOW_DISABLED,
+};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+fn config(slow_ms: Option<u64>) -> Config {
+    Config {
+        slow_threshold_ns: slow_ms.map(|ms| ms * 1_000_000).unwrap_or(SLOW_DISABLED),
+        ..Config::DEFAULT
+    }
+}
+
+fn syscall_of(name: &str) -> Syscall {
+    Syscall::ALL.into_iter().find(|s| s.name() == name).unwrap()
+}
+
+/// The identity of an open as both sides can state it.
+fn key_of_record(r: &OpenRecord) -> (u32, Syscall, i64, i32, Vec<u8>) {
+    let mut path = r.path.clone();
+    path.truncate(PATH_MAX - 1);
+    (r.tid, syscall_of(&r.syscall), r.ret, r.dirfd, path)
+}
+
+fn key_of_event(e: &OpenEvent) -> (u32, Syscall, i64, i32, Vec<u8>) {
+    (e.tid, e.syscall, e.ret, e.dirfd, e.path.clone())
+}
+
+fn multiset<K: Ord>(keys: impl IntoIterator<Item = K>) -> BTreeMap<K, usize> {
+    let mut m = BTreeMap::new();
+    for k in keys {
+        *m.entry(k).or_insert(0) += 1;
+    }
+    m
+}
+
+fn delta(after: &Counters, before: &Counters, f: impl Fn(&Counters) -> u64) -> u64 {
+    f(after) - f(before)
+}
+
+#[test]
+fn streams_exactly_the_failures_with_every_field() {
+    let mut probe = load_probe(config(None));
+    let collector = Collector::start(&mut probe);
+    let dir = TempDir::new("failures");
+    let before = probe.counters().unwrap();
+
+    let run = run_workload(&["failures", dir.path().to_str().unwrap()]);
+    let failures = run.failures();
+    let events = collector.wait_for(&run, failures.len(), WAIT);
+    let after = probe.counters().unwrap();
+
+    // Exactly the failed opens, each once, with its own thread, syscall, errno,
+    // dirfd and path; no successful open crossed to userspace.
+    assert_eq!(
+        multiset(events.iter().map(key_of_event)),
+        multiset(failures.iter().map(|r| key_of_record(r))),
+        "events of the workload differ from the failures it made"
+    );
+    let errnos: std::collections::BTreeSet<i64> = events.iter().map(|e| -e.ret).collect();
+    for errno in [libc::ENOENT, libc::ENOTDIR, libc::EISDIR, libc::EEXIST, libc::ELOOP, libc::ENAMETOOLONG, libc::EBADF, libc::EINVAL] {
+        assert!(errnos.contains(&(errno as i64)), "no event with {}", badfd::errno::name(errno));
+    }
+    let tids: std::collections::BTreeSet<u32> = events.iter().map(|e| e.tid).collect();
+    assert!(tids.len() >= 4, "thread opens must carry their thread ids, saw {tids:?}");
+    assert!(tids.contains(&run.pid));
+
+    // Every field of a few events.
+    let cgroup = cgroup_id_of(std::process::id()).expect("cgroup v2 id of this process");
+    for e in &events {
+        assert!(e.failed() && !e.slow(), "{e:?}");
+        assert_eq!(e.comm_lossy(), "workload");
+        assert_eq!(e.uid, 0);
+        assert_eq!(e.gid, 0);
+        assert_eq!(e.cgroup_id, cgroup, "the workload runs in the test's cgroup");
+        assert!(e.latency_ns > 0 && e.latency_ns < 1_000_000_000, "latency {}", e.latency_ns);
+        assert!(e.start_ns > 0);
+    }
+    let eexist = events.iter().find(|e| e.ret == -(libc::EEXIST as i64)).unwrap();
+    assert_eq!(eexist.open_flags, (libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY) as u64);
+    assert_eq!(eexist.mode, 0o600);
+    let eloop = events.iter().find(|e| e.ret == -(libc::ELOOP as i64)).unwrap();
+    assert_eq!(eloop.open_flags & libc::O_NOFOLLOW as u64, libc::O_NOFOLLOW as u64);
+    let einval = events.iter().find(|e| e.ret == -(libc::EINVAL as i64)).unwrap();
+    assert_eq!(einval.syscall, Syscall::Openat2);
+    assert_eq!(einval.open_flags, 1 << 40, "openat2 flags come from struct open_how");
+    let creat = events.iter().find(|e| e.syscall == Syscall::Creat).unwrap();
+    assert_eq!(creat.mode, 0o640);
+    assert_eq!(creat.dirfd, libc::AT_FDCWD);
+    let relative = events.iter().find(|e| e.path == b"missing-relative").unwrap();
+    assert!(relative.dirfd >= 3, "relative open carries its real dirfd, got {}", relative.dirfd);
+    let odd = events.iter().find(|e| e.path.ends_with(b"bad\xff\nname\"\\\x01")).expect("odd bytes kept as they are");
+    assert!(!odd.path_truncated());
+
+    // Long paths: 4000 bytes whole, over PATH_MAX cut and flagged.
+    let long = events.iter().find(|e| e.path.len() == 4000).expect("the 4000-byte path arrives whole");
+    assert!(!long.path_truncated());
+    assert_eq!(long.ret, -(libc::ENOENT as i64));
+    let too_long = events.iter().find(|e| e.ret == -(libc::ENAMETOOLONG as i64)).unwrap();
+    assert!(too_long.path_truncated());
+    assert_eq!(too_long.path.len(), PATH_MAX - 1);
+
+    // The exact counters saw at least every open the workload made (other
+    // processes open files too, so at least, not equal).
+    let mut made: BTreeMap<(Syscall, usize), u64> = BTreeMap::new();
+    let mut made_errno: BTreeMap<(Syscall, i64), u64> = BTreeMap::new();
+    for r in &run.manifest {
+        let s = syscall_of(&r.syscall);
+        *made.entry((s, if r.ret < 0 { RESULT_FAILED } else { RESULT_OK })).or_default() += 1;
+        if r.ret < 0 {
+            *made_errno.entry((s, -r.ret)).or_default() += 1;
+        }
+    }
+    for ((s, result), n) in made {
+        let d = delta(&after, &before, |c| c.opens[s as usize][result]);
+        assert!(d >= n, "{} result {result}: counter delta {d} < {n} opens made", s.name());
+    }
+    for ((s, errno), n) in made_errno {
+        let d = delta(&after, &before, |c| c.errnos[s as usize][errno as usize]);
+        assert!(d >= n, "{} {}: counter delta {d} < {n}", s.name(), badfd::errno::name(errno as i32));
+    }
+    assert!(delta(&after, &before, |c| c.losses[Loss::PathTruncated as usize]) >= 1);
+    assert!(delta(&after, &before, |c| c.stream[Stream::Submitted as usize]) >= failures.len() as u64);
+}
+
+#[test]
+fn fast_successful_opens_never_cross_to_userspace() {
+    const OPENS: u64 = 2000;
+    let mut probe = load_probe(config(Some(1000)));
+    let collector = Collector::start(&mut probe);
+    let dir = TempDir::new("fast");
+    let before = probe.counters().unwrap();
+
+    let run = run_workload(&["fast", dir.path().to_str().unwrap(), &OPENS.to_string()]);
+    let events = collector.wait_for(&run, 1, Duration::from_millis(300));
+    let after = probe.counters().unwrap();
+
+    assert!(events.is_empty(), "fast successful opens streamed: {events:?}");
+    let openat = Syscall::Openat as usize;
+    assert!(delta(&after, &before, |c| c.opens[openat][RESULT_OK]) >= OPENS + 1);
+    // Every timed open is in the latency histogram, and its sum moved.
+    let timed = delta(&after, &before, |c| c.latency[openat].iter().sum());
+    assert!(timed >= OPENS + 1, "latency histogram gained {timed}");
+    assert!(delta(&after, &before, |c| c.latency_sum_ns[openat]) > 0);
+}
+
+#[test]
+fn slow_opens_are_timed_per_thread_and_the_threshold_changes_at_run_time() {
+    const DELAY_MS: u64 = 80;
+    let mut probe = load_probe(config(Some(30)));
+    let collector = Collector::start(&mut probe);
+
+    // 1. Threshold 30 ms: the FIFO reader's 80 ms open is slow; the failures a
+    // second thread made meanwhile are fast and separately timed.
+    let dir = TempDir::new("fifo1");
+    let run = run_workload(&["fifo", dir.path().to_str().unwrap(), &DELAY_MS.to_string()]);
+    let reader = run.manifest.iter().find(|r| r.flags == libc::O_RDONLY as u64 && r.ret >= 0).unwrap();
+    let events = collector.wait_for(&run, run.failures().len() + 1, WAIT);
+    let slow: Vec<&OpenEvent> = events.iter().filter(|e| e.slow()).collect();
+    assert_eq!(slow.len(), 1, "exactly the FIFO reader is slow: {events:?}");
+    let slow = slow[0];
+    assert_eq!(slow.tid, reader.tid);
+    assert!(!slow.failed());
+    assert_eq!(slow.ret, reader.ret);
+    assert!(slow.path.ends_with(b"/fifo"));
+    assert!(slow.latency_ns >= DELAY_MS * 1_000_000 * 3 / 4, "reader waited {} ns", slow.latency_ns);
+    let fast_failures: Vec<&OpenEvent> = events.iter().filter(|e| e.failed()).collect();
+    assert_eq!(fast_failures.len(), run.failures().len());
+    for e in fast_failures {
+        assert!(e.latency_ns < 30_000_000, "a failure made while the reader blocked took {} ns", e.latency_ns);
+        assert_ne!(e.tid, reader.tid);
+    }
+
+    // 2. Threshold raised to 500 ms while running: the same open is no longer slow.
+    probe.set_config(config(Some(500))).unwrap();
+    let dir = TempDir::new("fifo2");
+    let run = run_workload(&["fifo", dir.path().to_str().unwrap(), &DELAY_MS.to_string()]);
+    let events = collector.wait_for(&run, run.failures().len(), WAIT);
+    assert!(events.iter().all(|e| !e.slow()), "threshold change ignored: {events:?}");
+    assert_eq!(events.len(), run.failures().len());
+
+    // 3. Back to 30 ms but failures only: the slow open is counted, not streamed.
+    let before = probe.counters().unwrap();
+    probe.set_config(Config { flags: CONFIG_FAILURES_ONLY, ..config(Some(30)) }).unwrap();
+    let dir = TempDir::new("fifo3");
+    let run = run_workload(&["fifo", dir.path().to_str().unwrap(), &DELAY_MS.to_string()]);
+    let events = collector.wait_for(&run, run.failures().len(), WAIT);
+    let after = probe.counters().unwrap();
+    assert!(events.iter().all(|e| e.failed()), "failures-only streamed a success: {events:?}");
+    assert_eq!(events.len(), run.failures().len());
+    assert!(delta(&after, &before, |c| c.stream[Stream::SlowNotStreamed as usize]) >= 1);
+    assert!(delta(&after, &before, |c| c.slow[Syscall::Openat as usize]) >= 1);
+}
+
+#[test]
+fn pid_filter_is_decided_in_the_kernel() {
+    // Stream only a process that is not the workload.
+    let mut probe = load_probe(Config { filter_pid: 1, ..config(None) });
+    let collector = Collector::start(&mut probe);
+    let dir = TempDir::new("filter");
+    let before = probe.counters().unwrap();
+    let run = run_workload(&["failures", dir.path().to_str().unwrap()]);
+    let events = collector.wait_for(&run, 1, Duration::from_millis(300));
+    let after = probe.counters().unwrap();
+    assert!(events.is_empty(), "filtered process streamed {} events", events.len());
+    let filtered = delta(&after, &before, |c| c.stream[Stream::Filtered as usize]);
+    assert!(filtered >= run.failures().len() as u64, "filtered counter {filtered}");
+    // Counters still count every open of the filtered process.
+    let failed = delta(&after, &before, |c| c.opens[Syscall::Openat as usize][RESULT_FAILED]);
+    assert!(failed >= run.failures().iter().filter(|r| r.syscall == "openat").count() as u64);
+}
+
+#[test]
+fn attach_mode_is_detected_not_assumed() {
+    let probe = load_probe(config(None));
+    let expected = match std::env::var("BADFD_TEST_ATTACH").as_deref() {
+        Ok("fentry") => AttachMode::Fentry,
+        Ok("tracepoint") => AttachMode::Tracepoint,
+        _ => match kernel_locked_down() {
+            Some(true) => AttachMode::Tracepoint,
+            Some(false) => AttachMode::Fentry,
+            None => panic!("cannot tell whether fentry should load: mount securityfs (scripts/setup.sh does)"),
+        },
+    };
+    assert_eq!(probe.attach_mode(), expected);
+    if expected == AttachMode::Tracepoint && std::env::var("BADFD_TEST_ATTACH").is_err() {
+        let reason = probe.fallback_reason().expect("auto mode says why fentry was not used");
+        assert!(reason.contains("EPERM"), "fallback reason: {reason}");
+    }
+}
