@@ -1,0 +1,166 @@
+//! Turning the path an open was given into an absolute path, against the
+//! **traced process's** dirfd or cwd (never the exporter's), and saying how.
+
+use std::path::PathBuf;
+
+use exporter_common::AT_FDCWD;
+
+use crate::OpenEvent;
+
+/// How a path was made absolute; the `method` label of
+/// `badfd_path_resolutions_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Resolution {
+    /// The path was absolute already.
+    Absolute,
+    /// The kernel sent the directory the path is relative to.
+    Kernel,
+    /// Read from /proc/<pid>/cwd or /proc/<pid>/fd/<dirfd> after the fact.
+    Proc,
+    /// Could not be resolved (the process and its directory are gone); the path
+    /// is kept as it was given.
+    Unresolved,
+}
+
+impl Resolution {
+    pub const ALL: [Resolution; 4] =
+        [Resolution::Absolute, Resolution::Kernel, Resolution::Proc, Resolution::Unresolved];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Resolution::Absolute => "absolute",
+            Resolution::Kernel => "kernel",
+            Resolution::Proc => "proc",
+            Resolution::Unresolved => "unresolved",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResolvedPath {
+    /// Absolute unless `how` is `Unresolved`; raw bytes, not necessarily UTF-8.
+    pub path: Vec<u8>,
+    pub how: Resolution,
+}
+
+/// Resolves event paths. Keeps no state yet; a struct so that caches can come.
+#[derive(Debug, Default)]
+pub struct Resolver {
+    proc_root: PathBuf,
+}
+
+impl Resolver {
+    pub fn new() -> Resolver {
+        Resolver { proc_root: PathBuf::from("/proc") }
+    }
+
+    pub fn resolve(&mut self, event: &OpenEvent) -> ResolvedPath {
+        if event.path.first() == Some(&b'/') {
+            return ResolvedPath { path: normalize(&event.path), how: Resolution::Absolute };
+        }
+        let link = if event.dirfd == AT_FDCWD {
+            self.proc_root.join(event.pid.to_string()).join("cwd")
+        } else {
+            self.proc_root.join(event.pid.to_string()).join("fd").join(event.dirfd.to_string())
+        };
+        match std::fs::read_link(&link) {
+            Ok(dir) => {
+                use std::os::unix::ffi::OsStrExt;
+                ResolvedPath { path: join(dir.as_os_str().as_bytes(), &event.path), how: Resolution::Proc }
+            }
+            Err(_) => ResolvedPath { path: event.path.clone(), how: Resolution::Unresolved },
+        }
+    }
+}
+
+/// `dir` + `/` + `relative`, normalized.
+pub fn join(dir: &[u8], relative: &[u8]) -> Vec<u8> {
+    let mut v = dir.to_vec();
+    v.push(b'/');
+    v.extend_from_slice(relative);
+    normalize(&v)
+}
+
+/// Removes empty and `.` components and applies `..` lexically (the kernel's
+/// view after symlinks is not known here; lexical is what users read).
+pub fn normalize(path: &[u8]) -> Vec<u8> {
+    let absolute = path.first() == Some(&b'/');
+    let mut parts: Vec<&[u8]> = Vec::new();
+    for part in path.split(|&b| b == b'/') {
+        match part {
+            b"" | b"." => {}
+            b".." => {
+                if parts.last().is_some_and(|p| *p != b"..") {
+                    parts.pop();
+                } else if !absolute {
+                    parts.push(part);
+                }
+            }
+            _ => parts.push(part),
+        }
+    }
+    let mut out = Vec::with_capacity(path.len());
+    if absolute {
+        out.push(b'/');
+    }
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            out.push(b'/');
+        }
+        out.extend_from_slice(p);
+    }
+    if out.is_empty() {
+        out.push(b'.');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalizes_lexically() {
+        assert_eq!(normalize(b"/a//b/./c/../d"), b"/a/b/d");
+        assert_eq!(normalize(b"/../x"), b"/x");
+        assert_eq!(normalize(b"a/../../b"), b"../b");
+        assert_eq!(normalize(b"/"), b"/");
+        assert_eq!(normalize(b"/bad\xff/./n"), b"/bad\xff/n");
+        assert_eq!(join(b"/home/u", b"sub/../f"), b"/home/u/f");
+    }
+
+    #[test]
+    fn resolves_against_the_traced_process_not_ours() {
+        let dir = std::env::temp_dir().join(format!("badfd-resolve-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut child = std::process::Command::new("sleep").arg("5").current_dir(&dir).spawn().unwrap();
+        let mut event = OpenEvent {
+            start_ns: 0,
+            latency_ns: 0,
+            cgroup_id: 0,
+            ret: -2,
+            open_flags: 0,
+            pid: child.id(),
+            tid: child.id(),
+            uid: 0,
+            gid: 0,
+            mode: 0,
+            dirfd: AT_FDCWD,
+            syscall: exporter_common::Syscall::Openat,
+            flags: 0,
+            comm: [0; 16],
+            path: b"x/../missing".to_vec(),
+        };
+        let mut r = Resolver::new();
+        let got = r.resolve(&event);
+        use std::os::unix::ffi::OsStrExt;
+        let want = join(dir.canonicalize().unwrap().as_os_str().as_bytes(), b"missing");
+        assert_eq!(got, ResolvedPath { path: want, how: Resolution::Proc });
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(r.resolve(&event).how, Resolution::Unresolved, "gone process");
+        event.path = b"/abs/./p".to_vec();
+        assert_eq!(r.resolve(&event), ResolvedPath { path: b"/abs/p".to_vec(), how: Resolution::Absolute });
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
