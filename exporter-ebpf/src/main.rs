@@ -400,3 +400,10 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+
+/// Benchmarks only: an empty program on the same tracepoints, the floor cost
+/// of the attach mode itself (never attached by badfd).
+#[tracepoint]
+pub fn floor_empty(_ctx: TracePointContext) -> u32 {
+    0
+}

@@ -408,3 +408,46 @@ impl AsyncEventReader {
         self.fd.get_mut().drain(f)
     }
 }
+
+/// Run count and in-kernel run time of one program, from bpf_stats.
+#[derive(Clone, Debug)]
+pub struct ProgramStats {
+    pub name: String,
+    pub run_count: u64,
+    pub run_time: Duration,
+}
+
+impl Probe {
+    /// bpf_stats of every loaded program; counts move only while stats are
+    /// enabled (`aya::sys::enable_stats`, or sysctl kernel.bpf_stats_enabled=1).
+    pub fn program_stats(&self) -> Vec<ProgramStats> {
+        self.ebpf
+            .programs()
+            .filter_map(|(name, p)| {
+                let info = p.info().ok()?;
+                Some(ProgramStats { name: name.to_string(), run_count: info.run_count(), run_time: info.run_time() })
+            })
+            .collect()
+    }
+}
+
+/// Benchmarks only: attaches an empty program to the syscall tracepoints badfd
+/// uses, to measure the floor cost of the tracepoint attach mode. Dropping the
+/// returned object detaches it.
+pub fn attach_floor() -> Result<Ebpf, ProbeError> {
+    let tracefs = preflight::check()?;
+    raise_memlock_limit();
+    let mut ebpf = Ebpf::load(EBPF_OBJECT).map_err(ProbeError::Load)?;
+    let wrap = |source: aya::programs::ProgramError| ProbeError::Program {
+        program: "floor_empty",
+        reason: describe_program_error(&source),
+    };
+    let tp: &mut TracePoint = program(&mut ebpf, "floor_empty").map_err(wrap)?;
+    tp.load().map_err(wrap)?;
+    for (name, _, _) in TRACEPOINT_PROGRAMS {
+        if tracefs.join("events/syscalls").join(name).exists() {
+            tp.attach("syscalls", name).map_err(wrap)?;
+        }
+    }
+    Ok(ebpf)
+}

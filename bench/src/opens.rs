@@ -1,0 +1,222 @@
+//! What badfd adds to each syscall: ns per call for successful opens, failing
+//! opens, getpid and a mixed workload, with nothing attached (bare), with an
+//! empty program on the same tracepoints (the floor of the attach mode), and
+//! with badfd attached. Conditions alternate in rounds; the first round is
+//! discarded; each figure is the median over rounds of (condition - bare in the
+//! same round). Runs as root; pins the workload to one CPU and badfd's reader
+//! to another.
+
+use std::{
+    ffi::CString,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use badfd::{probe::attach_floor, Probe, ProbeOptions};
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(about = "ns added per open / failing open / getpid: bare vs floor vs badfd")]
+struct Args {
+    /// Rounds of all conditions (the first is discarded).
+    #[arg(long, default_value_t = 7)]
+    rounds: usize,
+    /// Calls per measurement.
+    #[arg(long, default_value_t = 200_000)]
+    iters: u64,
+    /// CPU the workload runs on.
+    #[arg(long, default_value_t = 0)]
+    cpu: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Condition {
+    Bare,
+    Floor,
+    Badfd,
+}
+
+const CONDITIONS: [Condition; 3] = [Condition::Bare, Condition::Floor, Condition::Badfd];
+
+#[derive(Clone, Copy, Debug)]
+enum Workload {
+    OpenClose,
+    FailingOpen,
+    Getpid,
+    Mixed,
+}
+
+const WORKLOADS: [Workload; 4] = [Workload::OpenClose, Workload::FailingOpen, Workload::Getpid, Workload::Mixed];
+
+impl Workload {
+    fn name(self) -> &'static str {
+        match self {
+            Workload::OpenClose => "openat+close (cached file)",
+            Workload::FailingOpen => "openat ENOENT",
+            Workload::Getpid => "getpid",
+            Workload::Mixed => "mixed: 1 ENOENT per 1000 opens",
+        }
+    }
+}
+
+fn pin_to(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes within it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+struct Paths {
+    ok: CString,
+    missing: CString,
+}
+
+#[inline(never)]
+fn run(w: Workload, iters: u64, p: &Paths) -> f64 {
+    let start = Instant::now();
+    // SAFETY: valid C strings; raw syscalls so glibc adds nothing.
+    unsafe {
+        match w {
+            Workload::OpenClose => {
+                for _ in 0..iters {
+                    let fd = libc::syscall(libc::SYS_openat, libc::AT_FDCWD, p.ok.as_ptr(), libc::O_RDONLY);
+                    libc::syscall(libc::SYS_close, fd);
+                }
+            }
+            Workload::FailingOpen => {
+                for _ in 0..iters {
+                    libc::syscall(libc::SYS_openat, libc::AT_FDCWD, p.missing.as_ptr(), libc::O_RDONLY);
+                }
+            }
+            Workload::Getpid => {
+                for _ in 0..iters {
+                    libc::syscall(libc::SYS_getpid);
+                }
+            }
+            Workload::Mixed => {
+                for i in 0..iters {
+                    let path = if i % 1000 == 999 { &p.missing } else { &p.ok };
+                    let fd = libc::syscall(libc::SYS_openat, libc::AT_FDCWD, path.as_ptr(), libc::O_RDONLY);
+                    if fd >= 0 {
+                        libc::syscall(libc::SYS_close, fd);
+                    }
+                }
+            }
+        }
+    }
+    start.elapsed().as_nanos() as f64 / iters as f64
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = v.len();
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    anyhow::ensure!(args.rounds >= 2, "--rounds must be at least 2 (the first is discarded)");
+    let dir = std::env::temp_dir().join(format!("badfd-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let ok_path = dir.join("cached");
+    std::fs::write(&ok_path, b"x")?;
+    let paths = Paths {
+        ok: CString::new(ok_path.to_str().unwrap())?,
+        missing: CString::new(dir.join("missing").to_str().unwrap())?,
+    };
+    // bpf_stats for the in-kernel run time of badfd's programs.
+    let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).context("enable bpf_stats")?;
+
+    // results[condition][workload] = ns/call per kept round
+    let mut ns = vec![vec![Vec::new(); WORKLOADS.len()]; CONDITIONS.len()];
+    let mut badfd_stats: Vec<(String, u64, Duration)> = Vec::new();
+    let mut streamed = 0u64;
+    let mut lost = 0u64;
+    let mut mode = String::new();
+    for round in 0..args.rounds {
+        for (ci, &cond) in CONDITIONS.iter().enumerate() {
+            // Attach on another CPU's time, then measure pinned.
+            pin_to(args.cpu);
+            let floor = (cond == Condition::Floor).then(attach_floor).transpose()?;
+            let mut probe = (cond == Condition::Badfd).then(|| Probe::load(&ProbeOptions::default())).transpose()?;
+            let stop = Arc::new(AtomicBool::new(false));
+            let received = Arc::new(AtomicU64::new(0));
+            let reader = match probe.as_mut() {
+                Some(p) => {
+                    mode = p.attach_mode().to_string();
+                    let mut events = p.take_events()?;
+                    let (stop, received) = (stop.clone(), received.clone());
+                    let reader_cpu = (args.cpu + 1) % std::thread::available_parallelism()?.get();
+                    Some(std::thread::spawn(move || {
+                        pin_to(reader_cpu);
+                        while !stop.load(Ordering::Relaxed) {
+                            let n = events.drain(|_| {});
+                            received.fetch_add(n as u64, Ordering::Relaxed);
+                            if n == 0 {
+                                std::thread::sleep(Duration::from_millis(1));
+                            }
+                        }
+                    }))
+                }
+                None => None,
+            };
+            for (wi, &w) in WORKLOADS.iter().enumerate() {
+                run(w, args.iters / 10, &paths); // warm up
+                let v = run(w, args.iters, &paths);
+                if round > 0 {
+                    ns[ci][wi].push(v);
+                }
+            }
+            stop.store(true, Ordering::Relaxed);
+            if let Some(r) = reader {
+                r.join().unwrap();
+            }
+            if let Some(p) = probe.as_ref() {
+                let c = p.counters()?;
+                streamed += received.load(Ordering::Relaxed);
+                lost += c.losses[exporter_common::Loss::RingbufFull as usize];
+                if round > 0 {
+                    for s in p.program_stats() {
+                        if let Some(e) = badfd_stats.iter_mut().find(|e| e.0 == s.name) {
+                            e.1 += s.run_count;
+                            e.2 += s.run_time;
+                        } else {
+                            badfd_stats.push((s.name, s.run_count, s.run_time));
+                        }
+                    }
+                }
+            }
+            drop(floor);
+        }
+    }
+    std::fs::remove_dir_all(&dir)?;
+
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    println!("badfd bench/opens: kernel {} attach mode {mode}, {} rounds (first discarded) x {} calls, workload on CPU {}",
+        kernel.trim(), args.rounds, args.iters, args.cpu);
+    println!();
+    println!("| workload | bare ns/call | floor +ns | badfd +ns | badfd / bare |");
+    println!("|---|---:|---:|---:|---:|");
+    for (wi, w) in WORKLOADS.iter().enumerate() {
+        let bare = median(ns[0][wi].clone());
+        let added = |ci: usize| median(ns[ci][wi].iter().zip(&ns[0][wi]).map(|(c, b)| c - b).collect());
+        let ratio = median(ns[2][wi].iter().zip(&ns[0][wi]).map(|(c, b)| c / b).collect());
+        println!("| {} | {:.0} | {:+.0} | {:+.0} | {:.2} |", w.name(), bare, added(1), added(2), ratio);
+    }
+    println!();
+    println!("in-kernel run time per program (bpf_stats, kept rounds):");
+    println!("| program | runs | ns/run |");
+    println!("|---|---:|---:|");
+    for (name, count, time) in badfd_stats.iter().filter(|s| s.1 > 0) {
+        println!("| {name} | {count} | {:.0} |", time.as_nanos() as f64 / *count as f64);
+    }
+    println!();
+    println!("events streamed to userspace: {streamed}, lost (ring buffer full): {lost}");
+    Ok(())
+}
