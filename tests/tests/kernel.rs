@@ -236,3 +236,21 @@ fn attach_mode_is_detected_not_assumed() {
         assert!(reason.contains("EPERM"), "fallback reason: {reason}");
     }
 }
+
+#[test]
+fn without_capabilities_badfd_says_so_in_one_line() {
+    let badfd = badfd_tests::workload_path().with_file_name("badfd");
+    // nobody, with every capability dropped.
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--"])
+        .arg(&badfd)
+        .args(["trace", "--duration", "1"])
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("run setpriv (util-linux)");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let error_lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(error_lines.len(), 1, "one line, got:\n{stderr}");
+    assert!(error_lines[0].contains("CAP_BPF") && error_lines[0].contains("run it as root"), "{stderr}");
+}

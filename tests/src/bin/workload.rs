@@ -210,6 +210,55 @@ fn cwd(dir: &Path) {
     openat(libc::AT_FDCWD, b"sub/../sub/missing-deeper", libc::O_RDONLY, 0);
 }
 
+/// `per_second` ENOENT opens each second, evenly spaced, for `seconds`.
+fn rate(dir: &Path, per_second: u64, seconds: u64) {
+    // A comm of its own, so a test can tell this steady load from the others.
+    // SAFETY: PR_SET_NAME takes a NUL-terminated name of at most 16 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"steady-rate".as_ptr()) };
+    let path = join(dir, b"missing-rate");
+    let c = cstr(&path);
+    let gap = Duration::from_nanos(1_000_000_000 / per_second.max(1));
+    let start = std::time::Instant::now();
+    for i in 0..per_second * seconds {
+        // Not recorded: a count and a known rate are what the test needs.
+        // SAFETY: valid C string.
+        unsafe { libc::syscall(libc::SYS_openat, libc::AT_FDCWD, c.as_ptr(), libc::O_RDONLY, 0) };
+        let due = gap * (i as u32 + 1);
+        if let Some(wait) = due.checked_sub(start.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+}
+
+/// `count` ENOENT opens as fast as one thread can.
+fn burst(dir: &Path, count: u64) {
+    let c = cstr(&join(dir, b"missing-burst"));
+    for _ in 0..count {
+        // SAFETY: valid C string.
+        unsafe { libc::syscall(libc::SYS_openat, libc::AT_FDCWD, c.as_ptr(), libc::O_RDONLY, 0) };
+    }
+}
+
+/// ENOENT opens under `count` distinct directory names made of letters that
+/// no templating rule folds (not hex, not numeric), one open each.
+fn prefixes(dir: &Path, count: u64) {
+    for i in 0..count {
+        let mut name = b"dir-".to_vec();
+        let mut n = i;
+        loop {
+            name.push(b'g' + (n % 20) as u8);
+            n /= 20;
+            if n == 0 {
+                break;
+            }
+        }
+        name.extend_from_slice(b"/missing");
+        let c = cstr(&join(dir, &name));
+        // SAFETY: valid C string.
+        unsafe { libc::syscall(libc::SYS_openat, libc::AT_FDCWD, c.as_ptr(), libc::O_RDONLY, 0) };
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let dir = PathBuf::from(args.get(2).expect("usage: workload SCENARIO DIR [N]"));
@@ -224,6 +273,9 @@ fn main() {
         "fifo" => fifo(&dir, Duration::from_millis(n)),
         "fast" => fast(&dir, n as usize),
         "cwd" => cwd(&dir),
+        "rate" => rate(&dir, n, args.get(4).map(|s| s.parse().unwrap()).unwrap_or(1)),
+        "burst" => burst(&dir, n),
+        "prefixes" => prefixes(&dir, n),
         other => panic!("unknown scenario {other}"),
     }
     let manifest = MANIFEST.lock().unwrap();
