@@ -264,7 +264,7 @@ pub const DIR_READ_FAILED: u8 = 3;
 pub const DIR_BAD_FD: u8 = 4;
 
 /// Most directory components the kernel walks (mount crossings count as one each).
-pub const DIR_MAX_COMPONENTS: usize = 40;
+pub const DIR_MAX_COMPONENTS: usize = 64;
 /// Bytes the kernel reserves for the directory, including room for its end.
 pub const DIR_MAX: usize = 4096;
 /// Longest directory entry name (NAME_MAX).
