@@ -141,6 +141,9 @@ pub struct KernelOffsets {
     pub mount_mnt: u32,
     /// `vfsmount.mnt_root` (`struct dentry *`).
     pub vfsmount_root: u32,
+    /// `mount.mnt_ns` (`struct mnt_namespace *`; NULL once lazily unmounted).
+    pub mount_ns: u32,
+    pub _pad: u32,
 }
 
 impl KernelOffsets {
@@ -164,6 +167,8 @@ impl KernelOffsets {
         mount_mountpoint: 0,
         mount_mnt: 0,
         vfsmount_root: 0,
+        mount_ns: 0,
+        _pad: 0,
     };
 }
 
@@ -262,6 +267,9 @@ pub const DIR_READ_FAILED: u8 = 3;
 /// The dirfd is not an open file descriptor of the process (the open fails with
 /// EBADF): there is no directory to find.
 pub const DIR_BAD_FD: u8 = 4;
+/// The directory is not reachable from any mount namespace's root (its mount
+/// was lazily unmounted, or its dentry is disconnected): it has no absolute path.
+pub const DIR_UNREACHABLE: u8 = 5;
 
 /// Most directory components the kernel walks (mount crossings count as one each).
 pub const DIR_MAX_COMPONENTS: usize = 64;
@@ -493,8 +501,8 @@ mod tests {
         assert_eq!(EVENT_HEADER_SIZE, 96);
         assert_eq!(EVENT_HEADER_SIZE % 8, 0);
         assert_eq!(core::mem::size_of::<Inflight>(), 40);
-        assert_eq!(core::mem::size_of::<Config>(), 104);
-        assert_eq!(core::mem::size_of::<KernelOffsets>(), 72);
+        assert_eq!(core::mem::size_of::<Config>(), 112);
+        assert_eq!(core::mem::size_of::<KernelOffsets>(), 80);
         assert!(Loss::ALL.len() <= LOSS_COUNT);
         // Per-CPU scratch buffers too.
         assert!(core::mem::size_of::<EventBuffer>() <= 32 * 1024);

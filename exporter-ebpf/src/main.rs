@@ -26,7 +26,7 @@ use exporter_common::{
     Config, Counters, DirBuffer, EventBuffer, Inflight, KernelOffsets, Loss, Stream, Syscall,
     AT_FDCWD, CONFIG_FAILURES_ONLY, CONFIG_TRACKED_ONLY, DEFAULT_RINGBUF_BYTES, DIR_BAD_FD,
     DIR_MAX, DIR_MAX_COMPONENTS, DIR_NAME_MAX, DIR_NOT_ATTEMPTED, DIR_READ_FAILED, DIR_RESOLVED,
-    DIR_TRUNCATED, ERRNO_SLOTS, EVENT_FAILED, EVENT_HEADER_SIZE, EVENT_PATH_TRUNCATED,
+    DIR_TRUNCATED, DIR_UNREACHABLE, ERRNO_SLOTS, EVENT_FAILED, EVENT_HEADER_SIZE, EVENT_PATH_TRUNCATED,
     EVENT_PATH_UNREADABLE, EVENT_SLOW, FILTER_ANY, INFLIGHT_CAPACITY, PATH_MAX, RESULT_FAILED,
     RESULT_OK, TRACKED_CAPACITY,
 };
@@ -368,7 +368,14 @@ fn kernel_dir(o: &KernelOffsets, dirfd: i32, buf: &mut DirBuffer) -> (u8, usize)
                 return (DIR_READ_FAILED, 0);
             };
             if parent == mount {
-                // The root mount of the namespace: done.
+                // A mount that is its own parent: the root mount of a namespace,
+                // or one lazily unmounted (no namespace any more).
+                let Some(ns) = read_u64(mount + o.mount_ns as u64) else {
+                    return (DIR_READ_FAILED, 0);
+                };
+                if ns == 0 {
+                    return (DIR_UNREACHABLE, 0);
+                }
                 reached_root = true;
                 break;
             }
@@ -384,9 +391,9 @@ fn kernel_dir(o: &KernelOffsets, dirfd: i32, buf: &mut DirBuffer) -> (u8, usize)
             return (DIR_READ_FAILED, 0);
         };
         if parent == dentry {
-            // A filesystem root that is not its mount's root (a detached tree):
-            // no absolute path to give.
-            return (DIR_TRUNCATED, 0);
+            // A filesystem root that is not its mount's root (a disconnected
+            // dentry): no absolute path to give.
+            return (DIR_UNREACHABLE, 0);
         }
         let name_at = dentry + o.dentry_name as u64;
         let (Some(len), Some(name)) = (read_u32(name_at + o.qstr_len as u64), read_u64(name_at + o.qstr_name as u64))

@@ -317,6 +317,8 @@ impl KernelBtf {
             mount_mountpoint: self.pointer("mount", "mnt_mountpoint")?,
             mount_mnt: self.sized("mount", "mnt", self.struct_size("vfsmount")?)?,
             vfsmount_root: self.pointer("vfsmount", "mnt_root")?,
+            mount_ns: self.pointer("mount", "mnt_ns")?,
+            _pad: 0,
         })
     }
 }
@@ -417,6 +419,7 @@ mod tests {
         assert_eq!(o.mount_mountpoint, o.mount_parent + 8);
         assert_eq!(o.mount_mnt, o.mount_mountpoint + 8);
         assert_eq!(o.vfsmount_root, 0);
+        assert!(o.mount_ns > o.mount_mnt && o.mount_ns < btf.struct_size("mount").unwrap());
         // fdtable { unsigned int max_fds; struct file **fd; ... }
         assert_eq!((o.fdtable_max_fds, o.fdtable_fd), (0, 8));
         // dentry: d_name right after d_parent (the union with __d_name on new kernels).

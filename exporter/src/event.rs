@@ -2,7 +2,7 @@
 
 use exporter_common::{
     EventHeader, Syscall, DIR_BAD_FD, DIR_NOT_ATTEMPTED, DIR_READ_FAILED, DIR_RESOLVED,
-    DIR_TRUNCATED, EVENT_FAILED, EVENT_HEADER_SIZE, EVENT_PATH_TRUNCATED, EVENT_PATH_UNREADABLE,
+    DIR_TRUNCATED, DIR_UNREACHABLE, EVENT_FAILED, EVENT_HEADER_SIZE, EVENT_PATH_TRUNCATED, EVENT_PATH_UNREADABLE,
     EVENT_SLOW, TASK_COMM_LEN,
 };
 
@@ -21,6 +21,8 @@ pub enum KernelDir {
     ReadFailed,
     /// The dirfd was not an open descriptor of the process.
     BadFd,
+    /// The directory has no absolute path (its mount was lazily unmounted).
+    Unreachable,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,6 +110,7 @@ impl OpenEvent {
             DIR_TRUNCATED => KernelDir::Truncated,
             DIR_READ_FAILED => KernelDir::ReadFailed,
             DIR_BAD_FD => KernelDir::BadFd,
+            DIR_UNREACHABLE => KernelDir::Unreachable,
             other => return Err(DecodeError::DirStatus(other)),
         };
         Ok(OpenEvent {
@@ -222,6 +225,7 @@ mod tests {
             (DIR_TRUNCATED, KernelDir::Truncated),
             (DIR_READ_FAILED, KernelDir::ReadFailed),
             (DIR_BAD_FD, KernelDir::BadFd),
+            (DIR_UNREACHABLE, KernelDir::Unreachable),
         ] {
             h.dir_len = 0;
             h.dir_status = status;

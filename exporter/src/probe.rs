@@ -113,6 +113,8 @@ pub struct Probe {
     missing_syscalls: Vec<Syscall>,
     /// Why the kernel cannot resolve relative paths' directories (no BTF offsets).
     kernel_dir_unavailable: Option<String>,
+    /// The offsets found at load (`KernelOffsets::NONE` if none were).
+    kernel_offsets: exporter_common::KernelOffsets,
     config: Config,
 }
 
@@ -163,6 +165,7 @@ impl Probe {
             fallback_reason: None,
             missing_syscalls: Vec::new(),
             kernel_dir_unavailable,
+            kernel_offsets: config.offsets,
             config,
         };
         // The config must be in place before the first event runs.
@@ -257,7 +260,20 @@ impl Probe {
 
     /// Whether the kernel sends the directory of relative paths (`Resolution::Kernel`).
     pub fn kernel_dir_resolution(&self) -> bool {
-        self.kernel_dir_unavailable.is_none()
+        self.config.offsets.valid != 0
+    }
+
+    /// Turns the kernel's directory walk off (relative paths are then resolved
+    /// from /proc, while the process lives) or back on, without reattaching.
+    /// Turning it on does nothing where the offsets were not found at load.
+    pub fn set_kernel_dir_resolution(&mut self, on: bool) -> Result<(), ProbeError> {
+        let mut config = self.config;
+        config.offsets = if on { self.kernel_offsets } else { exporter_common::KernelOffsets::NONE };
+        let map = self.ebpf.map_mut(MAP_CONFIG).ok_or(ProbeError::MapMissing(MAP_CONFIG))?;
+        let mut array: Array<_, Config> = Array::try_from(map).map_err(|e| ProbeError::Map(MAP_CONFIG, e))?;
+        array.set(0, config, 0).map_err(|e| ProbeError::Map(MAP_CONFIG, e))?;
+        self.config = config;
+        Ok(())
     }
 
     /// Why the kernel does not resolve relative paths' directories, if it does not.

@@ -67,9 +67,10 @@ impl Resolver {
                 return ResolvedPath { path: join(dir, &event.path), how: Resolution::Kernel };
             }
         }
-        if event.kernel_dir == KernelDir::BadFd {
-            // No such descriptor at the time of the open: whatever /proc shows
-            // now under that number is another file.
+        if matches!(event.kernel_dir, KernelDir::BadFd | KernelDir::Unreachable) {
+            // No such descriptor at the time of the open (whatever /proc shows
+            // now under that number is another file), or a directory with no
+            // absolute path (/proc would show a path that leads elsewhere).
             return ResolvedPath { path: event.path.clone(), how: Resolution::Unresolved };
         }
         let link = if event.dirfd == AT_FDCWD {
@@ -186,7 +187,9 @@ mod tests {
         event.kernel_dir = KernelDir::Resolved(b"/".to_vec());
         event.path = b"f".to_vec();
         assert_eq!(r.resolve(&event), ResolvedPath { path: b"/f".to_vec(), how: Resolution::Kernel });
-        for kernel_dir in [KernelDir::Truncated, KernelDir::ReadFailed, KernelDir::NotAttempted, KernelDir::BadFd] {
+        for kernel_dir in
+            [KernelDir::Truncated, KernelDir::ReadFailed, KernelDir::NotAttempted, KernelDir::BadFd, KernelDir::Unreachable]
+        {
             event.kernel_dir = kernel_dir;
             assert_eq!(r.resolve(&event), ResolvedPath { path: b"f".to_vec(), how: Resolution::Unresolved });
         }
@@ -196,9 +199,12 @@ mod tests {
         let cwd = std::env::current_dir().unwrap();
         use std::os::unix::ffi::OsStrExt;
         assert_eq!(r.resolve(&event), ResolvedPath { path: join(cwd.as_os_str().as_bytes(), b"f"), how: Resolution::Proc });
-        // A bad dirfd is never looked up in /proc (the number may be reused).
-        event.kernel_dir = KernelDir::BadFd;
-        event.dirfd = 0;
-        assert_eq!(r.resolve(&event).how, Resolution::Unresolved);
+        // A bad dirfd is never looked up in /proc (the number may be reused),
+        // nor an unreachable directory.
+        for kernel_dir in [KernelDir::BadFd, KernelDir::Unreachable] {
+            event.kernel_dir = kernel_dir;
+            event.dirfd = 0;
+            assert_eq!(r.resolve(&event).how, Resolution::Unresolved);
+        }
     }
 }

@@ -15,7 +15,7 @@ use badfd::{
     resolve::{Resolution, ResolvedPath, Resolver},
     KernelDir, OpenEvent,
 };
-use badfd_tests::{load_probe, run_workload, Collector, TempDir, WorkloadRun};
+use badfd_tests::{load_probe, run_workload, workload_path, Collector, OpenRecord, TempDir, WorkloadRun};
 use exporter_common::{Config, Counters, Loss, DIR_MAX_COMPONENTS, SLOW_DISABLED};
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -224,5 +224,99 @@ fn a_directory_deeper_or_longer_than_the_kernel_walks_is_flagged_not_wrong() {
             "{tag}"
         );
         assert!(loss(&after, Loss::DirTruncated) > loss(&before, Loss::DirTruncated), "{tag}: counted");
+    }
+}
+
+#[test]
+fn without_the_kernel_walk_relative_paths_resolve_from_proc_while_the_process_lives() {
+    use std::io::BufRead;
+    let mut probe = load_probe(config());
+    probe.set_kernel_dir_resolution(false).unwrap();
+    assert!(!probe.kernel_dir_resolution());
+    let collector = Collector::start(&mut probe);
+    let tmp = TempDir::new("kwait");
+    let dir = tmp.path().canonicalize().unwrap();
+    let mut resolver = Resolver::new();
+
+    // The workload opens, prints its manifest, and waits for its stdin to close.
+    let mut child = std::process::Command::new(workload_path())
+        .args(["kwait", dir.to_str().unwrap()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the workload");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let begin_ns = line.trim().strip_prefix("begin_ns ").unwrap().parse().unwrap();
+    line.clear();
+    stdout.read_line(&mut line).unwrap();
+    let record: OpenRecord = serde_json::from_str(&line).unwrap();
+    assert_eq!(record.ret, -(libc::ENOENT as i64));
+    let run = WorkloadRun { pid: child.id(), begin_ns, manifest: vec![record] };
+    let events = collector.wait_for(&run, 1, WAIT);
+    assert_eq!(events.len(), 1, "{events:?}");
+    let e = &events[0];
+    assert_eq!(e.kernel_dir, KernelDir::NotAttempted, "the walk is off");
+    let want = join(&bytes(&dir), b"missing-while-alive");
+    assert_eq!(resolver.resolve(e), ResolvedPath { path: want, how: Resolution::Proc }, "alive: from /proc");
+
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
+    assert_eq!(
+        resolver.resolve(e),
+        ResolvedPath { path: b"missing-while-alive".to_vec(), how: Resolution::Unresolved },
+        "gone, and no directory from the kernel: unresolved, never the exporter's cwd"
+    );
+
+    // Back on, without reattaching: the kernel resolves again.
+    probe.set_kernel_dir_resolution(true).unwrap();
+    assert!(probe.kernel_dir_resolution());
+    let run = run_workload(&["cwd", dir.to_str().unwrap()]);
+    let events = events_of_exited(&collector, &run);
+    let e = event_with_path(&events, b"sub/../sub/missing-deeper");
+    assert_eq!(
+        resolver.resolve(e),
+        ResolvedPath { path: join(&bytes(&dir), b"sub/missing-deeper"), how: Resolution::Kernel }
+    );
+}
+
+#[test]
+fn a_directory_on_a_lazily_unmounted_mount_is_unreachable_not_wrong() {
+    use std::io::{BufRead, Read, Write};
+    let mut probe = load_probe(config());
+    let collector = Collector::start(&mut probe);
+    let tmp = TempDir::new("kdetach");
+    let dir = tmp.path().canonicalize().unwrap();
+    let mnt = Tmpfs::mount(&dir.join("mnt"));
+    std::fs::create_dir(dir.join("mnt/inner")).unwrap();
+
+    let mut child = std::process::Command::new(workload_path())
+        .args(["kdetach", dir.to_str().unwrap()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the workload");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    // The workload holds a dirfd and its cwd inside the mount; detach it.
+    drop(mnt);
+    writeln!(child.stdin.take().unwrap(), "go").unwrap();
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    assert!(child.wait().unwrap().success());
+    let mut lines = rest.lines();
+    let begin_ns = lines.next().unwrap().strip_prefix("begin_ns ").unwrap().parse().unwrap();
+    let manifest = lines.map(|l| serde_json::from_str(l).unwrap()).collect();
+    let run = WorkloadRun { pid: child.id(), begin_ns, manifest };
+    let events = events_of_exited(&collector, &run);
+
+    let mut resolver = Resolver::new();
+    for path in [&b"missing-after-detach-dirfd"[..], b"missing-after-detach-cwd"] {
+        let e = event_with_path(&events, path);
+        assert_eq!(e.kernel_dir, KernelDir::Unreachable, "{:?}", String::from_utf8_lossy(path));
+        assert_eq!(resolver.resolve(e), ResolvedPath { path: path.to_vec(), how: Resolution::Unresolved });
     }
 }

@@ -11,6 +11,11 @@
 //!                                several mounts, with `..` and odd bytes; exits at once
 //!   workload kdeep DIR N LEN     chdir N levels deep through names of LEN bytes
 //!                                (created on the way), one relative failed open
+//!   workload kwait DIR           one relative failed open in DIR, then wait for
+//!                                stdin to close before exiting (alive meanwhile)
+//!   workload kdetach DIR         open DIR/mnt/inner as dirfd and cwd, print
+//!                                "ready", wait for a line on stdin (the test
+//!                                unmounts DIR/mnt lazily), open relative to both
 
 use std::{
     ffi::CString,
@@ -265,6 +270,42 @@ fn kdeep(dir: &Path, levels: usize, name_len: usize) {
     openat(libc::AT_FDCWD, b"missing-deep", libc::O_RDONLY, 0);
 }
 
+fn kwait(dir: &Path, begin_ns: u64) {
+    std::env::set_current_dir(dir).unwrap();
+    openat(libc::AT_FDCWD, b"missing-while-alive", libc::O_RDONLY, 0);
+    // Print the manifest now, then stay alive until the test closes stdin.
+    print_manifest(begin_ns);
+    let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
+    std::process::exit(0);
+}
+
+fn kdetach(dir: &Path) {
+    use std::io::{BufRead, Write};
+    let inner = dir.join("mnt").join("inner");
+    let dfd = openat(libc::AT_FDCWD, &bytes(&inner), libc::O_RDONLY | libc::O_DIRECTORY, 0);
+    std::env::set_current_dir(&inner).unwrap();
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "ready").unwrap();
+        out.flush().unwrap();
+    }
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).unwrap();
+    openat(dfd as i32, b"missing-after-detach-dirfd", libc::O_RDONLY, 0);
+    openat(libc::AT_FDCWD, b"missing-after-detach-cwd", libc::O_RDONLY, 0);
+}
+
+fn print_manifest(begin_ns: u64) {
+    use std::io::Write;
+    let manifest = MANIFEST.lock().unwrap();
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "begin_ns {begin_ns}").unwrap();
+    for r in manifest.iter() {
+        writeln!(out, "{}", serde_json::to_string(r).unwrap()).unwrap();
+    }
+    out.flush().unwrap();
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let dir = PathBuf::from(args.get(2).expect("usage: workload SCENARIO DIR [N]"));
@@ -281,6 +322,8 @@ fn main() {
         "cwd" => cwd(&dir),
         "kdir" => kdir(&dir),
         "kdeep" => kdeep(&dir, n as usize, args.get(4).map(|s| s.parse().unwrap()).unwrap_or(1)),
+        "kwait" => kwait(&dir, begin_ns),
+        "kdetach" => kdetach(&dir),
         other => panic!("unknown scenario {other}"),
     }
     let manifest = MANIFEST.lock().unwrap();
