@@ -431,7 +431,7 @@ mod tests {
         // Everything within its struct, pointers 8-aligned.
         let task = btf.struct_size("task_struct").unwrap();
         assert!(o.task_fs < task && o.task_files < task && o.task_fs != o.task_files);
-        assert!(o.task_fs % 8 == 0 && o.task_files % 8 == 0);
+        assert!(o.task_fs.is_multiple_of(8) && o.task_files.is_multiple_of(8));
         assert_eq!(o.task_files, btf.member("task_struct", "files").unwrap().offset);
         assert!(o.file_f_path + 16 <= btf.struct_size("file").unwrap());
         assert!(o.files_fdt + 8 <= btf.struct_size("files_struct").unwrap());

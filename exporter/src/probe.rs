@@ -268,7 +268,12 @@ impl Probe {
     /// Turning it on does nothing where the offsets were not found at load.
     pub fn set_kernel_dir_resolution(&mut self, on: bool) -> Result<(), ProbeError> {
         let mut config = self.config;
-        config.offsets = if on { self.kernel_offsets } else { exporter_common::KernelOffsets::NONE };
+        // Only `valid` changes: the kernel may read the config while it is
+        // written, and must never see a valid flag with offsets half replaced.
+        config.offsets = self.kernel_offsets;
+        if !on {
+            config.offsets.valid = 0;
+        }
         let map = self.ebpf.map_mut(MAP_CONFIG).ok_or(ProbeError::MapMissing(MAP_CONFIG))?;
         let mut array: Array<_, Config> = Array::try_from(map).map_err(|e| ProbeError::Map(MAP_CONFIG, e))?;
         array.set(0, config, 0).map_err(|e| ProbeError::Map(MAP_CONFIG, e))?;

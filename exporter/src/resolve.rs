@@ -43,22 +43,42 @@ pub struct ResolvedPath {
     pub how: Resolution,
 }
 
-/// Resolves event paths. Keeps no state yet; a struct so that caches can come.
-#[derive(Debug, Default)]
+/// Resolves event paths and counts how each was resolved.
+#[derive(Debug)]
 pub struct Resolver {
     proc_root: PathBuf,
+    /// Indexed by `Resolution as usize`.
+    counts: [u64; Resolution::ALL.len()],
+}
+
+impl Default for Resolver {
+    fn default() -> Self {
+        Resolver::new()
+    }
 }
 
 impl Resolver {
     pub fn new() -> Resolver {
-        Resolver { proc_root: PathBuf::from("/proc") }
+        Resolver { proc_root: PathBuf::from("/proc"), counts: [0; Resolution::ALL.len()] }
+    }
+
+    /// How many paths this resolver resolved this way, since it was made.
+    pub fn count(&self, how: Resolution) -> u64 {
+        self.counts[how as usize]
+    }
+
+    /// Makes the event's path absolute (see `resolve_uncounted`) and counts how.
+    pub fn resolve(&mut self, event: &OpenEvent) -> ResolvedPath {
+        let resolved = self.resolve_uncounted(event);
+        self.counts[resolved.how as usize] += 1;
+        resolved
     }
 
     /// Makes the event's path absolute: as given if absolute; else against the
     /// directory the kernel found at the syscall's exit; else (no BTF offsets, a
     /// directory too deep for the kernel) against /proc/<pid>/cwd or
     /// /proc/<pid>/fd/<dirfd> if the process still lives; else unresolved.
-    pub fn resolve(&mut self, event: &OpenEvent) -> ResolvedPath {
+    fn resolve_uncounted(&self, event: &OpenEvent) -> ResolvedPath {
         if event.path.first() == Some(&b'/') {
             return ResolvedPath { path: normalize(&event.path), how: Resolution::Absolute };
         }
@@ -206,5 +226,11 @@ mod tests {
             event.dirfd = 0;
             assert_eq!(r.resolve(&event).how, Resolution::Unresolved);
         }
+        assert_eq!(
+            Resolution::ALL.map(|how| r.count(how)),
+            [0, 3, 1, 7],
+            "absolute, kernel, proc, unresolved"
+        );
+        assert_eq!(Resolver::default().proc_root, PathBuf::from("/proc"));
     }
 }
