@@ -16,6 +16,12 @@ fn main() -> anyhow::Result<()> {
         .manifest_path
         .parent()
         .ok_or_else(|| anyhow!("exporter-ebpf has no manifest directory"))?;
+    // aya-build watches only the eBPF crate's own directory; the kernel/user
+    // contract it compiles in must trigger a rebuild too.
+    let common = root_dir.parent().map(|w| w.join("exporter-common"));
+    if let Some(common) = common {
+        println!("cargo:rerun-if-changed={common}");
+    }
     aya_build::build_ebpf(
         [Package { name: ebpf.name.as_str(), root_dir: root_dir.as_str(), ..Default::default() }],
         Toolchain::default(),

@@ -93,6 +93,83 @@ pub struct Config {
     /// read by userspace from tracefs (the layout changed across kernels).
     pub fork_child_pid_offset: u32,
     pub _pad: u32,
+    /// Kernel struct offsets for resolving the directory of a relative path in
+    /// the kernel; read by userspace from the kernel's BTF at load time.
+    pub offsets: KernelOffsets,
+}
+
+/// Byte offsets of the kernel struct members the eBPF program reads to find the
+/// directory a relative path is resolved against (aya-ebpf emits no CO-RE
+/// relocations, so userspace finds them in `/sys/kernel/btf/vmlinux`). With
+/// `valid == 0` the kernel does not try, and userspace resolves from /proc.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelOffsets {
+    /// Nonzero when every offset below was found.
+    pub valid: u32,
+    /// `task_struct.fs` (`struct fs_struct *`).
+    pub task_fs: u32,
+    /// `task_struct.files` (`struct files_struct *`).
+    pub task_files: u32,
+    /// `fs_struct.pwd` (`struct path`).
+    pub fs_pwd: u32,
+    /// `files_struct.fdt` (`struct fdtable *`).
+    pub files_fdt: u32,
+    /// `fdtable.max_fds` (`unsigned int`).
+    pub fdtable_max_fds: u32,
+    /// `fdtable.fd` (`struct file **`).
+    pub fdtable_fd: u32,
+    /// `file.f_path` (`struct path`).
+    pub file_f_path: u32,
+    /// `path.mnt` (`struct vfsmount *`).
+    pub path_mnt: u32,
+    /// `path.dentry` (`struct dentry *`).
+    pub path_dentry: u32,
+    /// `dentry.d_parent` (`struct dentry *`).
+    pub dentry_parent: u32,
+    /// `dentry.d_name` (`struct qstr`).
+    pub dentry_name: u32,
+    /// `qstr.len` (`u32`).
+    pub qstr_len: u32,
+    /// `qstr.name` (`const unsigned char *`).
+    pub qstr_name: u32,
+    /// `mount.mnt_parent` (`struct mount *`).
+    pub mount_parent: u32,
+    /// `mount.mnt_mountpoint` (`struct dentry *`).
+    pub mount_mountpoint: u32,
+    /// `mount.mnt` (the `struct vfsmount` embedded in `struct mount`).
+    pub mount_mnt: u32,
+    /// `vfsmount.mnt_root` (`struct dentry *`).
+    pub vfsmount_root: u32,
+    /// `mount.mnt_ns` (`struct mnt_namespace *`; NULL once lazily unmounted).
+    pub mount_ns: u32,
+    pub _pad: u32,
+}
+
+impl KernelOffsets {
+    /// No offsets: the kernel leaves relative paths to userspace.
+    pub const NONE: KernelOffsets = KernelOffsets {
+        valid: 0,
+        task_fs: 0,
+        task_files: 0,
+        fs_pwd: 0,
+        files_fdt: 0,
+        fdtable_max_fds: 0,
+        fdtable_fd: 0,
+        file_f_path: 0,
+        path_mnt: 0,
+        path_dentry: 0,
+        dentry_parent: 0,
+        dentry_name: 0,
+        qstr_len: 0,
+        qstr_name: 0,
+        mount_parent: 0,
+        mount_mountpoint: 0,
+        mount_mnt: 0,
+        vfsmount_root: 0,
+        mount_ns: 0,
+        _pad: 0,
+    };
 }
 
 impl Config {
@@ -104,6 +181,7 @@ impl Config {
         wakeup_bytes: 64 * 1024,
         fork_child_pid_offset: 0,
         _pad: 0,
+        offsets: KernelOffsets::NONE,
     };
 }
 
@@ -168,7 +246,37 @@ pub struct EventHeader {
     pub event_flags: u8,
     pub _reserved: u32,
     pub comm: [u8; TASK_COMM_LEN],
+    /// Bytes of directory that follow the path: the absolute directory a relative
+    /// path is resolved against, as the kernel found it (`dir_status` says how).
+    pub dir_len: u16,
+    /// `DIR_*`: whether the kernel resolved the directory of a relative path.
+    pub dir_status: u8,
+    pub _reserved2: [u8; 5],
 }
+
+/// The path is absolute, or the kernel has no offsets: no directory was looked up.
+pub const DIR_NOT_ATTEMPTED: u8 = 0;
+/// The directory follows the path (`dir_len` bytes, absolute, no trailing `/`
+/// except for `/` itself).
+pub const DIR_RESOLVED: u8 = 1;
+/// The directory is deeper than `DIR_MAX_COMPONENTS` or longer than `DIR_MAX - 1`
+/// bytes; none is sent (counted as `Loss::DirTruncated`).
+pub const DIR_TRUNCATED: u8 = 2;
+/// Reading a kernel struct failed (counted as `Loss::DirReadFailed`).
+pub const DIR_READ_FAILED: u8 = 3;
+/// The dirfd is not an open file descriptor of the process (the open fails with
+/// EBADF): there is no directory to find.
+pub const DIR_BAD_FD: u8 = 4;
+/// The directory is not reachable from any mount namespace's root (its mount
+/// was lazily unmounted, or its dentry is disconnected): it has no absolute path.
+pub const DIR_UNREACHABLE: u8 = 5;
+
+/// Most directory components the kernel walks (mount crossings count as one each).
+pub const DIR_MAX_COMPONENTS: usize = 64;
+/// Bytes the kernel reserves for the directory, including room for its end.
+pub const DIR_MAX: usize = 4096;
+/// Longest directory entry name (NAME_MAX).
+pub const DIR_NAME_MAX: usize = 255;
 
 pub const EVENT_HEADER_SIZE: usize = core::mem::size_of::<EventHeader>();
 
@@ -178,6 +286,21 @@ pub const EVENT_HEADER_SIZE: usize = core::mem::size_of::<EventHeader>();
 pub struct EventBuffer {
     pub header: EventHeader,
     pub path: [u8; PATH_MAX],
+    /// Room for the directory, which is copied right after the path's `path_len` bytes.
+    pub dir: [u8; DIR_MAX],
+}
+
+/// The kernel's per-CPU scratch space the directory is assembled in, from its
+/// last component backwards; `DIR_NAME_MAX + 1` bytes of slack keep every write
+/// provably inside it.
+#[repr(C)]
+pub struct DirBuffer {
+    pub bytes: [u8; DIR_MAX + DIR_NAME_MAX + 1],
+    /// Where the directory starts in `bytes` during the walk. Kept in memory, not
+    /// in a register, so that the verifier sees every loop iteration alike and
+    /// prunes (a precisely tracked position made it explore every path).
+    pub pos: u32,
+    pub _pad: u32,
 }
 
 // ---------------------------------------------------------------------------
@@ -209,17 +332,24 @@ pub enum Loss {
     PathReadFailed = 3,
     /// The path of an anomaly was longer than PATH_MAX - 1 and was cut.
     PathTruncated = 4,
+    /// The directory of a relative path could not be read from kernel memory.
+    DirReadFailed = 5,
+    /// The directory of a relative path was too deep or too long for the kernel
+    /// to send; userspace falls back to /proc.
+    DirTruncated = 6,
 }
 
 pub const LOSS_COUNT: usize = 8;
 
 impl Loss {
-    pub const ALL: [Loss; 5] = [
+    pub const ALL: [Loss; 7] = [
         Loss::RingbufFull,
         Loss::InflightFull,
         Loss::ExitWithoutEnter,
         Loss::PathReadFailed,
         Loss::PathTruncated,
+        Loss::DirReadFailed,
+        Loss::DirTruncated,
     ];
 
     /// The `reason` label of `badfd_kernel_losses_total`.
@@ -230,6 +360,8 @@ impl Loss {
             Loss::ExitWithoutEnter => "exit_without_enter",
             Loss::PathReadFailed => "path_read_failed",
             Loss::PathTruncated => "path_truncated",
+            Loss::DirReadFailed => "dir_read_failed",
+            Loss::DirTruncated => "dir_truncated",
         }
     }
 }
@@ -325,6 +457,7 @@ pub const MAP_COUNTERS: &str = "COUNTERS";
 pub const MAP_EVENTS: &str = "EVENTS";
 pub const MAP_INFLIGHT: &str = "INFLIGHT";
 pub const MAP_TRACKED: &str = "TRACKED";
+pub const MAP_DIR_SCRATCH: &str = "DIR_SCRATCH";
 
 /// Capacity of `INFLIGHT`: opens in progress at once across the host.
 pub const INFLIGHT_CAPACITY: u32 = 16384;
@@ -365,10 +498,14 @@ mod tests {
 
     #[test]
     fn layouts_are_stable() {
-        assert_eq!(EVENT_HEADER_SIZE, 88);
+        assert_eq!(EVENT_HEADER_SIZE, 96);
         assert_eq!(EVENT_HEADER_SIZE % 8, 0);
         assert_eq!(core::mem::size_of::<Inflight>(), 40);
-        assert_eq!(core::mem::size_of::<Config>(), 32);
+        assert_eq!(core::mem::size_of::<Config>(), 112);
+        assert_eq!(core::mem::size_of::<KernelOffsets>(), 80);
+        assert!(Loss::ALL.len() <= LOSS_COUNT);
+        // Per-CPU scratch buffers too.
+        assert!(core::mem::size_of::<EventBuffer>() <= 32 * 1024);
         // Per-CPU map values are limited to 32 KiB.
         assert!(core::mem::size_of::<Counters>() <= 32 * 1024);
     }

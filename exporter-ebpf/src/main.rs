@@ -13,7 +13,8 @@ use aya_ebpf::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
         bpf_probe_read_kernel, bpf_probe_read_user,
         generated::{
-            bpf_get_current_cgroup_id, bpf_get_current_task_btf, bpf_ktime_get_ns,
+            bpf_get_current_cgroup_id, bpf_get_current_task, bpf_get_current_task_btf,
+            bpf_ktime_get_ns, bpf_probe_read_kernel as probe_read_kernel_raw,
             bpf_probe_read_user_str, bpf_task_pt_regs,
         },
     },
@@ -22,10 +23,12 @@ use aya_ebpf::{
     programs::{FEntryContext, FExitContext, TracePointContext},
 };
 use exporter_common::{
-    Config, Counters, EventBuffer, Inflight, Loss, Stream, Syscall, AT_FDCWD,
-    CONFIG_FAILURES_ONLY, CONFIG_TRACKED_ONLY, DEFAULT_RINGBUF_BYTES, ERRNO_SLOTS,
-    EVENT_FAILED, EVENT_HEADER_SIZE, EVENT_PATH_TRUNCATED, EVENT_PATH_UNREADABLE, EVENT_SLOW,
-    FILTER_ANY, INFLIGHT_CAPACITY, PATH_MAX, RESULT_FAILED, RESULT_OK, TRACKED_CAPACITY,
+    Config, Counters, DirBuffer, EventBuffer, Inflight, KernelOffsets, Loss, Stream, Syscall,
+    AT_FDCWD, CONFIG_FAILURES_ONLY, CONFIG_TRACKED_ONLY, DEFAULT_RINGBUF_BYTES, DIR_BAD_FD,
+    DIR_MAX, DIR_MAX_COMPONENTS, DIR_NAME_MAX, DIR_NOT_ATTEMPTED, DIR_READ_FAILED, DIR_RESOLVED,
+    DIR_TRUNCATED, DIR_UNREACHABLE, ERRNO_SLOTS, EVENT_FAILED, EVENT_HEADER_SIZE, EVENT_PATH_TRUNCATED,
+    EVENT_PATH_UNREADABLE, EVENT_SLOW, FILTER_ANY, INFLIGHT_CAPACITY, PATH_MAX, RESULT_FAILED,
+    RESULT_OK, TRACKED_CAPACITY,
 };
 
 #[map]
@@ -49,6 +52,10 @@ static TRACKED: HashMap<u32, u8> = HashMap::with_max_entries(TRACKED_CAPACITY, 0
 /// Per-CPU space an event is assembled in (too large for the 512-byte stack).
 #[map]
 static SCRATCH: PerCpuArray<EventBuffer> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU space the directory of a relative path is assembled in, backwards.
+#[map]
+static DIR_SCRATCH: PerCpuArray<DirBuffer> = PerCpuArray::with_max_entries(1, 0);
 
 // Offsets of the arguments in a syscall tracepoint record (after the 8-byte
 // common header and the 8-byte syscall number slot).
@@ -179,7 +186,7 @@ fn on_exit(syscall_hint: Syscall, ret: i64) {
     if slow {
         event_flags |= EVENT_SLOW;
     }
-    emit(c, &entry, config.wakeup_bytes, now, pid, tid, uid, (uid_gid >> 32) as u32, ret, latency_ns, event_flags);
+    emit(c, &entry, config, now, pid, tid, uid, (uid_gid >> 32) as u32, ret, latency_ns, event_flags);
 }
 
 #[inline(always)]
@@ -187,7 +194,7 @@ fn on_exit(syscall_hint: Syscall, ret: i64) {
 fn emit(
     c: &mut Counters,
     entry: &Inflight,
-    wakeup_bytes: u32,
+    config: &Config,
     _now: u64,
     pid: u32,
     tid: u32,
@@ -223,6 +230,37 @@ fn emit(
         }
     }
 
+    // A relative path: the directory it is relative to, found now, while the
+    // process and its cwd or dirfd still exist (userspace reads events later).
+    let mut dir_len: usize = 0;
+    let mut dir_status = DIR_NOT_ATTEMPTED;
+    if config.offsets.valid != 0 && path_len > 0 && buf.path[0] != b'/' {
+        if let Some(dir_buf) = DIR_SCRATCH.get_ptr_mut(0) {
+            // SAFETY: per-CPU scratch, see `counters`.
+            let dir_buf = unsafe { &mut *dir_buf };
+            let (status, start) = kernel_dir(&config.offsets, entry.dirfd, dir_buf);
+            dir_status = status;
+            match status {
+                DIR_RESOLVED => {
+                    let start = start & (DIR_MAX - 1);
+                    let len = (DIR_MAX - start) & (DIR_MAX - 1);
+                    let dst = buf.path.as_mut_ptr().wrapping_add(path_len & (PATH_MAX - 1));
+                    let src = dir_buf.bytes.as_ptr().wrapping_add(start);
+                    // SAFETY: dst + len stays inside path + dir of the scratch event.
+                    if unsafe { probe_read_kernel_raw(dst.cast(), len as u32, src.cast()) } == 0 {
+                        dir_len = len;
+                    } else {
+                        dir_status = DIR_READ_FAILED;
+                        count_loss(c, Loss::DirReadFailed);
+                    }
+                }
+                DIR_TRUNCATED => count_loss(c, Loss::DirTruncated),
+                DIR_READ_FAILED => count_loss(c, Loss::DirReadFailed),
+                _ => {}
+            }
+        }
+    }
+
     let h = &mut buf.header;
     h.start_ns = entry.start_ns;
     h.latency_ns = latency_ns;
@@ -240,18 +278,162 @@ fn emit(
     h.event_flags = event_flags;
     h._reserved = 0;
     h.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    h.dir_len = dir_len as u16;
+    h.dir_status = dir_status;
+    h._reserved2 = [0; 5];
 
     // Wake the reader only when a batch is waiting; it also polls on a timer.
     let waiting = EVENTS.query(aya_ebpf::bindings::BPF_RB_AVAIL_DATA as u64);
-    let wake = if waiting >= wakeup_bytes as u64 { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP };
+    let wake = if waiting >= config.wakeup_bytes as u64 { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP };
 
-    let len = EVENT_HEADER_SIZE + path_len;
-    // SAFETY: `len` <= size_of::<EventBuffer>() since path_len < PATH_MAX.
+    let len = EVENT_HEADER_SIZE + (path_len & (PATH_MAX - 1)) + (dir_len & (DIR_MAX - 1));
+    // SAFETY: `len` <= size_of::<EventBuffer>() since path_len < PATH_MAX and dir_len < DIR_MAX.
     let bytes = unsafe { core::slice::from_raw_parts((buf as *const EventBuffer).cast::<u8>(), len) };
     match EVENTS.output::<[u8]>(bytes, wake as u64) {
         Ok(()) => count_stream(c, Stream::Submitted),
         Err(_) => count_loss(c, Loss::RingbufFull),
     }
+}
+
+// ---------------------------------------------------------------------------
+// The directory of a relative path, walked in the kernel: the cwd for AT_FDCWD,
+// else the dirfd's file; dentries up to the mount's root, then across to the
+// mount point in the parent mount, until the mount namespace's root mount.
+// Struct offsets come from userspace (kernel BTF), in `Config::offsets`.
+// ---------------------------------------------------------------------------
+
+#[inline(always)]
+fn read_u64(addr: u64) -> Option<u64> {
+    unsafe { bpf_probe_read_kernel(addr as *const u64) }.ok()
+}
+
+#[inline(always)]
+fn read_u32(addr: u64) -> Option<u32> {
+    unsafe { bpf_probe_read_kernel(addr as *const u32) }.ok()
+}
+
+/// The `struct path` (address) the relative path is resolved against.
+#[inline(always)]
+fn base_path(o: &KernelOffsets, dirfd: i32) -> Result<u64, u8> {
+    let task = unsafe { bpf_get_current_task() };
+    if dirfd == AT_FDCWD {
+        let fs = read_u64(task + o.task_fs as u64).ok_or(DIR_READ_FAILED)?;
+        if fs == 0 {
+            return Err(DIR_READ_FAILED);
+        }
+        return Ok(fs + o.fs_pwd as u64);
+    }
+    if dirfd < 0 {
+        return Err(DIR_BAD_FD);
+    }
+    let files = read_u64(task + o.task_files as u64).ok_or(DIR_READ_FAILED)?;
+    let fdt = read_u64(files + o.files_fdt as u64).ok_or(DIR_READ_FAILED)?;
+    let max_fds = read_u32(fdt + o.fdtable_max_fds as u64).ok_or(DIR_READ_FAILED)?;
+    if dirfd as u32 >= max_fds {
+        return Err(DIR_BAD_FD);
+    }
+    let fd_array = read_u64(fdt + o.fdtable_fd as u64).ok_or(DIR_READ_FAILED)?;
+    let file = read_u64(fd_array + 8 * dirfd as u64).ok_or(DIR_READ_FAILED)?;
+    if file == 0 {
+        return Err(DIR_BAD_FD);
+    }
+    Ok(file + o.file_f_path as u64)
+}
+
+/// Writes the directory into the end of `buf` and returns `(DIR_*, start)`:
+/// for `DIR_RESOLVED` the directory is `buf.bytes[start..DIR_MAX]`.
+#[inline(always)]
+fn kernel_dir(o: &KernelOffsets, dirfd: i32, buf: &mut DirBuffer) -> (u8, usize) {
+    let path = match base_path(o, dirfd) {
+        Ok(p) => p,
+        Err(status) => return (status, 0),
+    };
+    let (Some(mut mnt), Some(mut dentry)) =
+        (read_u64(path + o.path_mnt as u64), read_u64(path + o.path_dentry as u64))
+    else {
+        return (DIR_READ_FAILED, 0);
+    };
+    // container_of(mnt, struct mount, mnt)
+    let mut mount = mnt.wrapping_sub(o.mount_mnt as u64);
+    let pos_slot: *mut u32 = &mut buf.pos;
+    // SAFETY: a field of the per-CPU scratch value.
+    unsafe { core::ptr::write_volatile(pos_slot, DIR_MAX as u32) };
+    let mut reached_root = false;
+    for _ in 0..DIR_MAX_COMPONENTS {
+        let Some(mnt_root) = read_u64(mnt + o.vfsmount_root as u64) else {
+            return (DIR_READ_FAILED, 0);
+        };
+        if dentry == mnt_root {
+            let Some(parent) = read_u64(mount + o.mount_parent as u64) else {
+                return (DIR_READ_FAILED, 0);
+            };
+            if parent == mount {
+                // A mount that is its own parent: the root mount of a namespace,
+                // or one lazily unmounted (no namespace any more).
+                let Some(ns) = read_u64(mount + o.mount_ns as u64) else {
+                    return (DIR_READ_FAILED, 0);
+                };
+                if ns == 0 {
+                    return (DIR_UNREACHABLE, 0);
+                }
+                reached_root = true;
+                break;
+            }
+            let Some(mountpoint) = read_u64(mount + o.mount_mountpoint as u64) else {
+                return (DIR_READ_FAILED, 0);
+            };
+            dentry = mountpoint;
+            mount = parent;
+            mnt = parent + o.mount_mnt as u64;
+            continue;
+        }
+        let Some(parent) = read_u64(dentry + o.dentry_parent as u64) else {
+            return (DIR_READ_FAILED, 0);
+        };
+        if parent == dentry {
+            // A filesystem root that is not its mount's root (a disconnected
+            // dentry): no absolute path to give.
+            return (DIR_UNREACHABLE, 0);
+        }
+        let name_at = dentry + o.dentry_name as u64;
+        let (Some(len), Some(name)) = (read_u32(name_at + o.qstr_len as u64), read_u64(name_at + o.qstr_name as u64))
+        else {
+            return (DIR_READ_FAILED, 0);
+        };
+        let len = len as usize;
+        if len > DIR_NAME_MAX {
+            return (DIR_READ_FAILED, 0);
+        }
+        // SAFETY: as above.
+        let pos = unsafe { core::ptr::read_volatile(pos_slot) } as usize & (2 * DIR_MAX - 1);
+        // Keep one byte before the directory so that its start stays below DIR_MAX.
+        if pos < len + 2 {
+            return (DIR_TRUNCATED, 0);
+        }
+        let at = (pos - len - 1) & (DIR_MAX - 1);
+        if let Some(b) = buf.bytes.get_mut(at) {
+            *b = b'/';
+        }
+        let dst = buf.bytes.as_mut_ptr().wrapping_add(at + 1);
+        // SAFETY: at < DIR_MAX and len <= DIR_NAME_MAX: inside `buf.bytes`.
+        if unsafe { probe_read_kernel_raw(dst.cast(), (len & DIR_NAME_MAX) as u32, name as *const _) } != 0 {
+            return (DIR_READ_FAILED, 0);
+        }
+        // SAFETY: as above.
+        unsafe { core::ptr::write_volatile(pos_slot, at as u32) };
+        dentry = parent;
+    }
+    if !reached_root {
+        return (DIR_TRUNCATED, 0);
+    }
+    // SAFETY: as above.
+    let mut pos = unsafe { core::ptr::read_volatile(pos_slot) } as usize & (2 * DIR_MAX - 1);
+    if pos >= DIR_MAX {
+        // The root directory itself.
+        pos = DIR_MAX - 1;
+        buf.bytes[DIR_MAX - 1] = b'/';
+    }
+    (DIR_RESOLVED, pos)
 }
 
 // ---------------------------------------------------------------------------

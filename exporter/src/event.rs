@@ -1,9 +1,29 @@
 //! Anomaly events as userspace sees them, decoded from the ring buffer's bytes.
 
 use exporter_common::{
-    EventHeader, Syscall, EVENT_FAILED, EVENT_HEADER_SIZE, EVENT_PATH_TRUNCATED,
-    EVENT_PATH_UNREADABLE, EVENT_SLOW, TASK_COMM_LEN,
+    EventHeader, Syscall, DIR_BAD_FD, DIR_NOT_ATTEMPTED, DIR_READ_FAILED, DIR_RESOLVED,
+    DIR_TRUNCATED, DIR_UNREACHABLE, EVENT_FAILED, EVENT_HEADER_SIZE, EVENT_PATH_TRUNCATED, EVENT_PATH_UNREADABLE,
+    EVENT_SLOW, TASK_COMM_LEN,
 };
+
+/// What the kernel found for the directory a relative path is relative to.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum KernelDir {
+    /// The path is absolute, or the kernel has no struct offsets (no BTF).
+    #[default]
+    NotAttempted,
+    /// The absolute directory (raw bytes), as the kernel walked it at the
+    /// syscall's exit, in the traced process's mount namespace.
+    Resolved(Vec<u8>),
+    /// Deeper or longer than the kernel walks; not sent.
+    Truncated,
+    /// A kernel read failed on the way.
+    ReadFailed,
+    /// The dirfd was not an open descriptor of the process.
+    BadFd,
+    /// The directory has no absolute path (its mount was lazily unmounted).
+    Unreachable,
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OpenEvent {
@@ -25,6 +45,31 @@ pub struct OpenEvent {
     pub comm: [u8; TASK_COMM_LEN],
     /// The path as passed to the syscall: raw bytes, not necessarily UTF-8.
     pub path: Vec<u8>,
+    /// For a relative path: the directory the kernel resolved it against.
+    pub kernel_dir: KernelDir,
+}
+
+impl Default for OpenEvent {
+    fn default() -> Self {
+        OpenEvent {
+            start_ns: 0,
+            latency_ns: 0,
+            cgroup_id: 0,
+            ret: 0,
+            open_flags: 0,
+            pid: 0,
+            tid: 0,
+            uid: 0,
+            gid: 0,
+            mode: 0,
+            dirfd: exporter_common::AT_FDCWD,
+            syscall: Syscall::Openat,
+            flags: 0,
+            comm: [0; TASK_COMM_LEN],
+            path: Vec::new(),
+            kernel_dir: KernelDir::NotAttempted,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -35,6 +80,10 @@ pub enum DecodeError {
     PathLength { announced: usize, carried: usize },
     #[error("unknown syscall index {0}")]
     Syscall(u8),
+    #[error("event announces {announced} directory bytes after its path but carries {carried}")]
+    DirLength { announced: usize, carried: usize },
+    #[error("unknown directory status {0}")]
+    DirStatus(u8),
 }
 
 impl OpenEvent {
@@ -50,6 +99,20 @@ impl OpenEvent {
         if announced > path.len() {
             return Err(DecodeError::PathLength { announced, carried: path.len() });
         }
+        let dir = &path[announced..];
+        let dir_len = h.dir_len as usize;
+        if dir_len > dir.len() {
+            return Err(DecodeError::DirLength { announced: dir_len, carried: dir.len() });
+        }
+        let kernel_dir = match h.dir_status {
+            DIR_NOT_ATTEMPTED => KernelDir::NotAttempted,
+            DIR_RESOLVED => KernelDir::Resolved(dir[..dir_len].to_vec()),
+            DIR_TRUNCATED => KernelDir::Truncated,
+            DIR_READ_FAILED => KernelDir::ReadFailed,
+            DIR_BAD_FD => KernelDir::BadFd,
+            DIR_UNREACHABLE => KernelDir::Unreachable,
+            other => return Err(DecodeError::DirStatus(other)),
+        };
         Ok(OpenEvent {
             start_ns: h.start_ns,
             latency_ns: h.latency_ns,
@@ -66,6 +129,7 @@ impl OpenEvent {
             flags: h.event_flags,
             comm: h.comm,
             path: path[..announced].to_vec(),
+            kernel_dir,
         })
     }
 
@@ -123,6 +187,9 @@ mod tests {
             event_flags: EVENT_FAILED,
             _reserved: 0,
             comm: *b"cat\0\0\0\0\0\0\0\0\0\0\0\0\0",
+            dir_len: 0,
+            dir_status: DIR_NOT_ATTEMPTED,
+            _reserved2: [0; 5],
         }
     }
 
@@ -143,6 +210,36 @@ mod tests {
         assert_eq!(e.comm_lossy(), "cat");
         assert_eq!(e.syscall, Syscall::Openat);
         assert!(e.failed() && !e.slow());
+        assert_eq!(e.kernel_dir, KernelDir::NotAttempted);
+    }
+
+    #[test]
+    fn decodes_the_kernel_directory_after_the_path() {
+        let mut h = header(4);
+        h.dir_len = 8;
+        h.dir_status = DIR_RESOLVED;
+        let e = OpenEvent::decode(&bytes(&h, b"../x/home/\xffu")).unwrap();
+        assert_eq!(e.path, b"../x");
+        assert_eq!(e.kernel_dir, KernelDir::Resolved(b"/home/\xffu".to_vec()));
+        for (status, want) in [
+            (DIR_TRUNCATED, KernelDir::Truncated),
+            (DIR_READ_FAILED, KernelDir::ReadFailed),
+            (DIR_BAD_FD, KernelDir::BadFd),
+            (DIR_UNREACHABLE, KernelDir::Unreachable),
+        ] {
+            h.dir_len = 0;
+            h.dir_status = status;
+            assert_eq!(OpenEvent::decode(&bytes(&h, b"../x")).unwrap().kernel_dir, want);
+        }
+        h.dir_len = 20;
+        h.dir_status = DIR_RESOLVED;
+        assert_eq!(
+            OpenEvent::decode(&bytes(&h, b"../x/home")),
+            Err(DecodeError::DirLength { announced: 20, carried: 5 })
+        );
+        h.dir_status = 99;
+        h.dir_len = 0;
+        assert_eq!(OpenEvent::decode(&bytes(&h, b"../x")), Err(DecodeError::DirStatus(99)));
     }
 
     #[test]

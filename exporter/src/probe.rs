@@ -111,6 +111,10 @@ pub struct Probe {
     fallback_reason: Option<String>,
     /// Syscalls whose tracepoints the kernel lacks (openat2 before 5.6).
     missing_syscalls: Vec<Syscall>,
+    /// Why the kernel cannot resolve relative paths' directories (no BTF offsets).
+    kernel_dir_unavailable: Option<String>,
+    /// The offsets found at load (`KernelOffsets::NONE` if none were).
+    kernel_offsets: exporter_common::KernelOffsets,
     config: Config,
 }
 
@@ -139,6 +143,19 @@ impl Probe {
             .map_err(ProbeError::Load)?;
 
         let mut config = options.config;
+        // Offsets for resolving relative paths' directories in the kernel;
+        // without them the kernel leaves it to /proc, said once here.
+        let kernel_dir_unavailable = match crate::btf_offsets::running_kernel_offsets() {
+            Ok(offsets) => {
+                config.offsets = offsets;
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "relative paths will be resolved from /proc, not in the kernel");
+                config.offsets = exporter_common::KernelOffsets::NONE;
+                Some(e.to_string())
+            }
+        };
         if options.follow_forks {
             config.fork_child_pid_offset = preflight::fork_child_pid_offset(&tracefs)?;
         }
@@ -147,6 +164,8 @@ impl Probe {
             mode: AttachMode::Tracepoint,
             fallback_reason: None,
             missing_syscalls: Vec::new(),
+            kernel_dir_unavailable,
+            kernel_offsets: config.offsets,
             config,
         };
         // The config must be in place before the first event runs.
@@ -239,14 +258,43 @@ impl Probe {
         &self.missing_syscalls
     }
 
+    /// Whether the kernel sends the directory of relative paths (`Resolution::Kernel`).
+    pub fn kernel_dir_resolution(&self) -> bool {
+        self.config.offsets.valid != 0
+    }
+
+    /// Turns the kernel's directory walk off (relative paths are then resolved
+    /// from /proc, while the process lives) or back on, without reattaching.
+    /// Turning it on does nothing where the offsets were not found at load.
+    pub fn set_kernel_dir_resolution(&mut self, on: bool) -> Result<(), ProbeError> {
+        let mut config = self.config;
+        // Only `valid` changes: the kernel may read the config while it is
+        // written, and must never see a valid flag with offsets half replaced.
+        config.offsets = self.kernel_offsets;
+        if !on {
+            config.offsets.valid = 0;
+        }
+        let map = self.ebpf.map_mut(MAP_CONFIG).ok_or(ProbeError::MapMissing(MAP_CONFIG))?;
+        let mut array: Array<_, Config> = Array::try_from(map).map_err(|e| ProbeError::Map(MAP_CONFIG, e))?;
+        array.set(0, config, 0).map_err(|e| ProbeError::Map(MAP_CONFIG, e))?;
+        self.config = config;
+        Ok(())
+    }
+
+    /// Why the kernel does not resolve relative paths' directories, if it does not.
+    pub fn kernel_dir_unavailable_reason(&self) -> Option<&str> {
+        self.kernel_dir_unavailable.as_deref()
+    }
+
     pub fn config(&self) -> Config {
         self.config
     }
 
     /// Replaces the live config; the kernel uses it from its next exit on.
     pub fn set_config(&mut self, mut config: Config) -> Result<(), ProbeError> {
-        // The fork offset belongs to the load, not to callers.
+        // The fork offset and kernel struct offsets belong to the load, not to callers.
         config.fork_child_pid_offset = self.config.fork_child_pid_offset;
+        config.offsets = self.config.offsets;
         let map = self.ebpf.map_mut(MAP_CONFIG).ok_or(ProbeError::MapMissing(MAP_CONFIG))?;
         let mut array: Array<_, Config> = Array::try_from(map).map_err(|e| ProbeError::Map(MAP_CONFIG, e))?;
         array.set(0, config, 0).map_err(|e| ProbeError::Map(MAP_CONFIG, e))?;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use exporter_common::AT_FDCWD;
 
-use crate::OpenEvent;
+use crate::{event::KernelDir, OpenEvent};
 
 /// How a path was made absolute; the `method` label of
 /// `badfd_path_resolutions_total`.
@@ -43,20 +43,55 @@ pub struct ResolvedPath {
     pub how: Resolution,
 }
 
-/// Resolves event paths. Keeps no state yet; a struct so that caches can come.
-#[derive(Debug, Default)]
+/// Resolves event paths and counts how each was resolved.
+#[derive(Debug)]
 pub struct Resolver {
     proc_root: PathBuf,
+    /// Indexed by `Resolution as usize`.
+    counts: [u64; Resolution::ALL.len()],
+}
+
+impl Default for Resolver {
+    fn default() -> Self {
+        Resolver::new()
+    }
 }
 
 impl Resolver {
     pub fn new() -> Resolver {
-        Resolver { proc_root: PathBuf::from("/proc") }
+        Resolver { proc_root: PathBuf::from("/proc"), counts: [0; Resolution::ALL.len()] }
     }
 
+    /// How many paths this resolver resolved this way, since it was made.
+    pub fn count(&self, how: Resolution) -> u64 {
+        self.counts[how as usize]
+    }
+
+    /// Makes the event's path absolute (see `resolve_uncounted`) and counts how.
     pub fn resolve(&mut self, event: &OpenEvent) -> ResolvedPath {
+        let resolved = self.resolve_uncounted(event);
+        self.counts[resolved.how as usize] += 1;
+        resolved
+    }
+
+    /// Makes the event's path absolute: as given if absolute; else against the
+    /// directory the kernel found at the syscall's exit; else (no BTF offsets, a
+    /// directory too deep for the kernel) against /proc/<pid>/cwd or
+    /// /proc/<pid>/fd/<dirfd> if the process still lives; else unresolved.
+    fn resolve_uncounted(&self, event: &OpenEvent) -> ResolvedPath {
         if event.path.first() == Some(&b'/') {
             return ResolvedPath { path: normalize(&event.path), how: Resolution::Absolute };
+        }
+        if let KernelDir::Resolved(dir) = &event.kernel_dir {
+            if dir.first() == Some(&b'/') {
+                return ResolvedPath { path: join(dir, &event.path), how: Resolution::Kernel };
+            }
+        }
+        if matches!(event.kernel_dir, KernelDir::BadFd | KernelDir::Unreachable) {
+            // No such descriptor at the time of the open (whatever /proc shows
+            // now under that number is another file), or a directory with no
+            // absolute path (/proc would show a path that leads elsewhere).
+            return ResolvedPath { path: event.path.clone(), how: Resolution::Unresolved };
         }
         let link = if event.dirfd == AT_FDCWD {
             self.proc_root.join(event.pid.to_string()).join("cwd")
@@ -135,21 +170,12 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let mut child = std::process::Command::new("sleep").arg("5").current_dir(&dir).spawn().unwrap();
         let mut event = OpenEvent {
-            start_ns: 0,
-            latency_ns: 0,
-            cgroup_id: 0,
             ret: -2,
-            open_flags: 0,
             pid: child.id(),
             tid: child.id(),
-            uid: 0,
-            gid: 0,
-            mode: 0,
             dirfd: AT_FDCWD,
-            syscall: exporter_common::Syscall::Openat,
-            flags: 0,
-            comm: [0; 16],
             path: b"x/../missing".to_vec(),
+            ..OpenEvent::default()
         };
         let mut r = Resolver::new();
         let got = r.resolve(&event);
@@ -162,5 +188,49 @@ mod tests {
         event.path = b"/abs/./p".to_vec();
         assert_eq!(r.resolve(&event), ResolvedPath { path: b"/abs/p".to_vec(), how: Resolution::Absolute });
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn prefers_the_kernels_directory_and_falls_back() {
+        let mut r = Resolver::new();
+        // A pid that cannot exist: /proc has nothing for it.
+        let mut event = OpenEvent {
+            ret: -2,
+            pid: u32::MAX - 1,
+            path: b"a/../b".to_vec(),
+            kernel_dir: KernelDir::Resolved(b"/srv/x\xff/y".to_vec()),
+            ..OpenEvent::default()
+        };
+        assert_eq!(r.resolve(&event), ResolvedPath { path: b"/srv/x\xff/y/b".to_vec(), how: Resolution::Kernel });
+        event.path = b"../../../../z".to_vec();
+        assert_eq!(r.resolve(&event), ResolvedPath { path: b"/z".to_vec(), how: Resolution::Kernel });
+        event.kernel_dir = KernelDir::Resolved(b"/".to_vec());
+        event.path = b"f".to_vec();
+        assert_eq!(r.resolve(&event), ResolvedPath { path: b"/f".to_vec(), how: Resolution::Kernel });
+        for kernel_dir in
+            [KernelDir::Truncated, KernelDir::ReadFailed, KernelDir::NotAttempted, KernelDir::BadFd, KernelDir::Unreachable]
+        {
+            event.kernel_dir = kernel_dir;
+            assert_eq!(r.resolve(&event), ResolvedPath { path: b"f".to_vec(), how: Resolution::Unresolved });
+        }
+        // Truncated in the kernel, alive in /proc: resolved from /proc.
+        event.pid = std::process::id();
+        event.kernel_dir = KernelDir::Truncated;
+        let cwd = std::env::current_dir().unwrap();
+        use std::os::unix::ffi::OsStrExt;
+        assert_eq!(r.resolve(&event), ResolvedPath { path: join(cwd.as_os_str().as_bytes(), b"f"), how: Resolution::Proc });
+        // A bad dirfd is never looked up in /proc (the number may be reused),
+        // nor an unreachable directory.
+        for kernel_dir in [KernelDir::BadFd, KernelDir::Unreachable] {
+            event.kernel_dir = kernel_dir;
+            event.dirfd = 0;
+            assert_eq!(r.resolve(&event).how, Resolution::Unresolved);
+        }
+        assert_eq!(
+            Resolution::ALL.map(|how| r.count(how)),
+            [0, 3, 1, 7],
+            "absolute, kernel, proc, unresolved"
+        );
+        assert_eq!(Resolver::default().proc_root, PathBuf::from("/proc"));
     }
 }

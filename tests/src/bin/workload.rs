@@ -7,6 +7,15 @@
 //!                                while another thread fails fast
 //!   workload fast DIR COUNT      COUNT successful openat+close of one file
 //!   workload cwd DIR             relative opens after chdir, then exit at once
+//!   workload kdir DIR            relative failed opens against cwds and dirfds on
+//!                                several mounts, with `..` and odd bytes; exits at once
+//!   workload kdeep DIR N LEN     chdir N levels deep through names of LEN bytes
+//!                                (created on the way), one relative failed open
+//!   workload kwait DIR           one relative failed open in DIR, then wait for
+//!                                stdin to close before exiting (alive meanwhile)
+//!   workload kdetach DIR         open DIR/mnt/inner as dirfd and cwd, print
+//!                                "ready", wait for a line on stdin (the test
+//!                                unmounts DIR/mnt lazily), open relative to both
 
 use std::{
     ffi::CString,
@@ -259,6 +268,93 @@ fn prefixes(dir: &Path, count: u64) {
     }
 }
 
+/// Relative failed opens whose absolute paths the test knows (see tests/resolve.rs).
+fn kdir(dir: &Path) {
+    let mkdir = |p: &Path| std::fs::create_dir_all(p).unwrap();
+    // 1. AT_FDCWD after chdir, plain and through `..`.
+    mkdir(&dir.join("cwd-a"));
+    mkdir(&dir.join("cwd-b"));
+    std::env::set_current_dir(dir.join("cwd-a")).unwrap();
+    openat(libc::AT_FDCWD, b"missing-a", libc::O_RDONLY, 0);
+    openat(libc::AT_FDCWD, b"../cwd-b/./missing-b", libc::O_RDONLY, 0);
+    open(b"missing-open-a", libc::O_RDONLY, 0);
+    creat(b"no-such-dir/creat-a", 0o600);
+    // 2. A real dirfd (the cwd is elsewhere), with openat and openat2.
+    mkdir(&dir.join("dfd"));
+    let dfd = openat(libc::AT_FDCWD, &bytes(&dir.join("dfd")), libc::O_RDONLY | libc::O_DIRECTORY, 0);
+    openat(dfd as i32, b"missing-dfd", libc::O_RDONLY, 0);
+    openat2(dfd as i32, b"sub/../missing-dfd2", libc::O_RDONLY as u64, 0);
+    // 3. A dirfd on another mount: procfs.
+    let proc_sys = openat(libc::AT_FDCWD, b"/proc/sys", libc::O_RDONLY | libc::O_DIRECTORY, 0);
+    openat(proc_sys as i32, b"no-such-sysctl", libc::O_RDONLY, 0);
+    // 4. A dirfd inside the tmpfs the test mounted at DIR/mnt, and a cwd there.
+    let inner = dir.join("mnt").join("inner");
+    let tmpfs = openat(libc::AT_FDCWD, &bytes(&inner), libc::O_RDONLY | libc::O_DIRECTORY, 0);
+    openat(tmpfs as i32, b"missing-in-tmpfs", libc::O_RDONLY, 0);
+    std::env::set_current_dir(dir.join("mnt")).unwrap();
+    openat(libc::AT_FDCWD, b"inner/../missing-at-tmpfs-root", libc::O_RDONLY, 0);
+    // 5. Odd bytes in a directory's name.
+    let odd = dir.join(std::ffi::OsStr::from_bytes(b"odd\xff\n\"\\\x01 dir"));
+    mkdir(&odd);
+    std::env::set_current_dir(&odd).unwrap();
+    openat(libc::AT_FDCWD, b"missing-odd", libc::O_RDONLY, 0);
+    // 6. A dirfd that is not open: EBADF, no directory.
+    openat(9999, b"relative-to-bad-fd", libc::O_RDONLY, 0);
+    // 7. The root directory as cwd; the file name carries the pid to be unique.
+    std::env::set_current_dir("/").unwrap();
+    openat(libc::AT_FDCWD, format!("badfd-missing-at-root-{}", std::process::id()).as_bytes(), libc::O_RDONLY, 0);
+    // Exit at once: no descriptor is closed, the process is gone when the
+    // events are read.
+}
+
+fn kdeep(dir: &Path, levels: usize, name_len: usize) {
+    std::env::set_current_dir(dir).unwrap();
+    let name = vec![b'n'; name_len];
+    let name = std::ffi::OsStr::from_bytes(&name);
+    // Relative steps: the whole path may be longer than PATH_MAX.
+    for _ in 0..levels {
+        std::fs::create_dir(name).unwrap();
+        std::env::set_current_dir(name).unwrap();
+    }
+    openat(libc::AT_FDCWD, b"missing-deep", libc::O_RDONLY, 0);
+}
+
+fn kwait(dir: &Path, begin_ns: u64) {
+    std::env::set_current_dir(dir).unwrap();
+    openat(libc::AT_FDCWD, b"missing-while-alive", libc::O_RDONLY, 0);
+    // Print the manifest now, then stay alive until the test closes stdin.
+    print_manifest(begin_ns);
+    let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
+    std::process::exit(0);
+}
+
+fn kdetach(dir: &Path) {
+    use std::io::{BufRead, Write};
+    let inner = dir.join("mnt").join("inner");
+    let dfd = openat(libc::AT_FDCWD, &bytes(&inner), libc::O_RDONLY | libc::O_DIRECTORY, 0);
+    std::env::set_current_dir(&inner).unwrap();
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "ready").unwrap();
+        out.flush().unwrap();
+    }
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).unwrap();
+    openat(dfd as i32, b"missing-after-detach-dirfd", libc::O_RDONLY, 0);
+    openat(libc::AT_FDCWD, b"missing-after-detach-cwd", libc::O_RDONLY, 0);
+}
+
+fn print_manifest(begin_ns: u64) {
+    use std::io::Write;
+    let manifest = MANIFEST.lock().unwrap();
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "begin_ns {begin_ns}").unwrap();
+    for r in manifest.iter() {
+        writeln!(out, "{}", serde_json::to_string(r).unwrap()).unwrap();
+    }
+    out.flush().unwrap();
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let dir = PathBuf::from(args.get(2).expect("usage: workload SCENARIO DIR [N]"));
@@ -276,6 +372,10 @@ fn main() {
         "rate" => rate(&dir, n, args.get(4).map(|s| s.parse().unwrap()).unwrap_or(1)),
         "burst" => burst(&dir, n),
         "prefixes" => prefixes(&dir, n),
+        "kdir" => kdir(&dir),
+        "kdeep" => kdeep(&dir, n as usize, args.get(4).map(|s| s.parse().unwrap()).unwrap_or(1)),
+        "kwait" => kwait(&dir, begin_ns),
+        "kdetach" => kdetach(&dir),
         other => panic!("unknown scenario {other}"),
     }
     let manifest = MANIFEST.lock().unwrap();
