@@ -1,13 +1,16 @@
 //! What badfd adds to each syscall: ns per call for successful opens, failing
 //! opens, getpid and a mixed workload, with nothing attached (bare), with an
-//! empty program on the same tracepoints (the floor of the attach mode), and
-//! with badfd attached. Conditions alternate in rounds; the first round is
+//! empty program on the same tracepoints (the floor of the attach mode), with
+//! badfd attached, and with the tools users would pick instead: opensnoop -x
+//! (libbpf-tools; bcc's python version needs kernel headers) and a bpftrace
+//! script doing what badfd does (bench/scripts/badfd-equivalent.bt). Conditions alternate in rounds; the first round is
 //! discarded; each figure is the median over rounds of (condition - bare in the
 //! same round). Runs as root; pins the workload to one CPU and badfd's reader
 //! to another.
 
 use std::{
     ffi::CString,
+    path::Path,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
@@ -38,9 +41,64 @@ enum Condition {
     Bare,
     Floor,
     Badfd,
+    Opensnoop,
+    Bpftrace,
 }
 
-const CONDITIONS: [Condition; 3] = [Condition::Bare, Condition::Floor, Condition::Badfd];
+const CONDITIONS: [Condition; 5] =
+    [Condition::Bare, Condition::Floor, Condition::Badfd, Condition::Opensnoop, Condition::Bpftrace];
+
+impl Condition {
+    fn name(self) -> &'static str {
+        match self {
+            Condition::Bare => "bare",
+            Condition::Floor => "floor",
+            Condition::Badfd => "badfd",
+            Condition::Opensnoop => "opensnoop -x",
+            Condition::Bpftrace => "bpftrace",
+        }
+    }
+
+    /// The command line of an external tool, or why it cannot run here.
+    fn external(self) -> Option<Result<Vec<String>, String>> {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/badfd-equivalent.bt");
+        let (bin, args): (&str, Vec<&str>) = match self {
+            Condition::Opensnoop => ("/usr/sbin/opensnoop", vec!["-x"]),
+            Condition::Bpftrace => ("/usr/bin/bpftrace", vec![script]),
+            _ => return None,
+        };
+        if !Path::new(bin).exists() {
+            return Some(Err(format!("{bin} not installed (apt-get install {})",
+                if self == Condition::Opensnoop { "libbpf-tools" } else { "bpftrace" })));
+        }
+        Some(Ok(std::iter::once(bin).chain(args).map(String::from).collect()))
+    }
+}
+
+/// Starts an external tracer with its output drained on another CPU, and
+/// waits until it has attached (its first line of output, or 3 s).
+fn start_external(argv: &[String], reader_cpu: usize) -> anyhow::Result<std::process::Child> {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .with_context(|| format!("start {}", argv[0]))?;
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        pin_to(reader_cpu);
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let _ = lines.next();
+        let _ = tx.send(());
+        for _ in lines {}
+    });
+    let _ = rx.recv_timeout(Duration::from_secs(3));
+    // bpftrace prints "Attaching N probes..." before the probes are live.
+    std::thread::sleep(Duration::from_millis(500));
+    Ok(child)
+}
 
 #[derive(Clone, Copy, Debug)]
 enum Workload {
@@ -139,10 +197,25 @@ fn main() -> anyhow::Result<()> {
     let mut streamed = 0u64;
     let mut lost = 0u64;
     let mut mode = String::new();
+    let reader_cpu = (args.cpu + 1) % std::thread::available_parallelism()?.get();
+    let mut skipped: Vec<(Condition, String)> = Vec::new();
+    for &cond in &CONDITIONS {
+        if let Some(Err(why)) = cond.external() {
+            eprintln!("skipping {}: {why}", cond.name());
+            skipped.push((cond, why));
+        }
+    }
     for round in 0..args.rounds {
         for (ci, &cond) in CONDITIONS.iter().enumerate() {
+            if skipped.iter().any(|(c, _)| *c == cond) {
+                continue;
+            }
             // Attach on another CPU's time, then measure pinned.
             pin_to(args.cpu);
+            let external = match cond.external() {
+                Some(Ok(argv)) => Some(start_external(&argv, reader_cpu)?),
+                _ => None,
+            };
             let floor = (cond == Condition::Floor).then(attach_floor).transpose()?;
             let mut probe = (cond == Condition::Badfd).then(|| Probe::load(&ProbeOptions::default())).transpose()?;
             let stop = Arc::new(AtomicBool::new(false));
@@ -152,7 +225,6 @@ fn main() -> anyhow::Result<()> {
                     mode = p.attach_mode().to_string();
                     let mut events = p.take_events()?;
                     let (stop, received) = (stop.clone(), received.clone());
-                    let reader_cpu = (args.cpu + 1) % std::thread::available_parallelism()?.get();
                     Some(std::thread::spawn(move || {
                         pin_to(reader_cpu);
                         while !stop.load(Ordering::Relaxed) {
@@ -193,6 +265,11 @@ fn main() -> anyhow::Result<()> {
                 }
             }
             drop(floor);
+            if let Some(mut child) = external {
+                // SAFETY: signalling our own child.
+                unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+                let _ = child.wait();
+            }
         }
     }
     std::fs::remove_dir_all(&dir)?;
@@ -201,13 +278,34 @@ fn main() -> anyhow::Result<()> {
     println!("badfd bench/opens: kernel {} attach mode {mode}, {} rounds (first discarded) x {} calls, workload on CPU {}",
         kernel.trim(), args.rounds, args.iters, args.cpu);
     println!();
-    println!("| workload | bare ns/call | floor +ns | badfd +ns | badfd / bare |");
-    println!("|---|---:|---:|---:|---:|");
+    let added = |ci: usize, wi: usize| -> Option<f64> {
+        if ns[ci][wi].is_empty() {
+            return None;
+        }
+        Some(median(ns[ci][wi].iter().zip(&ns[0][wi]).map(|(c, b)| c - b).collect()))
+    };
+    let fmt = |v: Option<f64>| v.map(|v| format!("{v:+.0}")).unwrap_or_else(|| "skipped".into());
+    print!("| workload | bare ns/call |");
+    for c in &CONDITIONS[1..] {
+        print!(" {} +ns |", c.name());
+    }
+    println!(" badfd / bare | badfd / bpftrace added | badfd / opensnoop added |");
+    println!("|---|---:|{}---:|---:|---:|", "---:|".repeat(CONDITIONS.len() - 1));
     for (wi, w) in WORKLOADS.iter().enumerate() {
         let bare = median(ns[0][wi].clone());
-        let added = |ci: usize| median(ns[ci][wi].iter().zip(&ns[0][wi]).map(|(c, b)| c - b).collect());
+        print!("| {} | {:.0} |", w.name(), bare);
+        for ci in 1..CONDITIONS.len() {
+            print!(" {} |", fmt(added(ci, wi)));
+        }
         let ratio = median(ns[2][wi].iter().zip(&ns[0][wi]).map(|(c, b)| c / b).collect());
-        println!("| {} | {:.0} | {:+.0} | {:+.0} | {:.2} |", w.name(), bare, added(1), added(2), ratio);
+        let frac = |other: usize| match (added(2, wi), added(other, wi)) {
+            (Some(b), Some(o)) if o > 0.0 => format!("{:.2}", b / o),
+            _ => "n/a".into(),
+        };
+        println!(" {ratio:.2} | {} | {} |", frac(4), frac(3));
+    }
+    for (c, why) in &skipped {
+        println!("\n{} skipped: {why}", c.name());
     }
     println!();
     println!("in-kernel run time per program (bpf_stats, kept rounds):");
