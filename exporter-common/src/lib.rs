@@ -93,6 +93,9 @@ pub struct Config {
     /// read by userspace from tracefs (the layout changed across kernels).
     pub fork_child_pid_offset: u32,
     pub _pad: u32,
+    /// Stream only tasks whose `comm` is exactly this (NUL-padded, at most 15
+    /// bytes, as the kernel truncates it); all zeros for all.
+    pub filter_comm: [u8; TASK_COMM_LEN],
 }
 
 impl Config {
@@ -104,6 +107,7 @@ impl Config {
         wakeup_bytes: 64 * 1024,
         fork_child_pid_offset: 0,
         _pad: 0,
+        filter_comm: [0; TASK_COMM_LEN],
     };
 }
 
@@ -240,7 +244,7 @@ impl Loss {
 pub enum Stream {
     /// Anomalies written to the ring buffer.
     Submitted = 0,
-    /// Anomalies not streamed because a filter (pid, uid, tracked set) excluded them.
+    /// Anomalies not streamed because a filter (pid, uid, comm, tracked set) excluded them.
     Filtered = 1,
     /// Slow successful opens not streamed because of `CONFIG_FAILURES_ONLY`.
     SlowNotStreamed = 2,
@@ -368,7 +372,7 @@ mod tests {
         assert_eq!(EVENT_HEADER_SIZE, 88);
         assert_eq!(EVENT_HEADER_SIZE % 8, 0);
         assert_eq!(core::mem::size_of::<Inflight>(), 40);
-        assert_eq!(core::mem::size_of::<Config>(), 32);
+        assert_eq!(core::mem::size_of::<Config>(), 48);
         // Per-CPU map values are limited to 32 KiB.
         assert!(core::mem::size_of::<Counters>() <= 32 * 1024);
     }

@@ -7,6 +7,7 @@ pub mod errno;
 pub mod event;
 pub mod preflight;
 pub mod probe;
+pub mod render;
 pub mod resolve;
 
 pub use event::OpenEvent;
