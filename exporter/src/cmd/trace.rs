@@ -74,8 +74,8 @@ pub struct TraceArgs {
     /// Only this process id (decided in the kernel).
     #[arg(long)]
     pid: Option<u32>,
-    /// Only processes whose command name is exactly this (at most 15 bytes, as
-    /// the kernel keeps it; decided in the kernel).
+    /// Only tasks whose command name (comm, which a thread may rename) is
+    /// exactly this (at most 15 bytes, as the kernel keeps it; decided in the kernel).
     #[arg(long)]
     comm: Option<String>,
     /// Only this user, by id or name (decided in the kernel).
