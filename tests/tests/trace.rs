@@ -308,6 +308,22 @@ fn errno_and_path_prefix_filters_hide_the_rest() {
 }
 
 #[test]
+fn uid_filter_by_name_keeps_only_that_user() {
+    let dir = TempDir::new("trace-uid");
+    let out = TempDir::new("trace-uid-out");
+    let d = str_of(dir.path());
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let script = format!(
+        "cat {d}/as-root 2>/dev/null; setpriv --reuid=65534 --regid=65534 --clear-groups cat {d}/as-nobody 2>/dev/null; exit 0"
+    );
+    let run = trace(out.path(), &["--err", "--uid", "nobody"], &["sh", "-c", &script]);
+    assert!(run.output.status.success(), "{}", run.stderr());
+    let lines: Vec<(&str, u64)> =
+        run.lines.iter().map(|l| (l["resolved_path"].as_str().unwrap(), l["uid"].as_u64().unwrap())).collect();
+    assert_eq!(lines, vec![(format!("{d}/as-nobody").as_str(), 65534)]);
+}
+
+#[test]
 fn exit_status_of_a_killed_or_missing_command() {
     let out = TempDir::new("trace-exit");
     let run = trace(out.path(), &["--err"], &["sh", "-c", "kill -TERM $$"]);
