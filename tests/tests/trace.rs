@@ -27,13 +27,18 @@ fn badfd_path() -> PathBuf {
     let built = std::fs::metadata(&bin)
         .and_then(|m| m.modified())
         .unwrap_or_else(|e| panic!("{}: {e}; build it first (`cargo build`, as scripts/test.sh does)", bin.display()));
-    let sources = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    for dir in ["exporter/src", "exporter/src/cmd", "exporter/src/cmd/trace", "exporter/src/render", "exporter-ebpf/src", "exporter-common/src"] {
-        for entry in std::fs::read_dir(sources.join(dir)).unwrap() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut dirs: Vec<PathBuf> = ["exporter/src", "exporter-ebpf/src", "exporter-common/src"].iter().map(|d| root.join(d)).collect();
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
             let entry = entry.unwrap();
-            let changed = entry.metadata().unwrap().modified().unwrap();
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                dirs.push(entry.path());
+                continue;
+            }
             assert!(
-                changed <= built,
+                meta.modified().unwrap() <= built,
                 "{} is older than {}: run `cargo build` (scripts/test.sh does) before these tests",
                 bin.display(),
                 entry.path().display()
