@@ -328,6 +328,57 @@ fn uid_filter_by_name_keeps_only_that_user() {
     assert_eq!(lines, vec![(format!("{d}/as-nobody").as_str(), 65534)]);
 }
 
+/// The keys of the TRACKED map of the running badfd `pid`, found through the
+/// map ids in its fdinfo.
+fn tracked_set_of(pid: u32) -> std::collections::BTreeSet<u32> {
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).unwrap() {
+        let Ok(info) = std::fs::read_to_string(entry.unwrap().path()) else { continue };
+        let Some(id) = info.lines().find_map(|l| l.strip_prefix("map_id:")) else { continue };
+        let data = aya::maps::MapData::from_id(id.trim().parse().unwrap()).unwrap();
+        if data.info().unwrap().name_as_str() != Some("TRACKED") {
+            continue;
+        }
+        let map: aya::maps::HashMap<_, u32, u8> = aya::maps::HashMap::try_from(aya::maps::Map::HashMap(data)).unwrap();
+        return map.keys().map(|k| k.unwrap()).collect();
+    }
+    panic!("badfd {pid} holds no TRACKED map");
+}
+
+#[test]
+fn tracked_set_forgets_exited_processes_and_threads() {
+    let dir = TempDir::new("trace-tracked");
+    let out = TempDir::new("trace-tracked-out");
+    let d = str_of(dir.path());
+    // The workload starts threads (each one passes the fork tracepoint) and
+    // ends; then the shell says it is ready and becomes `sleep`.
+    let script = format!(
+        "{w} failures {d}/w > /dev/null; mkdir {d}/w2; echo $$ > {d}/ready.tmp; mv {d}/ready.tmp {d}/ready; exec sleep 30",
+        w = workload_path().display()
+    );
+    std::fs::create_dir(dir.path().join("w")).unwrap();
+    let mut badfd = Command::new(badfd_path())
+        .args(["trace", "--err", "--no-summary", "-o"])
+        .arg(out.path().join("out.jsonl"))
+        .args(["--", "sh", "-c", &script])
+        .env("BADFD_LOG", "warn")
+        .env_remove("LD_LIBRARY_PATH")
+        .spawn()
+        .unwrap();
+    let ready = dir.path().join("ready");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ready.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let shell: u32 = std::fs::read_to_string(&ready).expect("the script got ready").trim().parse().unwrap();
+    let tracked = tracked_set_of(badfd.id());
+    // SIGTERM to badfd goes on to the command.
+    // SAFETY: plain syscall.
+    assert_eq!(unsafe { libc::kill(badfd.id() as i32, libc::SIGTERM) }, 0);
+    let status = badfd.wait().unwrap();
+    assert_eq!(tracked, std::collections::BTreeSet::from([shell]), "only the live command stays tracked");
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM), "the command was terminated through badfd");
+}
+
 #[test]
 fn exit_status_of_a_killed_or_missing_command() {
     let out = TempDir::new("trace-exit");
