@@ -318,6 +318,10 @@ impl Session {
     }
 
     fn handle(&mut self, bytes: &[u8]) {
+        if self.output_error.is_some() {
+            // Nobody reads any more (`| head`): the summary counts what was shown.
+            return;
+        }
         let event = match OpenEvent::decode(bytes) {
             Ok(e) => e,
             Err(error) => {
