@@ -15,6 +15,8 @@ apt_packages=(pkg-config)
 if (( want_test_tools )); then
     # promtool (prometheus) lints the exposition and tests alert rules.
     apt_packages+=(prometheus)
+    # tmux: tests/trace.rs checks badfd trace's live table in a real terminal.
+    apt_packages+=(tmux)
 fi
 missing=()
 for p in "${apt_packages[@]}"; do

@@ -96,6 +96,9 @@ pub struct Config {
     /// Kernel struct offsets for resolving the directory of a relative path in
     /// the kernel; read by userspace from the kernel's BTF at load time.
     pub offsets: KernelOffsets,
+    /// Stream only tasks whose `comm` is exactly this (NUL-padded, at most 15
+    /// bytes, as the kernel truncates it); all zeros for all.
+    pub filter_comm: [u8; TASK_COMM_LEN],
 }
 
 /// Byte offsets of the kernel struct members the eBPF program reads to find the
@@ -182,6 +185,7 @@ impl Config {
         fork_child_pid_offset: 0,
         _pad: 0,
         offsets: KernelOffsets::NONE,
+        filter_comm: [0; TASK_COMM_LEN],
     };
 }
 
@@ -372,7 +376,7 @@ impl Loss {
 pub enum Stream {
     /// Anomalies written to the ring buffer.
     Submitted = 0,
-    /// Anomalies not streamed because a filter (pid, uid, tracked set) excluded them.
+    /// Anomalies not streamed because a filter (pid, uid, comm, tracked set) excluded them.
     Filtered = 1,
     /// Slow successful opens not streamed because of `CONFIG_FAILURES_ONLY`.
     SlowNotStreamed = 2,
@@ -501,7 +505,7 @@ mod tests {
         assert_eq!(EVENT_HEADER_SIZE, 96);
         assert_eq!(EVENT_HEADER_SIZE % 8, 0);
         assert_eq!(core::mem::size_of::<Inflight>(), 40);
-        assert_eq!(core::mem::size_of::<Config>(), 112);
+        assert_eq!(core::mem::size_of::<Config>(), 128);
         assert_eq!(core::mem::size_of::<KernelOffsets>(), 80);
         assert!(Loss::ALL.len() <= LOSS_COUNT);
         // Per-CPU scratch buffers too.

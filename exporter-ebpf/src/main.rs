@@ -173,7 +173,8 @@ fn on_exit(syscall_hint: Syscall, ret: i64) {
     let uid = uid_gid as u32;
     let excluded = (config.filter_pid != FILTER_ANY && config.filter_pid != pid)
         || (config.filter_uid != FILTER_ANY && config.filter_uid != uid)
-        || (config.flags & CONFIG_TRACKED_ONLY != 0 && unsafe { TRACKED.get(pid) }.is_none());
+        || (config.flags & CONFIG_TRACKED_ONLY != 0 && unsafe { TRACKED.get(pid) }.is_none())
+        || (config.filter_comm[0] != 0 && !comm_is(&config.filter_comm));
     if excluded {
         count_stream(c, Stream::Filtered);
         return;
@@ -187,6 +188,18 @@ fn on_exit(syscall_hint: Syscall, ret: i64) {
         event_flags |= EVENT_SLOW;
     }
     emit(c, &entry, config, now, pid, tid, uid, (uid_gid >> 32) as u32, ret, latency_ns, event_flags);
+}
+
+/// Whether the current task's comm is exactly `want` (both NUL-padded), as two
+/// 8-byte compares rather than a byte loop.
+#[inline(always)]
+fn comm_is(want: &[u8; 16]) -> bool {
+    let have = bpf_get_current_comm().unwrap_or([0; 16]);
+    // SAFETY: both are 16 plain bytes; unaligned reads.
+    let (h, w) = unsafe {
+        (core::ptr::read_unaligned(have.as_ptr().cast::<[u64; 2]>()), core::ptr::read_unaligned(want.as_ptr().cast::<[u64; 2]>()))
+    };
+    h[0] == w[0] && h[1] == w[1]
 }
 
 #[inline(always)]
@@ -565,11 +578,11 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "sched", name = "sched_process_exit")]
 pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    // Only the group leader's exit ends a tracked process.
-    if pid_tgid as u32 == (pid_tgid >> 32) as u32 {
-        let _ = TRACKED.remove(pid_tgid as u32);
-    }
+    // The fork tracepoint also fires for new threads and inserts their tids:
+    // remove every exiting task's own id, so that a thread's id does not stay
+    // tracked and later match an unrelated process that reuses the number. A
+    // group leader's id is its process id.
+    let _ = TRACKED.remove(bpf_get_current_pid_tgid() as u32);
     0
 }
 

@@ -8,6 +8,7 @@ pub mod errno;
 pub mod event;
 pub mod preflight;
 pub mod probe;
+pub mod render;
 pub mod resolve;
 
 pub use event::{KernelDir, OpenEvent};

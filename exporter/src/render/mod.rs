@@ -1,0 +1,257 @@
+//! How `badfd trace` shows anomalies: a fixed-width table for a person, JSON
+//! lines for a pipeline, and a summary at the end. Every function here is pure
+//! (no clock, no terminal, no /proc), so that the output can be tested byte for
+//! byte.
+
+pub mod summary;
+pub mod table;
+pub mod text;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use serde::Serialize;
+
+use crate::{errno, resolve::ResolvedPath, OpenEvent};
+
+pub use summary::Summary;
+pub use table::TableStyle;
+
+/// One anomaly ready to show: the event, where its path really is, and when it
+/// happened by the wall clock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Anomaly {
+    pub event: OpenEvent,
+    pub resolved: ResolvedPath,
+    /// Wall-clock time of the open's start, in ns since the Unix epoch.
+    pub wall_ns: u64,
+}
+
+impl Anomaly {
+    pub fn wall_time(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_nanos(self.wall_ns)
+    }
+
+    /// `ENOENT No such file or directory`, or `slow`, or `ok`.
+    pub fn result_text(&self) -> String {
+        match self.event.errno() {
+            Some(e) => format!("{} {}", errno::name(e), errno::meaning(e)),
+            None if self.event.slow() => "slow".to_string(),
+            None => "ok".to_string(),
+        }
+    }
+}
+
+/// Converts the kernel's CLOCK_MONOTONIC timestamps to wall-clock time, with
+/// the offset between the two clocks taken once at start.
+#[derive(Clone, Copy, Debug)]
+pub struct WallClock {
+    /// Unix-epoch ns minus monotonic ns.
+    offset_ns: i128,
+}
+
+impl WallClock {
+    pub fn now() -> WallClock {
+        let monotonic = clock_ns(libc::CLOCK_MONOTONIC);
+        let realtime = clock_ns(libc::CLOCK_REALTIME);
+        WallClock { offset_ns: realtime as i128 - monotonic as i128 }
+    }
+
+    /// A clock whose epoch offset is given (tests).
+    pub fn with_offset_ns(offset_ns: i128) -> WallClock {
+        WallClock { offset_ns }
+    }
+
+    /// Unix-epoch ns of a CLOCK_MONOTONIC timestamp.
+    pub fn wall_ns(&self, monotonic_ns: u64) -> u64 {
+        (monotonic_ns as i128 + self.offset_ns).clamp(0, u64::MAX as i128) as u64
+    }
+}
+
+fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid pointer; both clocks always exist on Linux.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// One JSON line of `badfd trace --json`. Field names are a public interface:
+/// documented in the README ("Terminal mode"); add fields, never rename.
+#[derive(Serialize)]
+struct JsonLine<'a> {
+    /// RFC 3339, UTC, nanoseconds: when the open started.
+    time: String,
+    /// The same instant as the kernel's CLOCK_MONOTONIC, in ns.
+    monotonic_ns: u64,
+    pid: u32,
+    tid: u32,
+    uid: u32,
+    gid: u32,
+    comm: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    comm_base64: Option<String>,
+    syscall: &'static str,
+    flags: u64,
+    flags_names: String,
+    mode: u32,
+    dirfd: i32,
+    ret: i64,
+    errno: Option<&'static str>,
+    error: Option<&'static str>,
+    failed: bool,
+    slow: bool,
+    latency_ns: u64,
+    /// The path as the process passed it.
+    path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path_base64: Option<String>,
+    /// Absolute (unless `resolution` is `unresolved`).
+    resolved_path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resolved_path_base64: Option<String>,
+    resolution: &'a str,
+    path_truncated: bool,
+    path_unreadable: bool,
+    cgroup_id: u64,
+}
+
+/// Bytes that are not UTF-8 go out twice: a readable string with U+FFFD for
+/// each invalid sequence, and the exact bytes in standard base64.
+fn lossless(bytes: &[u8]) -> (String, Option<String>) {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => (s.to_string(), None),
+        Err(_) => (
+            String::from_utf8_lossy(bytes).into_owned(),
+            Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
+        ),
+    }
+}
+
+/// The JSON line of an anomaly (no trailing newline).
+pub fn json_line(a: &Anomaly) -> String {
+    let e = &a.event;
+    let (comm, comm_base64) = lossless(e.comm_bytes());
+    let (path, path_base64) = lossless(&e.path);
+    let (resolved_path, resolved_path_base64) = lossless(&a.resolved.path);
+    let line = JsonLine {
+        time: humantime::format_rfc3339_nanos(a.wall_time()).to_string(),
+        monotonic_ns: e.start_ns,
+        pid: e.pid,
+        tid: e.tid,
+        uid: e.uid,
+        gid: e.gid,
+        comm,
+        comm_base64,
+        syscall: e.syscall.name(),
+        flags: e.open_flags,
+        flags_names: text::open_flags_names(e.open_flags),
+        mode: e.mode,
+        dirfd: e.dirfd,
+        ret: e.ret,
+        errno: e.errno().map(errno::name),
+        error: e.errno().map(errno::meaning),
+        failed: e.failed(),
+        slow: e.slow(),
+        latency_ns: e.latency_ns,
+        path,
+        path_base64,
+        resolved_path,
+        resolved_path_base64,
+        resolution: a.resolved.how.name(),
+        path_truncated: e.path_truncated(),
+        path_unreadable: e.path_unreadable(),
+        cgroup_id: e.cgroup_id,
+    };
+    serde_json::to_string(&line).expect("a struct of strings and numbers serializes")
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use exporter_common::{Syscall, AT_FDCWD, EVENT_FAILED, EVENT_PATH_TRUNCATED, EVENT_SLOW};
+
+    use super::*;
+    use crate::resolve::Resolution;
+
+    pub fn anomaly(path: &[u8], ret: i64, latency_ns: u64, slow: bool) -> Anomaly {
+        let mut flags = if ret < 0 { EVENT_FAILED } else { 0 };
+        if slow {
+            flags |= EVENT_SLOW;
+        }
+        Anomaly {
+            event: OpenEvent {
+                start_ns: 5_000_000_000,
+                latency_ns,
+                cgroup_id: 77,
+                ret,
+                open_flags: (libc::O_RDONLY | libc::O_CLOEXEC) as u64,
+                pid: 4242,
+                tid: 4243,
+                uid: 1000,
+                gid: 100,
+                mode: 0,
+                dirfd: AT_FDCWD,
+                syscall: Syscall::Openat,
+                flags,
+                comm: *b"cat\0\0\0\0\0\0\0\0\0\0\0\0\0",
+                path: path.to_vec(),
+                kernel_dir: Default::default(),
+            },
+            resolved: ResolvedPath { path: path.to_vec(), how: Resolution::Absolute },
+            wall_ns: 1_700_000_000_123_456_789,
+        }
+    }
+
+    #[test]
+    fn json_has_every_field_and_escapes_odd_bytes_losslessly() {
+        let mut a = anomaly(b"/t/bad\xff\nname\"\\\x01", -2, 1234, false);
+        a.event.flags |= EVENT_PATH_TRUNCATED;
+        a.resolved.how = Resolution::Kernel;
+        let line = json_line(&a);
+        assert!(!line.contains('\n'), "one line: {line}");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["time"], "2023-11-14T22:13:20.123456789Z");
+        assert_eq!(v["monotonic_ns"], 5_000_000_000u64);
+        assert_eq!(v["pid"], 4242);
+        assert_eq!(v["tid"], 4243);
+        assert_eq!(v["uid"], 1000);
+        assert_eq!(v["gid"], 100);
+        assert_eq!(v["comm"], "cat");
+        assert!(v.get("comm_base64").is_none());
+        assert_eq!(v["syscall"], "openat");
+        assert_eq!(v["flags"], 0o2000000);
+        assert_eq!(v["flags_names"], "O_RDONLY|O_CLOEXEC");
+        assert_eq!(v["mode"], 0);
+        assert_eq!(v["dirfd"], -100);
+        assert_eq!(v["ret"], -2);
+        assert_eq!(v["errno"], "ENOENT");
+        assert_eq!(v["error"], "No such file or directory");
+        assert_eq!(v["failed"], true);
+        assert_eq!(v["slow"], false);
+        assert_eq!(v["latency_ns"], 1234);
+        assert_eq!(v["path"], "/t/bad\u{fffd}\nname\"\\\u{1}");
+        let raw = base64::engine::general_purpose::STANDARD.decode(v["path_base64"].as_str().unwrap()).unwrap();
+        assert_eq!(raw, b"/t/bad\xff\nname\"\\\x01");
+        assert_eq!(v["resolved_path"], v["path"]);
+        assert_eq!(v["resolved_path_base64"], v["path_base64"]);
+        assert_eq!(v["resolution"], "kernel");
+        assert_eq!(v["path_truncated"], true);
+        assert_eq!(v["path_unreadable"], false);
+        assert_eq!(v["cgroup_id"], 77);
+
+        let ok = json_line(&anomaly(b"/fifo", 3, 300_000_000, true));
+        let v: serde_json::Value = serde_json::from_str(&ok).unwrap();
+        assert_eq!(v["errno"], serde_json::Value::Null);
+        assert_eq!(v["slow"], true);
+        assert!(v.get("path_base64").is_none(), "valid UTF-8 needs no base64");
+    }
+
+    #[test]
+    fn wall_clock_adds_the_offset() {
+        let c = WallClock::with_offset_ns(1_000);
+        assert_eq!(c.wall_ns(5), 1_005);
+        let now = WallClock::now();
+        let wall = now.wall_ns(clock_ns(libc::CLOCK_MONOTONIC));
+        let real = clock_ns(libc::CLOCK_REALTIME);
+        assert!(wall.abs_diff(real) < 1_000_000_000, "{wall} vs {real}");
+    }
+}
