@@ -341,12 +341,15 @@ pub enum Loss {
     /// The directory of a relative path was too deep or too long for the kernel
     /// to send; userspace falls back to /proc.
     DirTruncated = 6,
+    /// A process forked by a followed command could not be added to the
+    /// tracked set (full), so its anomalies are not streamed.
+    TrackedFull = 7,
 }
 
 pub const LOSS_COUNT: usize = 8;
 
 impl Loss {
-    pub const ALL: [Loss; 7] = [
+    pub const ALL: [Loss; 8] = [
         Loss::RingbufFull,
         Loss::InflightFull,
         Loss::ExitWithoutEnter,
@@ -354,9 +357,10 @@ impl Loss {
         Loss::PathTruncated,
         Loss::DirReadFailed,
         Loss::DirTruncated,
+        Loss::TrackedFull,
     ];
 
-    /// The `reason` label of `badfd_kernel_losses_total`.
+    /// The `reason` label of `badfd_kernel_events_lost_total`.
     pub const fn name(self) -> &'static str {
         match self {
             Loss::RingbufFull => "ringbuf_full",
@@ -366,6 +370,7 @@ impl Loss {
             Loss::PathTruncated => "path_truncated",
             Loss::DirReadFailed => "dir_read_failed",
             Loss::DirTruncated => "dir_truncated",
+            Loss::TrackedFull => "tracked_full",
         }
     }
 }

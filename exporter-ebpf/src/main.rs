@@ -570,8 +570,10 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
     }
     let Some(config) = CONFIG.get(0) else { return 0 };
     let child: i32 = unsafe { ctx.read_at(config.fork_child_pid_offset as usize) }.unwrap_or(0);
-    if child > 0 {
-        let _ = TRACKED.insert(child as u32, 1u8, 0);
+    if child > 0 && TRACKED.insert(child as u32, 1u8, 0).is_err() {
+        if let Some(c) = counters() {
+            count_loss(c, Loss::TrackedFull);
+        }
     }
     0
 }

@@ -7,8 +7,9 @@ mod cmd;
 #[command(name = "badfd", version, about = "Failing and slow file opens, from eBPF")]
 struct Cli {
     /// Log filter (tracing env-filter syntax), e.g. `info` or `badfd=debug`.
-    #[arg(long, env = "BADFD_LOG", default_value = "info", global = true)]
-    log_level: String,
+    /// Default: `warn` for trace (its output is the table), `info` otherwise.
+    #[arg(long, env = "BADFD_LOG", global = true)]
+    log_level: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -31,8 +32,14 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    let default_level = match cli.command {
+        Command::Trace(_) => "warn",
+        #[allow(unreachable_patterns)]
+        _ => "info",
+    };
+    let level = cli.log_level.as_deref().unwrap_or(default_level);
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log_level).context("--log-level")?)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(level).context("--log-level")?)
         .with_writer(std::io::stderr)
         .init();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

@@ -254,3 +254,32 @@ fn without_capabilities_badfd_says_so_in_one_line() {
     assert_eq!(error_lines.len(), 1, "one line, got:\n{stderr}");
     assert!(error_lines[0].contains("CAP_BPF") && error_lines[0].contains("run it as root"), "{stderr}");
 }
+
+#[test]
+fn a_full_tracked_set_is_counted_not_silent() {
+    let options = badfd::ProbeOptions {
+        attach: badfd_tests::test_attach_mode(),
+        follow_forks: true,
+        config: config(None),
+        ..badfd::ProbeOptions::default()
+    };
+    let mut probe = badfd::Probe::load(&options).unwrap_or_else(|e| panic!("kernel test could not load BPF: {e}"));
+    // This process is followed; the set is then filled with ids no process has.
+    probe.track_pid(std::process::id()).unwrap();
+    let mut filled = 1u32;
+    for fake in 4_000_000_000u32.. {
+        if probe.track_pid(fake).is_err() {
+            break;
+        }
+        filled += 1;
+    }
+    assert_eq!(filled, exporter_common::TRACKED_CAPACITY);
+    let before = probe.counters().unwrap();
+    let dir = TempDir::new("tracked-full");
+    run_workload(&["fast", dir.path().to_str().unwrap(), "1"]);
+    let after = probe.counters().unwrap();
+    assert!(
+        delta(&after, &before, |c| c.losses[Loss::TrackedFull as usize]) >= 1,
+        "a fork of a followed process that found the set full was not counted"
+    );
+}
