@@ -27,7 +27,7 @@ use exporter_common::{
     AT_FDCWD, CONFIG_FAILURES_ONLY, CONFIG_TRACKED_ONLY, DEFAULT_RINGBUF_BYTES, DIR_BAD_FD,
     DIR_MAX, DIR_MAX_COMPONENTS, DIR_NAME_MAX, DIR_NOT_ATTEMPTED, DIR_READ_FAILED, DIR_RESOLVED,
     DIR_TRUNCATED, DIR_UNREACHABLE, ERRNO_SLOTS, EVENT_FAILED, EVENT_HEADER_SIZE, EVENT_PATH_TRUNCATED,
-    EVENT_PATH_UNREADABLE, EVENT_SLOW, FILTER_ANY, INFLIGHT_CAPACITY, PATH_MAX, RESULT_FAILED,
+    EVENT_PATH_UNREADABLE, EVENT_SLOW, FILTER_ANY, INFLIGHT_SLOTS, INFLIGHT_SLOT_MASK, PATH_MAX, RESULT_FAILED,
     RESULT_OK, TRACKED_CAPACITY,
 };
 
@@ -40,10 +40,11 @@ static COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RINGBUF_BYTES, 0);
 
-/// Opens in progress, by thread id: a blocked open and its thread may move to
-/// another CPU, so this cannot be per-CPU.
+/// Opens in progress, one slot per `tid & INFLIGHT_SLOT_MASK` (see the contract
+/// for why an array): a blocked open and its thread may move to another CPU, so
+/// this cannot be per-CPU.
 #[map]
-static INFLIGHT: HashMap<u32, Inflight> = HashMap::with_max_entries(INFLIGHT_CAPACITY, 0);
+static INFLIGHT: Array<Inflight> = Array::with_max_entries(INFLIGHT_SLOTS, 0);
 
 /// Processes followed by `badfd trace -- command`: filled on fork from the command down.
 #[map]
@@ -92,20 +93,25 @@ fn count_stream(counters: &mut Counters, stream: Stream) {
 #[inline(always)]
 fn on_enter(syscall: Syscall, dirfd: i32, path_ptr: u64, open_flags: u64, mode: u32) {
     let tid = bpf_get_current_pid_tgid() as u32;
-    let entry = Inflight {
+    let Some(slot) = INFLIGHT.get_ptr_mut(tid & INFLIGHT_SLOT_MASK) else { return };
+    let Some(c) = counters() else { return };
+    // SAFETY: a valid array slot; a concurrent writer on another CPU can only
+    // be a colliding thread, whose loss is counted either way.
+    let slot = unsafe { &mut *slot };
+    if slot.tid != 0 && slot.tid != tid {
+        count_loss(c, Loss::InflightCollision);
+    }
+    count_stream(c, Stream::Entered);
+    *slot = Inflight {
         start_ns: unsafe { bpf_ktime_get_ns() },
         path_ptr,
         open_flags,
         mode,
         dirfd,
+        tid,
         syscall: syscall as u8,
-        _pad: [0; 7],
+        _pad: [0; 3],
     };
-    if INFLIGHT.insert(tid, entry, 0).is_err() {
-        if let Some(c) = counters() {
-            count_loss(c, Loss::InflightFull);
-        }
-    }
 }
 
 /// Exact counts of every open, timed or not.
@@ -131,16 +137,16 @@ fn on_exit(syscall_hint: Syscall, ret: i64) {
     let tid = pid_tgid as u32;
     let Some(c) = counters() else { return };
 
-    let entry: Inflight = match INFLIGHT.get_ptr(tid) {
-        // SAFETY: a valid map value; copied before the entry is deleted.
-        Some(p) => unsafe { core::ptr::read(p) },
-        None => {
-            count_result(c, syscall_hint as usize, ret);
-            count_loss(c, Loss::ExitWithoutEnter);
-            return;
-        }
-    };
-    let _ = INFLIGHT.remove(tid);
+    let Some(slot) = INFLIGHT.get_ptr_mut(tid & INFLIGHT_SLOT_MASK) else { return };
+    // SAFETY: a valid array slot, copied before it is freed.
+    let entry: Inflight = unsafe { core::ptr::read(slot) };
+    if entry.tid != tid {
+        count_result(c, syscall_hint as usize, ret);
+        count_loss(c, Loss::ExitWithoutEnter);
+        return;
+    }
+    // SAFETY: as above; frees the slot.
+    unsafe { (*slot).tid = 0 };
     let syscall = Syscall::from_u8(entry.syscall).unwrap_or(syscall_hint);
     let s = syscall as usize;
     let failed = ret < 0;

@@ -15,7 +15,7 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
 };
 use exporter_common::{
-    Config, Counters, Syscall, MAP_CONFIG, MAP_COUNTERS, MAP_EVENTS, MAP_INFLIGHT, MAP_TRACKED,
+    Config, Counters, Syscall, MAP_CONFIG, MAP_COUNTERS, MAP_EVENTS, MAP_TRACKED,
 };
 use tokio::io::unix::AsyncFd;
 
@@ -315,12 +315,9 @@ impl Probe {
         Ok(total)
     }
 
-    /// Opens in progress right now (entries in the in-flight map).
+    /// Opens in progress right now (see `Counters::inflight`).
     pub fn inflight_len(&self) -> Result<usize, ProbeError> {
-        let map = self.ebpf.map(MAP_INFLIGHT).ok_or(ProbeError::MapMissing(MAP_INFLIGHT))?;
-        let hash: HashMap<_, u32, exporter_common::Inflight> =
-            HashMap::try_from(map).map_err(|e| ProbeError::Map(MAP_INFLIGHT, e))?;
-        Ok(hash.keys().filter(|k| k.is_ok()).count())
+        Ok(self.counters()?.inflight() as usize)
     }
 
     /// Follows `pid` and, through the fork tracepoint, every process it starts.

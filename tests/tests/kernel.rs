@@ -283,3 +283,30 @@ fn a_full_tracked_set_is_counted_not_silent() {
         "a fork of a followed process that found the set full was not counted"
     );
 }
+
+#[test]
+fn an_open_blocked_in_the_kernel_counts_as_in_flight() {
+    let probe = load_probe(config(None));
+    let sample = |n: usize| -> Vec<u64> {
+        (0..n)
+            .map(|_| {
+                std::thread::sleep(Duration::from_millis(5));
+                probe.counters().unwrap().inflight()
+            })
+            .collect()
+    };
+    let before = *sample(3).iter().min().unwrap();
+    let dir = TempDir::new("inflight");
+    // The FIFO reader blocks in openat for 400 ms.
+    let mut child = std::process::Command::new(badfd_tests::workload_path())
+        .args(["fifo", dir.path().to_str().unwrap(), "400"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    let during = *sample(3).iter().max().unwrap();
+    assert!(child.wait().unwrap().success());
+    let after = *sample(3).iter().min().unwrap();
+    assert!(during >= before + 1, "blocked open not in flight: before {before}, during {during}");
+    assert!(after < during, "the open stayed in flight after it returned: during {during}, after {after}");
+}
