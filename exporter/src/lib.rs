@@ -5,9 +5,14 @@
 
 pub mod errno;
 pub mod event;
+pub mod http;
+pub mod labels;
+pub mod metrics;
+pub mod pipeline;
 pub mod preflight;
 pub mod probe;
 pub mod resolve;
+pub mod settings;
 
 pub use event::OpenEvent;
 pub use probe::{AttachMode, AttachPreference, Probe, ProbeOptions};

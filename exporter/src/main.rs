@@ -17,6 +17,8 @@ struct Cli {
 enum Command {
     /// Print anomalies as they happen.
     Trace(cmd::trace::TraceArgs),
+    /// Serve Prometheus metrics of failing and slow opens.
+    Serve(cmd::serve::ServeArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -28,5 +30,6 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     match cli.command {
         Command::Trace(args) => runtime.block_on(cmd::trace::run(args)),
+        Command::Serve(args) => runtime.block_on(cmd::serve::run(args)),
     }
 }
