@@ -95,16 +95,11 @@ fn cut(s: &mut String) {
 pub fn path_prefix_into(out: &mut String, path: &[u8], depth: usize) {
     out.clear();
     let absolute = path.first() == Some(&b'/');
-    let mut taken = 0;
-    for component in path.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
-        if taken == depth {
-            break;
-        }
+    for (taken, component) in path.split(|&b| b == b'/').filter(|c| !c.is_empty()).take(depth).enumerate() {
         if absolute || taken > 0 {
             out.push('/');
         }
         template_component(out, component);
-        taken += 1;
     }
     if out.is_empty() {
         out.push_str(if absolute { "/" } else { "." });

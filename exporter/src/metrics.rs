@@ -60,6 +60,8 @@ impl std::fmt::Debug for KernelCollector {
 impl Collector for KernelCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
         let guard = self.probe.lock().unwrap_or_else(|e| e.into_inner());
+        let mut m = encoder.encode_descriptor("ready", "1 while the programs are attached (what /-/ready reports), else 0.", None, MetricType::Gauge)?;
+        m.encode_gauge(&(guard.is_some() as i64))?;
         let Some(probe) = guard.as_ref() else { return Ok(()) };
         let counters = match probe.counters() {
             Ok(c) => c,
@@ -94,17 +96,19 @@ impl Collector for KernelCollector {
         }
         let mut m = encoder.encode_descriptor("open_duration_seconds", "Latency of every timed open, by syscall, from the kernel's log2 buckets (le = 2^i ns).", None, MetricType::Histogram)?;
         for s in Syscall::ALL {
+            // The encoder takes per-bucket counts and accumulates them itself.
+            // Buckets below the first exposed bound join it; those above the
+            // last join +Inf.
             let buckets = &counters.latency[s as usize];
-            let mut cumulative = 0u64;
-            let mut exposed = Vec::with_capacity(EXPOSED_LATENCY_BUCKETS.count() + 1);
-            for (i, &n) in buckets.iter().enumerate() {
-                cumulative += n;
-                if EXPOSED_LATENCY_BUCKETS.contains(&i) {
-                    exposed.push((latency_bucket_upper_ns(i) as f64 / 1e9, cumulative));
-                }
-            }
             debug_assert_eq!(buckets.len(), LATENCY_BUCKETS);
-            exposed.push((f64::INFINITY, cumulative));
+            let (first, last) = (*EXPOSED_LATENCY_BUCKETS.start(), *EXPOSED_LATENCY_BUCKETS.end());
+            let mut exposed = Vec::with_capacity(last - first + 2);
+            exposed.push((latency_bucket_upper_ns(first) as f64 / 1e9, buckets[..=first].iter().sum::<u64>()));
+            for (i, &n) in buckets.iter().enumerate().take(last + 1).skip(first + 1) {
+                exposed.push((latency_bucket_upper_ns(i) as f64 / 1e9, n));
+            }
+            exposed.push((f64::INFINITY, buckets[last + 1..].iter().sum::<u64>()));
+            let cumulative: u64 = buckets.iter().sum();
             let sum = counters.latency_sum_ns[s as usize] as f64 / 1e9;
             m.encode_family(&[("syscall", s.name())])?.encode_histogram::<NoLabelSet>(sum, cumulative, &exposed, None)?;
         }
@@ -270,7 +274,7 @@ impl Aggregates {
                 max_us: 0,
             })
             .collect();
-        rows.sort_by(|a, b| b.count.cmp(&a.count));
+        rows.sort_by_key(|r| std::cmp::Reverse(r.count));
         rows.truncate(n);
         rows
     }
@@ -320,12 +324,13 @@ impl Collector for AggregatesCollector {
         }
         let mut m = encoder.encode_descriptor("anomaly_slow_open_duration_seconds", "Latency of slow opens streamed as anomalies, by comm.", None, MetricType::Histogram)?;
         for (comm, h) in a.slow_duration.iter() {
-            let mut cumulative = 0;
-            let mut buckets = Vec::with_capacity(h.buckets.len());
-            for (i, &n) in h.buckets.iter().enumerate() {
-                cumulative += n;
-                buckets.push((SLOW_BUCKETS_SECONDS.get(i).copied().unwrap_or(f64::INFINITY), cumulative));
-            }
+            // Per-bucket counts: the encoder accumulates them.
+            let buckets: Vec<(f64, u64)> = h
+                .buckets
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| (SLOW_BUCKETS_SECONDS.get(i).copied().unwrap_or(f64::INFINITY), n))
+                .collect();
             m.encode_family(&[("comm", &**comm)])?.encode_histogram::<NoLabelSet>(h.sum_ns as f64 / 1e9, h.count, &buckets, None)?;
         }
         let mut m = encoder.encode_descriptor("label_sets_folded", "Label sets folded into comm=\"other\"/path_prefix=\"other\" because the metric was at its label-set budget.", None, MetricType::Counter)?;
