@@ -146,3 +146,59 @@ impl Pipeline {
         self.comms.collect();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::{Aggregates, AnomalyMetrics};
+    use std::sync::Mutex;
+
+    fn event(i: usize, path: &[u8]) -> OpenEvent {
+        OpenEvent {
+            start_ns: i as u64,
+            latency_ns: 20_000_000 * (i % 2) as u64,
+            cgroup_id: 0,
+            ret: -2,
+            open_flags: 0,
+            pid: 1,
+            tid: 1,
+            uid: 0,
+            gid: 0,
+            mode: 0,
+            dirfd: exporter_common::AT_FDCWD,
+            syscall: exporter_common::Syscall::Openat,
+            flags: exporter_common::EVENT_FAILED | if i % 2 == 1 { exporter_common::EVENT_SLOW } else { 0 },
+            comm: *b"app\0\0\0\0\0\0\0\0\0\0\0\0\0",
+            path: path.to_vec(),
+        }
+    }
+
+    /// Events through the whole pipeline into the Prometheus aggregates; prints
+    /// the rate (a figure, not a target: unoptimized builds are slow).
+    #[test]
+    fn aggregates_every_event_and_shares_label_strings() {
+        let aggregates = Arc::new(Mutex::new(Aggregates::new(2000, std::time::Duration::from_secs(3600))));
+        let mut registry = Registry::default();
+        let stats = PipelineStats::register(&mut registry);
+        let sinks: Vec<Box<dyn Sink>> = vec![Box::new(AnomalyMetrics { aggregates: aggregates.clone() })];
+        let mut pipeline = Pipeline::new(Arc::new(AtomicUsize::new(3)), sinks, stats.clone());
+        const N: usize = 200_000;
+        let paths: Vec<Vec<u8>> = (0..50).map(|i| format!("/var/lib/app{i}/data/{}.db", 1000 + i).into_bytes()).collect();
+        let start = std::time::Instant::now();
+        for i in 0..N {
+            pipeline.push(event(i, &paths[i % paths.len()]));
+        }
+        pipeline.flush();
+        let elapsed = start.elapsed();
+        eprintln!("pipeline: {N} events in {elapsed:?}, {:.0} events/s", N as f64 / elapsed.as_secs_f64());
+        let a = aggregates.lock().unwrap();
+        assert_eq!(a.failures.len(), 50);
+        assert_eq!(a.failures.iter().map(|(_, n)| *n).sum::<u64>(), N as u64);
+        assert_eq!(a.slow.iter().map(|(_, s)| s.count).sum::<u64>(), N as u64 / 2);
+        assert_eq!(stats.resolutions[0].get(), N as u64, "all absolute");
+        // One shared string per distinct prefix.
+        assert_eq!(pipeline.prefixes.len(), 50);
+        let ((_, _, prefix), _) = a.failures.iter().next().unwrap();
+        assert!(prefix.starts_with("/var/lib/app"));
+    }
+}

@@ -43,6 +43,13 @@ pub struct ServeArgs {
     config_check: bool,
 }
 
+/// Every output of the anomaly pipeline. An output with self-metrics (the OTLP
+/// log exporter) registers them in `registry` here, at start-up, before the
+/// registry is shared with the HTTP server.
+fn sinks(_registry: &mut prometheus_client::registry::Registry, aggregates: &Arc<Mutex<Aggregates>>) -> Vec<Box<dyn Sink>> {
+    vec![Box::new(AnomalyMetrics { aggregates: aggregates.clone() })]
+}
+
 /// How often idle label sets are expired and unused strings forgotten.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -69,8 +76,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     exposition.registry.register_collector(Box::new(KernelCollector { probe: probe.clone() }));
     let aggregates = Arc::new(Mutex::new(Aggregates::new(settings.max_label_sets, settings.label_set_ttl)));
     exposition.registry.register_collector(Box::new(AggregatesCollector { aggregates: aggregates.clone() }));
-    // Other sinks (OTLP) register their self-metrics here, before the registry is shared.
-    let sinks: Vec<Box<dyn Sink>> = vec![Box::new(AnomalyMetrics { aggregates: aggregates.clone() })];
+    let sinks = sinks(&mut exposition.registry, &aggregates);
     let exposition = Arc::new(exposition);
 
     let shared_settings = Arc::new(Mutex::new(settings.clone()));
