@@ -21,7 +21,7 @@ pub struct SettingsArgs {
     #[arg(long = "slow-threshold", env = "BADFD_SLOW_THRESHOLD")]
     pub slow_threshold: Option<String>,
     /// Stream failed opens only (slow successful opens are still counted exactly).
-    #[arg(long = "failures-only", env = "BADFD_FAILURES_ONLY", num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long = "failures-only", env = "BADFD_FAILURES_ONLY", num_args = 0..=1, default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
     pub failures_only: Option<bool>,
     /// Stream anomalies of this process id only.
     #[arg(long = "filter.pid", env = "BADFD_FILTER_PID")]

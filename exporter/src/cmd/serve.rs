@@ -97,7 +97,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         follow_forks: false,
         config: settings.probe_config(),
     };
-    let mut loaded = Probe::load(&options)?;
+    // Loading takes a while (verifier); meanwhile the server answers, not ready.
+    let mut loaded = tokio::task::spawn_blocking(move || Probe::load(&options)).await??;
     let reader = loaded.take_events()?;
     tracing::info!(mode = %loaded.attach_mode(), fallback_reason = loaded.fallback_reason().unwrap_or(""), "attached");
     *probe.lock().unwrap() = Some(loaded);
