@@ -157,3 +157,50 @@ async fn landing(State(state): State<AppState>) -> Html<String> {
     h.push_str("</body></html>\n");
     Html(h)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::SettingsArgs;
+    use std::io::{Read, Write};
+
+    fn get(address: std::net::SocketAddr, path: &str) -> (u16, String) {
+        let mut s = std::net::TcpStream::connect(address).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        (head.split(' ').nth(1).unwrap().parse().unwrap(), body.to_string())
+    }
+
+    /// Before the programs are attached (or after they are detached) the
+    /// exporter is healthy but not ready, and says so in /metrics too.
+    #[test]
+    fn not_ready_without_attached_programs() {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let settings = Settings::resolve(&SettingsArgs::default(), None).unwrap();
+        let probe: SharedProbe = Arc::new(Mutex::new(None));
+        let mut exposition = Exposition::new();
+        exposition.registry.register_collector(Box::new(crate::metrics::KernelCollector { probe: probe.clone() }));
+        let state = AppState {
+            exposition: Arc::new(exposition),
+            probe,
+            aggregates: Arc::new(Mutex::new(Aggregates::new(10, std::time::Duration::from_secs(60)))),
+            settings: Arc::new(Mutex::new(settings)),
+            config_file: None,
+        };
+        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let address = listener.local_addr().unwrap();
+        runtime.spawn(async move { axum::serve(listener, router(state)).await });
+        assert_eq!(get(address, "/-/ready").0, 503);
+        assert_eq!(get(address, "/-/healthy").0, 200);
+        assert_eq!(get(address, "/healthz").0, 200);
+        let (status, metrics) = get(address, "/metrics");
+        assert_eq!(status, 200);
+        assert!(metrics.contains("\nbadfd_ready 0\n"), "{metrics}");
+        assert!(!metrics.contains("badfd_opens_total"), "no kernel counters without a probe");
+        let (status, page) = get(address, "/");
+        assert_eq!(status, 200);
+        assert!(page.contains("not attached") && page.contains("<code>10ms</code>"));
+    }
+}
