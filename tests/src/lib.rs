@@ -253,8 +253,12 @@ impl Serve {
             AttachPreference::Tracepoint => "tracepoint",
         };
         let log = std::env::temp_dir().join(format!("badfd-serve-{}-{port}.log", std::process::id()));
+        // A roomy ring buffer: other processes on the host (benchmarks, floods)
+        // must not crowd the workload's events out of a test's exporter.
+        let ringbuf: &[&str] = if args.contains(&"--ringbuf-bytes") { &[] } else { &["--ringbuf-bytes", "67108864"] };
         let child = Command::new(badfd_path())
             .args(["serve", "--web.listen-address", &address.to_string(), "--attach", attach])
+            .args(ringbuf)
             .args(args)
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()

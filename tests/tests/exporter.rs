@@ -207,7 +207,7 @@ fn slow_opens_and_a_sighup_threshold_change() {
     assert_eq!(slow(&s, &dirs[1]), 1.0);
     let histogram = |name: &str| s.sum(name, &[("comm", "workload")]);
     assert!(histogram("badfd_anomaly_slow_open_duration_seconds_count") >= 1.0);
-    assert!(histogram("badfd_anomaly_slow_open_duration_seconds_sum") >= 0.3);
+    assert!(histogram("badfd_anomaly_slow_open_duration_seconds_sum") >= 0.25, "the FIFO open waits about 300 ms");
     let under = |le: &str| s.sum("badfd_anomaly_slow_open_duration_seconds_bucket", &[("comm", "workload"), ("le", le)]);
     assert!(under("0.25") < under("0.5"), "the 300 ms open is in (0.25, 0.5]");
     assert_eq!(under("+Inf"), histogram("badfd_anomaly_slow_open_duration_seconds_count"));

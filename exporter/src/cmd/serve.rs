@@ -59,7 +59,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         println!("config OK: {}", serde_json::to_string(&settings)?);
         return Ok(());
     }
-    // Bind first: a port in use is an error before anything is loaded.
+    // Handlers first: a SIGHUP during start-up must not kill the exporter.
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    // Bind next: a port in use is an error before anything is loaded.
     let listener = tokio::net::TcpListener::bind(settings.listen_address)
         .await
         .with_context(|| format!("listening on {}", settings.listen_address))?;
@@ -114,9 +118,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .spawn(move || event_loop(reader, pipeline, aggregates, stop))?
     };
 
-    let mut hangup = signal(SignalKind::hangup())?;
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
     let mut server = server;
     loop {
         tokio::select! {
