@@ -6,10 +6,15 @@
 pub mod btf_offsets;
 pub mod errno;
 pub mod event;
+pub mod http;
+pub mod labels;
+pub mod metrics;
+pub mod pipeline;
 pub mod preflight;
 pub mod probe;
 pub mod render;
 pub mod resolve;
+pub mod settings;
 
 pub use event::{KernelDir, OpenEvent};
 pub use probe::{AttachMode, AttachPreference, Probe, ProbeOptions};

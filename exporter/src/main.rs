@@ -18,6 +18,8 @@ struct Cli {
 enum Command {
     /// Print anomalies as they happen.
     Trace(cmd::trace::TraceArgs),
+    /// Serve Prometheus metrics of failing and slow opens.
+    Serve(cmd::serve::ServeArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -45,6 +47,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     match cli.command {
         Command::Trace(args) => runtime.block_on(cmd::trace::run(args))?,
+        Command::Serve(args) => runtime.block_on(cmd::serve::run(args))?,
     }
     Ok(std::process::ExitCode::SUCCESS)
 }

@@ -202,3 +202,218 @@ pub fn kernel_locked_down() -> Option<bool> {
         .ok()
         .map(|s| s.contains("[integrity]") || s.contains("[confidentiality]"))
 }
+
+// ---------------------------------------------------------------------------
+// The exporter (`badfd serve`) as a process, and scrapes of it.
+// ---------------------------------------------------------------------------
+
+/// The `badfd` binary (target/<profile>/badfd), built before the tests run
+/// (`cargo build --workspace --all-targets`, as scripts/test.sh does).
+pub fn badfd_path() -> PathBuf {
+    let path = workload_path().with_file_name("badfd");
+    assert!(path.exists(), "{} is missing: run `cargo build --workspace` before the tests", path.display());
+    path
+}
+
+impl TempDir {
+    /// A fresh directory whose name has no digits (letters from the pid, a
+    /// counter and the clock), so that path-prefix templating keeps it apart
+    /// from every other test's directory.
+    pub fn lettered(tag: &str) -> TempDir {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+        let mut n = (std::process::id() as u64) << 32 ^ nanos ^ NEXT.fetch_add(1, Ordering::Relaxed) << 56;
+        let mut letters = String::new();
+        for _ in 0..10 {
+            letters.push((b'a' + (n % 26) as u8) as char);
+            n /= 26;
+        }
+        let dir = std::env::temp_dir().join(format!("badfd-{tag}-{letters}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+/// A running `badfd serve` on a free 127.0.0.1 port; terminated on drop.
+pub struct Serve {
+    pub child: std::process::Child,
+    pub address: std::net::SocketAddr,
+}
+
+impl Serve {
+    /// Starts `badfd serve` with `args` and waits until `/-/ready` says the
+    /// programs are attached; panics (with its log) if it never does.
+    pub fn start(args: &[&str]) -> Serve {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let address: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+        let attach = match test_attach_mode() {
+            AttachPreference::Auto => "auto",
+            AttachPreference::Fentry => "fentry",
+            AttachPreference::Tracepoint => "tracepoint",
+        };
+        let log = std::env::temp_dir().join(format!("badfd-serve-{}-{port}.log", std::process::id()));
+        // A roomy ring buffer: other processes on the host (benchmarks, floods)
+        // must not crowd the workload's events out of a test's exporter.
+        let ringbuf: &[&str] = if args.contains(&"--ringbuf-bytes") { &[] } else { &["--ringbuf-bytes", "67108864"] };
+        let child = Command::new(badfd_path())
+            .args(["serve", "--web.listen-address", &address.to_string(), "--attach", attach])
+            .args(ringbuf)
+            .args(args)
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start badfd serve");
+        let mut serve = Serve { child, address };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok((200, _)) = serve.try_get("/-/ready", None) {
+                return serve;
+            }
+            if let Ok(Some(status)) = serve.child.try_wait() {
+                panic!("badfd serve exited with {status}: {}", std::fs::read_to_string(&log).unwrap_or_default());
+            }
+            assert!(Instant::now() < deadline, "badfd serve not ready in 30 s: {}", std::fs::read_to_string(&log).unwrap_or_default());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// GET `path`; (status, body).
+    pub fn try_get(&self, path: &str, accept: Option<&str>) -> std::io::Result<(u16, String)> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect_timeout(&self.address, Duration::from_secs(5))?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let accept = accept.map(|a| format!("Accept: {a}\r\n")).unwrap_or_default();
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: {}\r\n{accept}Connection: close\r\n\r\n", self.address)?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response)?;
+        let text = String::from_utf8(response).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| std::io::Error::other("no header end"))?;
+        let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| std::io::Error::other("no status"))?;
+        assert!(!head.to_ascii_lowercase().contains("transfer-encoding: chunked"), "this client reads whole bodies only");
+        Ok((status, body.to_string()))
+    }
+
+    pub fn get(&self, path: &str, accept: Option<&str>) -> (u16, String) {
+        self.try_get(path, accept).unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    /// `/metrics` in the OpenMetrics format, parsed.
+    pub fn scrape(&self) -> Scrape {
+        let (status, body) = self.get("/metrics", None);
+        assert_eq!(status, 200, "{body}");
+        assert!(body.ends_with("# EOF\n"), "OpenMetrics ends with # EOF");
+        Scrape::parse(&body)
+    }
+
+    /// Sends `signal` (e.g. libc::SIGHUP) to the exporter.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: plain syscall on our own child.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        self.signal(libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One sample of an exposition.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// A parsed exposition (OpenMetrics or classic text).
+#[derive(Clone, Debug)]
+pub struct Scrape {
+    pub samples: Vec<Sample>,
+}
+
+impl Scrape {
+    pub fn parse(text: &str) -> Scrape {
+        let mut samples = Vec::new();
+        for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+            let (name, rest) = match line.find(['{', ' ']) {
+                Some(i) => line.split_at(i),
+                None => panic!("sample line without value: {line:?}"),
+            };
+            let mut labels = std::collections::BTreeMap::new();
+            let mut rest = rest;
+            if let Some(r) = rest.strip_prefix('{') {
+                let bytes = r.as_bytes();
+                let mut i = 0;
+                loop {
+                    match bytes[i] {
+                        b'}' => {
+                            rest = &r[i + 1..];
+                            break;
+                        }
+                        b',' => {
+                            i += 1;
+                            continue;
+                        }
+                        _ => {}
+                    }
+                    let eq = i + r[i..].find('=').expect("label =");
+                    let key = r[i..eq].to_string();
+                    assert_eq!(bytes[eq + 1], b'"', "label value opens with a quote in {line:?}");
+                    let start = eq + 2;
+                    let mut value = String::new();
+                    let mut escaped = false;
+                    let mut end = None;
+                    for (k, c) in r[start..].char_indices() {
+                        match (escaped, c) {
+                            (true, 'n') => { value.push('\n'); escaped = false; }
+                            (true, c) => { value.push(c); escaped = false; }
+                            (false, '\\') => escaped = true,
+                            (false, '"') => { end = Some(start + k + 1); break; }
+                            (false, c) => value.push(c),
+                        }
+                    }
+                    labels.insert(key, value);
+                    i = end.unwrap_or_else(|| panic!("unterminated label value in {line:?}"));
+                }
+            }
+            let value = rest.split_whitespace().next().expect("value");
+            let value = match value {
+                "+Inf" => f64::INFINITY,
+                "-Inf" => f64::NEG_INFINITY,
+                v => v.parse().unwrap_or_else(|_| panic!("bad value in {line:?}")),
+            };
+            samples.push(Sample { name: name.to_string(), labels, value });
+        }
+        Scrape { samples }
+    }
+
+    /// Samples named `name` whose labels include all of `labels`.
+    pub fn matching<'a>(&'a self, name: &'a str, labels: &'a [(&'a str, &'a str)]) -> impl Iterator<Item = &'a Sample> + 'a {
+        self.samples
+            .iter()
+            .filter(move |s| s.name == name && labels.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v)))
+    }
+
+    /// Sum of the matching samples (0 when none).
+    pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        // `+ 0.0`: an empty f64 sum is -0.0.
+        self.matching(name, labels).map(|s| s.value).sum::<f64>() + 0.0
+    }
+
+    /// The value of the one matching sample; panics if there is not exactly one.
+    pub fn one(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let found: Vec<&Sample> = self.matching(name, labels).collect();
+        assert_eq!(found.len(), 1, "expected one {name}{labels:?}, found {found:?}");
+        found[0].value
+    }
+}

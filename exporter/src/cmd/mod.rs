@@ -3,6 +3,7 @@
 use badfd::AttachPreference;
 use clap::Args;
 
+pub mod serve;
 pub mod trace;
 
 /// Flags every subcommand that loads the probe shares.

@@ -16,6 +16,9 @@
 //!   workload kdetach DIR         open DIR/mnt/inner as dirfd and cwd, print
 //!                                "ready", wait for a line on stdin (the test
 //!                                unmounts DIR/mnt lazily), open relative to both
+//!   workload exporter DIR        known failures per errno and directory, relative
+//!                                ones (dirfd, chdir) by a process that stays a second
+//!   workload flood DIR COUNT     COUNT failed opens of distinct names (not recorded)
 
 use std::{
     ffi::CString,
@@ -376,6 +379,8 @@ fn main() {
         "kdeep" => kdeep(&dir, n as usize, args.get(4).map(|s| s.parse().unwrap()).unwrap_or(1)),
         "kwait" => kwait(&dir, begin_ns),
         "kdetach" => kdetach(&dir),
+        "exporter" => exporter(&dir),
+        "flood" => flood(&dir, n as usize),
         other => panic!("unknown scenario {other}"),
     }
     let manifest = MANIFEST.lock().unwrap();
@@ -387,5 +392,62 @@ fn main() {
     for r in manifest.iter() {
         use std::io::Write;
         writeln!(out, "{}", serde_json::to_string(r).unwrap()).unwrap();
+    }
+}
+
+/// Known failures for the exporter's labeled metrics: each kind under its own
+/// subdirectory of DIR, so each lands in its own `path_prefix`.
+fn exporter(dir: &Path) {
+    for sub in ["a", "b", "c", "f-dir", "rel", "cwd"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    std::fs::write(dir.join("file"), b"").unwrap();
+    for i in 0..7 {
+        openat(libc::AT_FDCWD, &join(dir, format!("a/missing-{i}").as_bytes()), libc::O_RDONLY, 0); // ENOENT
+    }
+    for _ in 0..3 {
+        openat(libc::AT_FDCWD, &join(dir, b"file/below"), libc::O_RDONLY, 0); // ENOTDIR
+    }
+    for _ in 0..2 {
+        openat(libc::AT_FDCWD, &join(dir, b"f-dir"), libc::O_WRONLY, 0); // EISDIR
+    }
+    open(&join(dir, b"b/missing-open"), libc::O_RDONLY, 0); // ENOENT through open
+    creat(&join(dir, b"c/no-such-dir/file"), 0o640); // ENOENT through creat
+    openat(libc::AT_FDCWD, &join(dir, b"bad\xff\nname\"\\\x01"), libc::O_RDONLY, 0); // odd bytes
+    // Relative to a directory fd, then to a changed cwd; the process lives on a
+    // second so that userspace can still read its fd table and cwd.
+    let dirfd = openat(libc::AT_FDCWD, &join(dir, b"rel"), libc::O_RDONLY | libc::O_DIRECTORY, 0);
+    for i in 0..4 {
+        openat(dirfd as i32, format!("sub/missing-{i}").as_bytes(), libc::O_RDONLY, 0);
+    }
+    std::env::set_current_dir(dir.join("cwd")).unwrap();
+    for _ in 0..2 {
+        openat(libc::AT_FDCWD, b"missing-in-cwd", libc::O_RDONLY, 0);
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    close(dirfd);
+}
+
+/// COUNT failed opens of distinct names (letters only, so none is templated
+/// away): a flood of new label sets. Not recorded one by one.
+fn flood(dir: &Path, count: usize) {
+    let mut path = bytes(dir);
+    path.push(b'/');
+    let base = path.len();
+    for i in 0..count {
+        path.truncate(base);
+        path.extend_from_slice(b"flood-");
+        let mut n = i;
+        loop {
+            path.push(b'a' + (n % 26) as u8);
+            n /= 26;
+            if n == 0 {
+                break;
+            }
+        }
+        let c = cstr(&path);
+        // SAFETY: valid C string.
+        let fd = unsafe { libc::syscall(libc::SYS_openat, libc::AT_FDCWD, c.as_ptr(), libc::O_RDONLY, 0) };
+        assert!(fd < 0, "flood paths do not exist");
     }
 }

@@ -1,0 +1,255 @@
+//! `badfd serve` settings: flags (each with an environment fallback), an
+//! optional TOML config file, and defaults, in that order of precedence. The
+//! file is re-read on SIGHUP; the kernel-side settings (slow threshold,
+//! failures only, filters) and the path-prefix depth then change without
+//! reattaching the programs.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use exporter_common::{Config, CONFIG_FAILURES_ONLY, FILTER_ANY, SLOW_DISABLED};
+use serde::{Deserialize, Serialize};
+
+/// The default port: outside the fully allocated 9100-9999 exporter range,
+/// not kubelet/kube-proxy's 10248-10259, below the ephemeral range, and ending
+/// in 435 like ebpf_exporter's 9435.
+pub const DEFAULT_LISTEN_ADDRESS: &str = ":19435";
+
+/// Settings that can come from flags/env or the file (flags win).
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct SettingsArgs {
+    /// An open that takes at least this long is an anomaly (e.g. `10ms`, `1s`; `0` or `off` turns slow reporting off). [default: 10ms]
+    #[arg(long = "slow-threshold", env = "BADFD_SLOW_THRESHOLD")]
+    pub slow_threshold: Option<String>,
+    /// Stream failed opens only (slow successful opens are still counted exactly).
+    #[arg(long = "failures-only", env = "BADFD_FAILURES_ONLY", num_args = 0..=1, default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    pub failures_only: Option<bool>,
+    /// Stream anomalies of this process id only.
+    #[arg(long = "filter.pid", env = "BADFD_FILTER_PID")]
+    pub filter_pid: Option<u32>,
+    /// Stream anomalies of this user id only.
+    #[arg(long = "filter.uid", env = "BADFD_FILTER_UID")]
+    pub filter_uid: Option<u32>,
+    /// Components of the path kept in the `path_prefix` label. [default: 3]
+    #[arg(long = "path-prefix.depth", env = "BADFD_PATH_PREFIX_DEPTH")]
+    pub path_prefix_depth: Option<usize>,
+    /// Most label sets per labeled metric; the least recently used are folded into `other`. [default: 2000]
+    #[arg(long = "metrics.max-label-sets", env = "BADFD_METRICS_MAX_LABEL_SETS")]
+    pub max_label_sets: Option<usize>,
+    /// Label sets idle this long are dropped (e.g. `1h`, `30m`). [default: 1h]
+    #[arg(long = "metrics.label-set-ttl", env = "BADFD_METRICS_LABEL_SET_TTL")]
+    pub label_set_ttl: Option<String>,
+    /// Address to listen on (`:PORT` for every interface). [default: :19435]
+    #[arg(long = "web.listen-address", env = "BADFD_WEB_LISTEN_ADDRESS")]
+    pub listen_address: Option<String>,
+}
+
+/// The config file: the same keys, snake_case.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSettings {
+    pub slow_threshold: Option<String>,
+    pub failures_only: Option<bool>,
+    pub filter_pid: Option<u32>,
+    pub filter_uid: Option<u32>,
+    pub path_prefix_depth: Option<usize>,
+    pub max_label_sets: Option<usize>,
+    pub label_set_ttl: Option<String>,
+    pub listen_address: Option<String>,
+}
+
+/// Validated settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Settings {
+    /// `None`: slow reporting off.
+    #[serde(with = "opt_duration_str")]
+    pub slow_threshold: Option<Duration>,
+    pub failures_only: bool,
+    pub filter_pid: Option<u32>,
+    pub filter_uid: Option<u32>,
+    pub path_prefix_depth: usize,
+    pub max_label_sets: usize,
+    #[serde(with = "duration_str")]
+    pub label_set_ttl: Duration,
+    pub listen_address: SocketAddr,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> SettingsError {
+    SettingsError::Invalid { key, message: message.into() }
+}
+
+impl Settings {
+    /// Flags/env over the file over defaults.
+    pub fn resolve(args: &SettingsArgs, file: Option<&std::path::Path>) -> Result<Settings, SettingsError> {
+        let f = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read { path: path.into(), source })?;
+                toml::from_str::<FileSettings>(&text).map_err(|e| SettingsError::Parse {
+                    path: path.into(),
+                    message: e.to_string().replace('\n', " ").trim().to_string(),
+                })?
+            }
+            None => FileSettings::default(),
+        };
+        let slow = args.slow_threshold.clone().or(f.slow_threshold).unwrap_or_else(|| "10ms".into());
+        let slow_threshold = if slow == "0" || slow == "off" {
+            None
+        } else {
+            let d = parse_duration(&slow).map_err(|m| invalid("slow_threshold", m))?;
+            if d.is_zero() { None } else { Some(d) }
+        };
+        let depth = args.path_prefix_depth.or(f.path_prefix_depth).unwrap_or(3);
+        if !(1..=32).contains(&depth) {
+            return Err(invalid("path_prefix_depth", format!("{depth} is not between 1 and 32")));
+        }
+        let max = args.max_label_sets.or(f.max_label_sets).unwrap_or(2000);
+        if max < 2 {
+            return Err(invalid("max_label_sets", format!("{max}: at least 2 (one named label set and `other`)")));
+        }
+        let ttl_text = args.label_set_ttl.clone().or(f.label_set_ttl).unwrap_or_else(|| "1h".into());
+        let label_set_ttl = parse_duration(&ttl_text).map_err(|m| invalid("label_set_ttl", m))?;
+        if label_set_ttl < Duration::from_secs(1) {
+            return Err(invalid("label_set_ttl", format!("{ttl_text}: at least 1s")));
+        }
+        let listen = args.listen_address.clone().or(f.listen_address).unwrap_or_else(|| DEFAULT_LISTEN_ADDRESS.into());
+        let listen_address = parse_listen_address(&listen).map_err(|m| invalid("listen_address", m))?;
+        Ok(Settings {
+            slow_threshold,
+            failures_only: args.failures_only.or(f.failures_only).unwrap_or(false),
+            filter_pid: args.filter_pid.or(f.filter_pid),
+            filter_uid: args.filter_uid.or(f.filter_uid),
+            path_prefix_depth: depth,
+            max_label_sets: max,
+            label_set_ttl,
+            listen_address,
+        })
+    }
+
+    /// The kernel config these settings ask for.
+    pub fn probe_config(&self) -> Config {
+        let mut c = Config::DEFAULT;
+        c.slow_threshold_ns = self.slow_threshold.map(|d| d.as_nanos().min(u64::MAX as u128 - 1) as u64).unwrap_or(SLOW_DISABLED);
+        if self.failures_only {
+            c.flags |= CONFIG_FAILURES_ONLY;
+        }
+        c.filter_pid = self.filter_pid.unwrap_or(FILTER_ANY);
+        c.filter_uid = self.filter_uid.unwrap_or(FILTER_ANY);
+        c
+    }
+}
+
+/// `:19435` (every interface), `127.0.0.1:19435`, `[::1]:19435`.
+pub fn parse_listen_address(s: &str) -> Result<SocketAddr, String> {
+    if let Some(port) = s.strip_prefix(':') {
+        let port: u16 = port.parse().map_err(|_| format!("{s:?}: bad port"))?;
+        return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
+    }
+    s.parse().map_err(|_| format!("{s:?}: expected HOST:PORT or :PORT"))
+}
+
+/// `250us`, `10ms`, `1.5s`, `30m`, `1h`, `2d`; a bare number is seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let value: f64 = number.parse().map_err(|_| format!("{s:?}: expected a duration such as 10ms or 1h"))?;
+    let seconds = match unit.trim() {
+        "ns" => 1e-9,
+        "us" | "µs" => 1e-6,
+        "ms" => 1e-3,
+        "" | "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86400.0,
+        other => return Err(format!("{s:?}: unknown unit {other:?} (ns, us, ms, s, m, h, d)")),
+    };
+    let total = value * seconds;
+    if !total.is_finite() || total > 1e9 {
+        return Err(format!("{s:?}: out of range"));
+    }
+    Ok(Duration::from_secs_f64(total))
+}
+
+pub fn format_duration(d: Duration) -> String {
+    let ns = d.as_nanos();
+    for (unit, size) in [("h", 3_600_000_000_000u128), ("m", 60_000_000_000), ("s", 1_000_000_000), ("ms", 1_000_000), ("us", 1_000)] {
+        if ns >= size && ns.is_multiple_of(size) {
+            return format!("{}{unit}", ns / size);
+        }
+    }
+    format!("{ns}ns")
+}
+
+mod duration_str {
+    pub fn serialize<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::format_duration(*d))
+    }
+}
+
+mod opt_duration_str {
+    pub fn serialize<S: serde::Serializer>(d: &Option<std::time::Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&super::format_duration(*d)),
+            None => s.serialize_str("off"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_durations_and_addresses() {
+        assert_eq!(parse_duration("10ms"), Ok(Duration::from_millis(10)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
+        assert!(parse_duration("10 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+        assert_eq!(format_duration(Duration::from_millis(10)), "10ms");
+        assert_eq!(format_duration(Duration::from_secs(3600)), "1h");
+        assert_eq!(parse_listen_address(":19435"), Ok(SocketAddr::from(([0, 0, 0, 0], 19435))));
+        assert_eq!(parse_listen_address("127.0.0.1:80"), Ok(SocketAddr::from(([127, 0, 0, 1], 80))));
+        assert!(parse_listen_address("localhost").is_err());
+    }
+
+    #[test]
+    fn flags_win_over_the_file_which_wins_over_defaults() {
+        let dir = std::env::temp_dir().join(format!("badfd-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("badfd.toml");
+        std::fs::write(&file, "slow_threshold = \"50ms\"\nfailures_only = true\npath_prefix_depth = 2\n").unwrap();
+        let args = SettingsArgs { path_prefix_depth: Some(4), ..Default::default() };
+        let s = Settings::resolve(&args, Some(&file)).unwrap();
+        assert_eq!(s.slow_threshold, Some(Duration::from_millis(50)));
+        assert!(s.failures_only);
+        assert_eq!(s.path_prefix_depth, 4);
+        assert_eq!(s.max_label_sets, 2000);
+        assert_eq!(s.label_set_ttl, Duration::from_secs(3600));
+        assert_eq!(s.listen_address.port(), 19435);
+        let c = s.probe_config();
+        assert_eq!(c.slow_threshold_ns, 50_000_000);
+        assert_eq!(c.flags & CONFIG_FAILURES_ONLY, CONFIG_FAILURES_ONLY);
+
+        std::fs::write(&file, "slow_threshold = \"fast\"\n").unwrap();
+        let e = Settings::resolve(&SettingsArgs::default(), Some(&file)).unwrap_err().to_string();
+        assert!(e.starts_with("slow_threshold: \"fast\""), "{e}");
+        std::fs::write(&file, "slow_treshold = \"5ms\"\n").unwrap();
+        let e = Settings::resolve(&SettingsArgs::default(), Some(&file)).unwrap_err().to_string();
+        assert!(e.contains("unknown field") && !e.contains('\n'), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let off = Settings::resolve(&SettingsArgs { slow_threshold: Some("off".into()), ..Default::default() }, None).unwrap();
+        assert_eq!(off.probe_config().slow_threshold_ns, SLOW_DISABLED);
+    }
+}
