@@ -6,6 +6,7 @@
 pub mod errno;
 pub mod event;
 pub mod preflight;
+pub mod privileges;
 pub mod probe;
 pub mod resolve;
 
