@@ -37,7 +37,20 @@ fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
 
 /// Runs dropcaps with `args`, inspects it after the drop, lets it finish.
 fn run_dropcaps(args: &[&str]) -> Outcome {
-    let mut child: Child = Command::new(env!("CARGO_BIN_EXE_dropcaps"))
+    run_dropcaps_as(&[], args)
+}
+
+/// Same, started through `wrapper` (e.g. setpriv with other credentials).
+fn run_dropcaps_as(wrapper: &[String], args: &[&str]) -> Outcome {
+    let mut command = match wrapper.split_first() {
+        Some((program, wrapper_args)) => {
+            let mut c = Command::new(program);
+            c.args(wrapper_args).arg(env!("CARGO_BIN_EXE_dropcaps"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_dropcaps")),
+    };
+    let mut child: Child = command
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -110,6 +123,12 @@ fn kernel_version() -> (u32, u32) {
 }
 
 fn assert_process_holds_what_it_logged(outcome: &Outcome) {
+    assert_holds_logged_sets(outcome);
+    // Run as root with CAP_SETPCAP, so the bounding set shrinks to the kept set.
+    assert_eq!(outcome.logged_bounding, outcome.logged_kept, "log:\n{}", outcome.log);
+}
+
+fn assert_holds_logged_sets(outcome: &Outcome) {
     let kept = outcome.logged_kept.mask();
     assert!(outcome.threads.len() >= 2, "the collector thread started after the drop: {:?}", outcome.threads);
     for (tid, [eff, prm, bnd, inh, amb], no_new_privs) in &outcome.threads {
@@ -120,8 +139,6 @@ fn assert_process_holds_what_it_logged(outcome: &Outcome) {
         assert_eq!(*amb, 0, "thread {tid}: CapAmb {amb:016x}");
         assert!(no_new_privs, "thread {tid}: no_new_privs not set");
     }
-    // Run as root with CAP_SETPCAP, so the bounding set shrinks to the kept set.
-    assert_eq!(outcome.logged_bounding, outcome.logged_kept, "log:\n{}", outcome.log);
     assert!(!outcome.logged_kept.0.contains(&CAP_PERFMON), "CAP_PERFMON is not needed after attach");
 }
 
@@ -179,4 +196,80 @@ fn refuses_while_other_threads_run_and_changes_nothing() {
         other => panic!("expected a refusal, got {other:?}"),
     }
     assert_eq!(before, after, "a refused drop changed capabilities");
+}
+
+/// The capabilities a deployment file grants, as setpriv takes them: names
+/// (`CAP_BPF`, `BPF`) to `+bpf,+perfmon`.
+fn setpriv_caps(names: &[String]) -> String {
+    let caps: Vec<String> =
+        names.iter().map(|n| format!("+{}", n.trim_start_matches("CAP_").to_ascii_lowercase())).collect();
+    format!("-all,{}", caps.join(","))
+}
+
+fn repo_file(path: &str) -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    std::fs::read_to_string(root.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+#[test]
+fn works_with_the_systemd_units_credentials() {
+    // What deploy/systemd/badfd.service gives: a non-root dynamic user with
+    // ambient capabilities (and the same bounding set), no CAP_SETPCAP.
+    let unit = repo_file("deploy/systemd/badfd.service");
+    let ambient: Vec<String> = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("AmbientCapabilities="))
+        .expect("AmbientCapabilities in the unit")
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    let bounding = unit.lines().find_map(|l| l.strip_prefix("CapabilityBoundingSet=")).unwrap();
+    assert_eq!(bounding.split_whitespace().collect::<Vec<_>>(), ambient.iter().map(String::as_str).collect::<Vec<_>>());
+    let caps = setpriv_caps(&ambient);
+    let wrapper: Vec<String> = [
+        "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+        &format!("--inh-caps={caps}"), &format!("--ambient-caps={caps}"), &format!("--bounding-set={caps}"), "--",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let outcome = run_dropcaps_as(&wrapper, &[]);
+    assert_holds_logged_sets(&outcome);
+    assert_probe_still_worked(&outcome);
+    if kernel_version() >= (6, 5) {
+        assert!(outcome.logged_kept.0.is_empty(), "kept {}; log:\n{}", outcome.logged_kept, outcome.log);
+    }
+    // Without CAP_SETPCAP the bounding set stays the unit's, and the log says so.
+    assert_eq!(outcome.logged_bounding.to_string().split(',').count(), ambient.len(), "{}", outcome.log);
+    assert!(outcome.log.contains("no CAP_SETPCAP"), "{}", outcome.log);
+}
+
+#[test]
+fn works_with_the_containers_credentials() {
+    // What `docker run --cap-drop=ALL --cap-add=...` in deploy/container/README.md
+    // gives: uid 0 holding only the added capabilities, in every set.
+    let readme = repo_file("deploy/container/README.md");
+    let mut command = String::new();
+    for line in readme.lines().skip_while(|l| !l.starts_with("docker run")) {
+        command.push_str(line);
+        if !line.ends_with('\\') {
+            break;
+        }
+    }
+    let added: Vec<String> =
+        command.split_whitespace().filter_map(|w| w.strip_prefix("--cap-add=")).map(String::from).collect();
+    assert!(command.contains("--cap-drop=ALL"), "{command}");
+    assert_eq!(added, ["BPF", "PERFMON"], "the README's docker run adds other capabilities");
+    let caps = setpriv_caps(&added);
+    let wrapper: Vec<String> =
+        ["setpriv", &format!("--inh-caps={caps}"), &format!("--bounding-set={caps}"), "--"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    let outcome = run_dropcaps_as(&wrapper, &[]);
+    assert_holds_logged_sets(&outcome);
+    assert_probe_still_worked(&outcome);
+    if kernel_version() >= (6, 5) {
+        assert!(outcome.logged_kept.0.is_empty(), "kept {}; log:\n{}", outcome.logged_kept, outcome.log);
+    }
 }
