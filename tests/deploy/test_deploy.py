@@ -51,11 +51,21 @@ ALL_TOGGLES = {
 }
 
 
+def plain_files() -> list[Path]:
+    return sorted(p for p in PLAIN.glob("*.yaml") if p.name != "kustomization.yaml")
+
+
 def plain_objects() -> list[dict]:
     objects = []
-    for path in sorted(PLAIN.glob("*.yaml")):
+    for path in plain_files():
         objects.extend(d for d in yaml.safe_load_all(path.read_text()) if d is not None)
     return objects
+
+
+def test_kustomization_lists_every_manifest():
+    kustomization = yaml.safe_load((PLAIN / "kustomization.yaml").read_text())
+    assert kustomization["kind"] == "Kustomization"
+    assert sorted(kustomization["resources"]) == sorted(p.name for p in plain_files())
 
 
 def rendered_objects(overrides: dict | None = None) -> list[dict]:
@@ -284,6 +294,26 @@ def test_renderer_refuses_what_it_does_not_know(tmp_path):
     (chart / "templates/extra.yaml").write_text("{{- range $i, $v := .Values.extraArgs }}{{ end }}\n")
     with pytest.raises(TemplateError):
         render_chart(chart)
+
+
+def test_rendered_chart_lints(tmp_path):
+    """The rendered text itself (indentation, trailing spaces, duplicate keys),
+    not only what a YAML parser makes of it."""
+    from chart_render import Renderer
+
+    values = deep_merge(chart_values(), deep_merge(ALL_TOGGLES, {"extraCapabilities": ["SYS_PTRACE"]}))
+    for name, text in Renderer(CHART).render(values).items():
+        if name != "NOTES.txt":
+            (tmp_path / name).write_text(text)
+    # As helm renders them: `{{- if ... }}` on the first line leaves an empty
+    # first line, and nindent pads the empty lines of the embedded files.
+    config = tmp_path / "yamllint.yaml"
+    config.write_text(
+        (Path(__file__).parent / "yamllint.yaml").read_text().replace("prometheusrule.yaml", "prometheusrule.yaml\n      dashboard-configmap.yaml")
+        + "  empty-lines:\n    max-start: 1\n  trailing-spaces: disable\n"
+    )
+    result = subprocess.run([str(VENV_BIN / "yamllint"), "-c", str(config), str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_chart_files_lint():
