@@ -75,7 +75,11 @@ pub enum PrivilegeError {
     #[error("prctl(PR_SET_NO_NEW_PRIVS) failed: {0}")]
     NoNewPrivs(std::io::Error),
     #[error("after the drop the {set} set is {actual}, expected {expected}")]
-    Mismatch { set: &'static str, actual: String, expected: String },
+    Mismatch {
+        set: &'static str,
+        actual: String,
+        expected: String,
+    },
 }
 
 /// What the process holds after [`drop_capabilities`].
@@ -137,7 +141,12 @@ impl fmt::Display for CapabilityList {
         let names: Vec<String> = self
             .0
             .iter()
-            .map(|&i| caps::all().into_iter().find(|c| c.index() == i).map_or(format!("cap_{i}"), |c| c.to_string()))
+            .map(|&i| {
+                caps::all()
+                    .into_iter()
+                    .find(|c| c.index() == i)
+                    .map_or(format!("cap_{i}"), |c| c.to_string())
+            })
             .collect();
         f.write_str(&names.join(","))
     }
@@ -184,7 +193,7 @@ pub fn drop_capabilities(args: &PrivilegeArgs, probe: &mut Probe) -> Result<Reta
     let mut kept: CapsHashSet = asked.intersection(&permitted).copied().collect();
 
     // The experiment: map access with only the kept capabilities effective.
-    let needed_for_maps = match map_access_needs(probe, &kept, &permitted, &supported) {
+    let needed_for_maps = match map_access_needs(&mut || use_maps(probe), &kept, &permitted, &supported) {
         Ok(needed) => needed,
         Err(error) => {
             set(CapSet::Effective, &permitted)?;
@@ -225,11 +234,17 @@ pub fn drop_capabilities(args: &PrivilegeArgs, probe: &mut Probe) -> Result<Reta
     for (name, set) in [("effective", CapSet::Effective), ("permitted", CapSet::Permitted)] {
         let actual = CapabilityList::of(&read(set)?);
         if actual != retained.kept {
-            return Err(PrivilegeError::Mismatch { set: name, actual: actual.to_string(), expected: retained.kept.to_string() });
+            return Err(PrivilegeError::Mismatch {
+                set: name,
+                actual: actual.to_string(),
+                expected: retained.kept.to_string(),
+            });
         }
     }
     let why = match needed_for_maps {
-        Some(_) => "this kernel refuses bpf() on map fds without it (kernel.unprivileged_bpf_disabled, kernels before 6.5)",
+        Some(_) => {
+            "this kernel refuses bpf() on map fds without it (kernel.unprivileged_bpf_disabled, kernels before 6.5)"
+        }
         None => "this kernel allows bpf() on held map fds without capabilities",
     };
     tracing::info!(
@@ -252,13 +267,13 @@ pub fn drop_capabilities(args: &PrivilegeArgs, probe: &mut Probe) -> Result<Reta
 /// with only `kept` effective, then with CAP_BPF, then CAP_SYS_ADMIN (before
 /// 5.8 the kernel has no CAP_BPF). Leaves the effective set changed.
 fn map_access_needs(
-    probe: &mut Probe,
+    use_maps: &mut dyn FnMut() -> Result<(), String>,
     kept: &CapsHashSet,
     permitted: &CapsHashSet,
     supported: &CapsHashSet,
 ) -> Result<Option<Capability>, PrivilegeError> {
     set(CapSet::Effective, kept)?;
-    let first_error = match use_maps(probe) {
+    let first_error = match use_maps() {
         Ok(()) => return Ok(None),
         Err(e) => e,
     };
@@ -269,7 +284,7 @@ fn map_access_needs(
         let mut with = kept.clone();
         with.insert(cap);
         set(CapSet::Effective, &with)?;
-        if use_maps(probe).is_ok() {
+        if use_maps().is_ok() {
             tracing::debug!(without = %first_error, capability = %cap, "map access needs a capability on this kernel");
             return Ok(Some(cap));
         }
@@ -305,7 +320,10 @@ fn set_name(set: CapSet) -> &'static str {
 }
 
 fn capset_error(set: &'static str) -> impl Fn(caps::errors::CapsError) -> PrivilegeError {
-    move |e| PrivilegeError::Capset { set, reason: e.to_string() }
+    move |e| PrivilegeError::Capset {
+        set,
+        reason: e.to_string(),
+    }
 }
 
 /// Threads of this process, from /proc/self/task.
@@ -322,7 +340,13 @@ pub fn status_masks(status: &str) -> Option<[u64; 5]> {
             .find_map(|l| l.strip_prefix(name))
             .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
     };
-    Some([field("CapEff:")?, field("CapPrm:")?, field("CapBnd:")?, field("CapInh:")?, field("CapAmb:")?])
+    Some([
+        field("CapEff:")?,
+        field("CapPrm:")?,
+        field("CapBnd:")?,
+        field("CapInh:")?,
+        field("CapAmb:")?,
+    ])
 }
 
 #[cfg(test)]
@@ -338,7 +362,12 @@ mod tests {
 
     #[test]
     fn keep_flag_takes_names_in_any_form() {
-        let cli = Cli::try_parse_from(["badfd", "--capabilities.keep", "sys_ptrace,CAP_NET_BIND_SERVICE,Cap_Dac_Read_Search"]).unwrap();
+        let cli = Cli::try_parse_from([
+            "badfd",
+            "--capabilities.keep",
+            "sys_ptrace,CAP_NET_BIND_SERVICE,Cap_Dac_Read_Search",
+        ])
+        .unwrap();
         assert_eq!(
             cli.privileges.capabilities_keep,
             vec![
@@ -355,7 +384,10 @@ mod tests {
 
     #[test]
     fn keep_flag_rejects_unknown_names_in_one_line() {
-        let error = Cli::try_parse_from(["badfd", "--capabilities.keep", "sys_ptrace,cap_fly"]).err().unwrap().to_string();
+        let error = Cli::try_parse_from(["badfd", "--capabilities.keep", "sys_ptrace,cap_fly"])
+            .err()
+            .unwrap()
+            .to_string();
         assert!(error.contains("unknown capability \"cap_fly\""), "{error}");
     }
 
@@ -370,6 +402,63 @@ mod tests {
         assert_eq!(CapabilityList::default().to_string(), "none");
         assert_eq!("CAP_SYS_PTRACE,CAP_BPF".parse::<CapabilityList>(), Ok(list));
         assert_eq!("none".parse::<CapabilityList>(), Ok(CapabilityList::default()));
+    }
+
+    /// The decision, with stand-ins for the map calls that succeed only under
+    /// given capabilities. Changes this test thread's effective set only (the
+    /// other threads keep theirs) and restores it. Needs root, like every
+    /// kernel test.
+    #[test]
+    fn keeps_the_capability_map_access_turns_out_to_need() {
+        let permitted = read(CapSet::Permitted).unwrap();
+        assert!(
+            permitted.contains(&Capability::CAP_BPF),
+            "run as root: this test switches CAP_BPF on and off"
+        );
+        let supported = caps::runtime::thread_all_supported();
+        let mut kept = CapsHashSet::new();
+        kept.insert(Capability::CAP_SYS_PTRACE);
+        let effective_now = || read(CapSet::Effective).unwrap();
+
+        // A kernel that allows map access without capabilities (>= 6.5).
+        let mut seen = Vec::new();
+        let needed = map_access_needs(
+            &mut || {
+                seen.push(effective_now());
+                Ok(())
+            },
+            &kept,
+            &permitted,
+            &supported,
+        );
+        set(CapSet::Effective, &permitted).unwrap();
+        assert_eq!(needed.unwrap(), None);
+        assert_eq!(
+            seen,
+            vec![kept.clone()],
+            "the first try runs with only the kept capabilities"
+        );
+
+        // A kernel that refuses bpf() without CAP_BPF (unprivileged_bpf_disabled, < 6.5).
+        let needs_bpf = &mut || {
+            if effective_now().contains(&Capability::CAP_BPF) {
+                Ok(())
+            } else {
+                Err("EPERM".to_string())
+            }
+        };
+        let needed = map_access_needs(needs_bpf, &kept, &permitted, &supported);
+        set(CapSet::Effective, &permitted).unwrap();
+        assert_eq!(needed.unwrap(), Some(Capability::CAP_BPF));
+
+        // Failing for another reason: an error, not a capability kept in vain.
+        let needed = map_access_needs(&mut || Err("ENOENT".to_string()), &kept, &permitted, &supported);
+        set(CapSet::Effective, &permitted).unwrap();
+        match needed {
+            Err(PrivilegeError::MapAccess(e)) => assert_eq!(e, "ENOENT"),
+            other => panic!("expected MapAccess, got {other:?}"),
+        }
+        assert_eq!(effective_now(), permitted);
     }
 
     #[test]

@@ -32,7 +32,8 @@ struct Outcome {
 }
 
 fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
-    line.split_whitespace().find_map(|t| t.strip_prefix(name)?.strip_prefix('='))
+    line.split_whitespace()
+        .find_map(|t| t.strip_prefix(name)?.strip_prefix('='))
 }
 
 /// Runs dropcaps with `args`, inspects it after the drop, lets it finish.
@@ -94,15 +95,21 @@ fn run_dropcaps_as(wrapper: &[String], args: &[&str]) -> Outcome {
         }
     };
     let logged_kept: CapabilityList = field(&dropped_line, "kept").expect("kept= in the log").parse().unwrap();
-    let logged_bounding: CapabilityList =
-        field(&dropped_line, "bounding").expect("bounding= in the log").parse().unwrap();
+    let logged_bounding: CapabilityList = field(&dropped_line, "bounding")
+        .expect("bounding= in the log")
+        .parse()
+        .unwrap();
 
     let mut threads = Vec::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let task = task.unwrap();
         let status = std::fs::read_to_string(task.path().join("status")).unwrap();
         let no_new_privs = status.lines().any(|l| l.starts_with("NoNewPrivs:") && l.ends_with('1'));
-        threads.push((task.file_name().to_string_lossy().into_owned(), status_masks(&status).unwrap(), no_new_privs));
+        threads.push((
+            task.file_name().to_string_lossy().into_owned(),
+            status_masks(&status).unwrap(),
+            no_new_privs,
+        ));
     }
 
     child.stdin.take().unwrap().write_all(b"go\n").unwrap();
@@ -113,12 +120,21 @@ fn run_dropcaps_as(wrapper: &[String], args: &[&str]) -> Outcome {
     log.extend(log_rx.try_iter().map(|l| l + "\n"));
     assert!(status.success(), "dropcaps {args:?} failed ({status}); log:\n{log}");
     let report = serde_json::from_str(rest.lines().last().expect("a report line")).unwrap();
-    Outcome { logged_kept, logged_bounding, threads, report, log }
+    Outcome {
+        logged_kept,
+        logged_bounding,
+        threads,
+        report,
+        log,
+    }
 }
 
 fn kernel_version() -> (u32, u32) {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
-    let mut parts = release.trim().split(|c: char| !c.is_ascii_digit()).map(|p| p.parse().unwrap_or(0));
+    let mut parts = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse().unwrap_or(0));
     (parts.next().unwrap(), parts.next().unwrap())
 }
 
@@ -130,22 +146,45 @@ fn assert_process_holds_what_it_logged(outcome: &Outcome) {
 
 fn assert_holds_logged_sets(outcome: &Outcome) {
     let kept = outcome.logged_kept.mask();
-    assert!(outcome.threads.len() >= 2, "the collector thread started after the drop: {:?}", outcome.threads);
+    assert!(
+        outcome.threads.len() >= 2,
+        "the collector thread started after the drop: {:?}",
+        outcome.threads
+    );
     for (tid, [eff, prm, bnd, inh, amb], no_new_privs) in &outcome.threads {
-        assert_eq!(*eff, kept, "thread {tid}: CapEff {eff:016x} but the log says kept={}", outcome.logged_kept);
-        assert_eq!(*prm, kept, "thread {tid}: CapPrm {prm:016x} but the log says kept={}", outcome.logged_kept);
-        assert_eq!(*bnd, outcome.logged_bounding.mask(), "thread {tid}: CapBnd {bnd:016x} vs log {}", outcome.logged_bounding);
+        assert_eq!(
+            *eff, kept,
+            "thread {tid}: CapEff {eff:016x} but the log says kept={}",
+            outcome.logged_kept
+        );
+        assert_eq!(
+            *prm, kept,
+            "thread {tid}: CapPrm {prm:016x} but the log says kept={}",
+            outcome.logged_kept
+        );
+        assert_eq!(
+            *bnd,
+            outcome.logged_bounding.mask(),
+            "thread {tid}: CapBnd {bnd:016x} vs log {}",
+            outcome.logged_bounding
+        );
         assert_eq!(*inh, 0, "thread {tid}: CapInh {inh:016x}");
         assert_eq!(*amb, 0, "thread {tid}: CapAmb {amb:016x}");
         assert!(no_new_privs, "thread {tid}: no_new_privs not set");
     }
-    assert!(!outcome.logged_kept.0.contains(&CAP_PERFMON), "CAP_PERFMON is not needed after attach");
+    assert!(
+        !outcome.logged_kept.0.contains(&CAP_PERFMON),
+        "CAP_PERFMON is not needed after attach"
+    );
 }
 
 fn assert_probe_still_worked(outcome: &Outcome) {
     let r = &outcome.report;
     assert!(r["events"].as_u64().unwrap() >= 8, "{r}");
-    assert!(r["failed_counter_delta"].as_u64().unwrap() >= r["events"].as_u64().unwrap(), "{r}");
+    assert!(
+        r["failed_counter_delta"].as_u64().unwrap() >= r["events"].as_u64().unwrap(),
+        "{r}"
+    );
     assert!(r["filtered_counter_delta"].as_u64().unwrap() >= 8, "{r}");
     assert_eq!(r["events_after_restore"], r["events"], "{r}");
 }
@@ -159,9 +198,19 @@ fn keeps_only_what_map_access_needs_and_the_probe_still_works() {
     // The experiment's answer for this kernel: from 6.5 on, bpf() on a held map
     // fd needs no capability, so nothing at all is kept.
     let kept = &outcome.logged_kept.0;
-    assert!(kept.iter().all(|c| [CAP_BPF, CAP_SYS_ADMIN].contains(c)), "kept {}", outcome.logged_kept);
+    assert!(
+        kept.iter().all(|c| [CAP_BPF, CAP_SYS_ADMIN].contains(c)),
+        "kept {}",
+        outcome.logged_kept
+    );
     if kernel_version() >= (6, 5) {
-        assert!(kept.is_empty(), "kernel {:?} kept {}; log:\n{}", kernel_version(), outcome.logged_kept, outcome.log);
+        assert!(
+            kept.is_empty(),
+            "kernel {:?} kept {}; log:\n{}",
+            kernel_version(),
+            outcome.logged_kept,
+            outcome.log
+        );
         assert_eq!(outcome.report["for_maps"], serde_json::Value::Null);
     }
     // Without CAP_SYS_PTRACE a privileged process's cwd is out of reach.
@@ -173,7 +222,11 @@ fn keep_flag_keeps_sys_ptrace_for_proc_cwd() {
     let outcome = run_dropcaps(&["--capabilities.keep", "sys_ptrace"]);
     assert_process_holds_what_it_logged(&outcome);
     assert_probe_still_worked(&outcome);
-    assert!(outcome.logged_kept.0.contains(&CAP_SYS_PTRACE), "kept {}", outcome.logged_kept);
+    assert!(
+        outcome.logged_kept.0.contains(&CAP_SYS_PTRACE),
+        "kept {}",
+        outcome.logged_kept
+    );
     assert_eq!(outcome.report["privileged_cwd_readable"], true, "{}", outcome.report);
 }
 
@@ -201,8 +254,10 @@ fn refuses_while_other_threads_run_and_changes_nothing() {
 /// The capabilities a deployment file grants, as setpriv takes them: names
 /// (`CAP_BPF`, `BPF`) to `+bpf,+perfmon`.
 fn setpriv_caps(names: &[String]) -> String {
-    let caps: Vec<String> =
-        names.iter().map(|n| format!("+{}", n.trim_start_matches("CAP_").to_ascii_lowercase())).collect();
+    let caps: Vec<String> = names
+        .iter()
+        .map(|n| format!("+{}", n.trim_start_matches("CAP_").to_ascii_lowercase()))
+        .collect();
     format!("-all,{}", caps.join(","))
 }
 
@@ -223,12 +278,24 @@ fn works_with_the_systemd_units_credentials() {
         .split_whitespace()
         .map(String::from)
         .collect();
-    let bounding = unit.lines().find_map(|l| l.strip_prefix("CapabilityBoundingSet=")).unwrap();
-    assert_eq!(bounding.split_whitespace().collect::<Vec<_>>(), ambient.iter().map(String::as_str).collect::<Vec<_>>());
+    let bounding = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .unwrap();
+    assert_eq!(
+        bounding.split_whitespace().collect::<Vec<_>>(),
+        ambient.iter().map(String::as_str).collect::<Vec<_>>()
+    );
     let caps = setpriv_caps(&ambient);
     let wrapper: Vec<String> = [
-        "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-        &format!("--inh-caps={caps}"), &format!("--ambient-caps={caps}"), &format!("--bounding-set={caps}"), "--",
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        &format!("--inh-caps={caps}"),
+        &format!("--ambient-caps={caps}"),
+        &format!("--bounding-set={caps}"),
+        "--",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -237,10 +304,20 @@ fn works_with_the_systemd_units_credentials() {
     assert_holds_logged_sets(&outcome);
     assert_probe_still_worked(&outcome);
     if kernel_version() >= (6, 5) {
-        assert!(outcome.logged_kept.0.is_empty(), "kept {}; log:\n{}", outcome.logged_kept, outcome.log);
+        assert!(
+            outcome.logged_kept.0.is_empty(),
+            "kept {}; log:\n{}",
+            outcome.logged_kept,
+            outcome.log
+        );
     }
     // Without CAP_SETPCAP the bounding set stays the unit's, and the log says so.
-    assert_eq!(outcome.logged_bounding.to_string().split(',').count(), ambient.len(), "{}", outcome.log);
+    assert_eq!(
+        outcome.logged_bounding.to_string().split(',').count(),
+        ambient.len(),
+        "{}",
+        outcome.log
+    );
     assert!(outcome.log.contains("no CAP_SETPCAP"), "{}", outcome.log);
 }
 
@@ -256,20 +333,36 @@ fn works_with_the_containers_credentials() {
             break;
         }
     }
-    let added: Vec<String> =
-        command.split_whitespace().filter_map(|w| w.strip_prefix("--cap-add=")).map(String::from).collect();
+    let added: Vec<String> = command
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("--cap-add="))
+        .map(String::from)
+        .collect();
     assert!(command.contains("--cap-drop=ALL"), "{command}");
-    assert_eq!(added, ["BPF", "PERFMON"], "the README's docker run adds other capabilities");
+    assert_eq!(
+        added,
+        ["BPF", "PERFMON"],
+        "the README's docker run adds other capabilities"
+    );
     let caps = setpriv_caps(&added);
-    let wrapper: Vec<String> =
-        ["setpriv", &format!("--inh-caps={caps}"), &format!("--bounding-set={caps}"), "--"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+    let wrapper: Vec<String> = [
+        "setpriv",
+        &format!("--inh-caps={caps}"),
+        &format!("--bounding-set={caps}"),
+        "--",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     let outcome = run_dropcaps_as(&wrapper, &[]);
     assert_holds_logged_sets(&outcome);
     assert_probe_still_worked(&outcome);
     if kernel_version() >= (6, 5) {
-        assert!(outcome.logged_kept.0.is_empty(), "kept {}; log:\n{}", outcome.logged_kept, outcome.log);
+        assert!(
+            outcome.logged_kept.0.is_empty(),
+            "kept {}; log:\n{}",
+            outcome.logged_kept,
+            outcome.log
+        );
     }
 }

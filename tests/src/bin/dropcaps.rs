@@ -42,9 +42,16 @@ fn main() {
 
     // A privileged process to look at through /proc after the drop (spawn and
     // reap happen on this thread; no thread is left behind).
-    let mut privileged = Command::new("sleep").arg("30").stdin(Stdio::null()).spawn().expect("start sleep");
+    let mut privileged = Command::new("sleep")
+        .arg("30")
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start sleep");
 
-    let config = Config { slow_threshold_ns: SLOW_DISABLED, ..Config::DEFAULT };
+    let config = Config {
+        slow_threshold_ns: SLOW_DISABLED,
+        ..Config::DEFAULT
+    };
     let mut probe = load_probe(config);
     let retained = drop_capabilities(&cli.privileges, &mut probe).unwrap_or_else(|e| panic!("drop: {e}"));
     let collector = Collector::start(&mut probe);
@@ -65,7 +72,13 @@ fn main() {
     let mut made: Vec<(u32, i64, Vec<u8>)> = run
         .failures()
         .iter()
-        .map(|r| (r.tid, r.ret, r.path[..r.path.len().min(exporter_common::PATH_MAX - 1)].to_vec()))
+        .map(|r| {
+            (
+                r.tid,
+                r.ret,
+                r.path[..r.path.len().min(exporter_common::PATH_MAX - 1)].to_vec(),
+            )
+        })
         .collect();
     seen.sort();
     made.sort();
@@ -73,24 +86,42 @@ fn main() {
     let failed_delta: u64 = (0..exporter_common::Syscall::ALL.len())
         .map(|s| after.opens[s][exporter_common::RESULT_FAILED] - before.opens[s][exporter_common::RESULT_FAILED])
         .sum();
-    assert!(failed_delta >= failures as u64, "failed-open counters moved by {failed_delta} < {failures}");
+    assert!(
+        failed_delta >= failures as u64,
+        "failed-open counters moved by {failed_delta} < {failures}"
+    );
 
     // A run-time Config change after the drop: stream only pid 1.
-    probe.set_config(Config { filter_pid: 1, ..config }).expect("set_config after the drop");
+    probe
+        .set_config(Config {
+            filter_pid: 1,
+            ..config
+        })
+        .expect("set_config after the drop");
     let before = probe.counters().unwrap();
     let dir = TempDir::new("dropcaps-filtered");
     let filtered_run = run_workload(&["failures", dir.path().to_str().unwrap()]);
     let filtered_events = collector.wait_for(&filtered_run, 1, Duration::from_millis(500));
     let after = probe.counters().unwrap();
-    assert!(filtered_events.is_empty(), "the pid filter set after the drop was ignored");
+    assert!(
+        filtered_events.is_empty(),
+        "the pid filter set after the drop was ignored"
+    );
     let filtered = after.stream[Stream::Filtered as usize] - before.stream[Stream::Filtered as usize];
-    assert!(filtered >= filtered_run.failures().len() as u64, "filtered counter moved by {filtered}");
+    assert!(
+        filtered >= filtered_run.failures().len() as u64,
+        "filtered counter moved by {filtered}"
+    );
 
     probe.set_config(config).expect("set_config after the drop");
     let dir = TempDir::new("dropcaps-again");
     let again = run_workload(&["failures", dir.path().to_str().unwrap()]);
     let again_events = collector.wait_for(&again, again.failures().len(), WAIT);
-    assert_eq!(again_events.len(), again.failures().len(), "events after restoring the config");
+    assert_eq!(
+        again_events.len(),
+        again.failures().len(),
+        "events after restoring the config"
+    );
 
     let cwd_readable = std::fs::read_link(format!("/proc/{}/cwd", privileged.id())).is_ok();
     let _ = privileged.kill();
