@@ -438,6 +438,46 @@ def test_systemd_syscall_filter_allows_every_call_badfd_makes(tmp_path):
     assert used <= permitted, f"system calls the unit's filter refuses: {sorted(used - permitted)}"
 
 
+def test_systemd_syscall_filter_allows_every_call_serve_makes(tmp_path):
+    """`badfd serve` itself under strace: start, attach, answer /metrics, stop
+    on SIGTERM; every system call must pass the unit's filter. Skipped (and
+    shown as skipped) where this tree has no `serve` subcommand yet."""
+    import socket
+    import time
+    import urllib.request
+
+    badfd = REPO / "target/debug/badfd"
+    assert badfd.exists(), "build first: cargo build --workspace"
+    if subprocess.run([str(badfd), "serve", "--help"], capture_output=True).returncode != 0:
+        pytest.skip("this tree has no `badfd serve` yet")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    trace = tmp_path / "strace.txt"
+    proc = subprocess.Popen(
+        [shutil.which("strace"), "-f", "-qq", "-o", str(trace), str(badfd), "serve", f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        metrics = ""
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=2).read()
+                metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert "badfd_" in metrics, f"serve never answered /metrics; exit {proc.poll()}"
+    finally:
+        proc.terminate()
+        _, stderr = proc.communicate(timeout=30)
+    used = set(re.findall(r"^\d+\s+([a-z_0-9]+)\(", trace.read_text(), re.M))
+    (allowed,) = unit_settings()["SystemCallFilter"]
+    permitted = expand(allowed.split(), syscall_groups())
+    assert used <= permitted, f"system calls the unit's filter refuses: {sorted(used - permitted)}\n{stderr[-2000:]}"
+
+
 # --- container ---------------------------------------------------------------------------
 
 CONTAINERFILE = REPO / "deploy/container/Containerfile"
