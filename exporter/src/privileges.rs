@@ -4,8 +4,8 @@
 //!
 //! What is still needed is decided by experiment, not by a table of kernel
 //! versions: with only the capabilities the user asked to keep, badfd reads and
-//! writes its maps the way it will at run time (counters lookup, config update,
-//! in-flight keys). Kernels before 6.5 with `kernel.unprivileged_bpf_disabled`
+//! writes its maps the way it will at run time (counters lookup, config
+//! update, in-flight count). Kernels before 6.5 with `kernel.unprivileged_bpf_disabled`
 //! set (the distribution default) refuse every bpf() command without CAP_BPF
 //! (CAP_SYS_ADMIN before 5.8), so there CAP_BPF is kept; from 6.5 on, commands
 //! on a map fd badfd already holds need no capability, so none is kept.
@@ -293,7 +293,7 @@ fn map_access_needs(
 }
 
 /// The map operations badfd makes at run time: counters lookup (per-CPU
-/// array), config update, in-flight key walk (hash map).
+/// array), config update (array), in-flight count.
 fn use_maps(probe: &mut Probe) -> Result<(), String> {
     probe.counters().map_err(|e| e.to_string())?;
     probe.set_config(probe.config()).map_err(|e| e.to_string())?;
