@@ -191,6 +191,7 @@ def test_values_match_their_schema():
         {"otlp": {"protocol": "udp"}},
         {"hostPaths": {"tracing": "sys/kernel/tracing"}},
         {"imaeg": {}},
+        {"seccompProfile": {"type": "Localhost"}},
     ],
 )
 def test_schema_rejects_bad_values(bad):
@@ -235,6 +236,13 @@ def test_toggles_render_valid_monitors_rules_and_dashboard():
     assert json.loads(dashboard["data"]["badfd.json"]) == json.loads((CHART / "dashboards/badfd.json").read_text())
     pod_monitor = rendered["PodMonitor"]["spec"]["podMetricsEndpoints"][0]
     assert pod_monitor["port"] == "metrics" and pod_monitor["path"] == "/metrics"
+
+
+def test_seccomp_profile_is_configurable():
+    profile = {"type": "Localhost", "localhostProfile": "profiles/badfd.json"}
+    ds = by_kind(rendered_objects({"seccompProfile": profile}))["DaemonSet"]
+    validate_object(ds)
+    assert ds["spec"]["template"]["spec"]["securityContext"]["seccompProfile"] == profile
 
 
 def test_privileged_escape_hatch_and_extra_capabilities():
