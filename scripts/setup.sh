@@ -17,6 +17,9 @@ if (( want_test_tools )); then
     apt_packages+=(prometheus)
     # tmux: tests/trace.rs checks badfd trace's live table in a real terminal.
     apt_packages+=(tmux)
+    # The deployment tests (tests/deploy): systemd-analyze verifies the unit,
+    # strace records badfd's system calls for its filter, a venv for Python tools.
+    apt_packages+=(systemd strace python3-venv)
 fi
 missing=()
 for p in "${apt_packages[@]}"; do
@@ -58,4 +61,18 @@ fi
 # securityfs tells whether the kernel is locked down (which forbids fentry).
 if [[ ! -e /sys/kernel/security/lockdown ]] && [[ -d /sys/kernel/security ]]; then
     mount -t securityfs securityfs /sys/kernel/security 2>/dev/null || true
+fi
+
+# --- Python tools of the deployment tests, in their own venv ------------------
+if (( want_test_tools )); then
+    venv=/opt/badfd-venv
+    requirements="$(dirname "$0")/../tests/deploy/requirements.txt"
+    stamp="$venv/.requirements.sha256"
+    want="$(sha256sum "$requirements" | cut -d' ' -f1)"
+    if [[ ! -x "$venv/bin/python" ]] || [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
+        say "installing the deployment test tools into $venv"
+        /usr/bin/python3 -m venv "$venv"
+        "$venv/bin/pip" install -q --disable-pip-version-check -r "$requirements"
+        echo "$want" > "$stamp"
+    fi
 fi

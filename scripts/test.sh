@@ -11,3 +11,6 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 cargo build --workspace --exclude exporter-ebpf --all-targets
 cargo test --workspace --exclude exporter-ebpf --no-fail-fast -- --test-threads="${BADFD_TEST_THREADS:-2}"
+# Deployment files: manifests, chart, unit, Containerfile (tests/deploy). The
+# venv's cloudcoil package registers a pytest plugin the tests do not use.
+PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 /opt/badfd-venv/bin/python -m pytest tests/deploy -q -rs

@@ -11,6 +11,7 @@ pub mod labels;
 pub mod metrics;
 pub mod pipeline;
 pub mod preflight;
+pub mod privileges;
 pub mod probe;
 pub mod render;
 pub mod resolve;

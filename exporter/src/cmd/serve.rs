@@ -20,6 +20,7 @@ use badfd::{
     metrics::{AggregatesCollector, Aggregates, AnomalyMetrics, Exposition, KernelCollector, SharedProbe},
     pipeline::{Pipeline, PipelineStats, Sink},
     probe::{ringbuf_size, EventReader, POLL_INTERVAL},
+    privileges::{drop_capabilities, PrivilegeArgs},
     settings::{Settings, SettingsArgs},
     Probe, ProbeOptions,
 };
@@ -35,6 +36,8 @@ pub struct ServeArgs {
     probe: ProbeArgs,
     #[command(flatten)]
     settings: SettingsArgs,
+    #[command(flatten)]
+    privileges: PrivilegeArgs,
     /// TOML file with the same settings (snake_case keys); re-read on SIGHUP. Flags and env win over it.
     #[arg(long = "config.file", env = "BADFD_CONFIG_FILE")]
     config_file: Option<PathBuf>,
@@ -101,8 +104,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         follow_forks: false,
         config: settings.probe_config(),
     };
-    // Loading takes a while (verifier); meanwhile the server answers, not ready.
-    let mut loaded = tokio::task::spawn_blocking(move || Probe::load(&options)).await??;
+    // Loaded on this thread, before the runtime has started any other thread
+    // (the server task above has not run yet): capabilities are per thread, so
+    // they are dropped right after attaching, while badfd has a single thread.
+    let mut loaded = Probe::load(&options)?;
+    drop_capabilities(&args.privileges, &mut loaded).context("dropping capabilities after attach")?;
     let reader = loaded.take_events()?;
     tracing::info!(mode = %loaded.attach_mode(), fallback_reason = loaded.fallback_reason().unwrap_or(""), "attached");
     *probe.lock().unwrap() = Some(loaded);
