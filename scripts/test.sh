@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
 # Sets up what is missing and runs every test: unit tests and the kernel tests,
 # which load the real eBPF programs and must run as root (they fail, not skip,
-# when BPF cannot be loaded).
-set -euo pipefail
+# when BPF cannot be loaded), then the deployment checks. Every suite runs even
+# when an earlier one fails; the exit status says whether all passed.
+set -uo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh --test
+scripts/setup.sh --test || exit 1
 if [[ $(id -u) -ne 0 ]]; then
     echo "test: the kernel tests load BPF programs; run as root" >&2
     exit 1
 fi
-cargo build --workspace --exclude exporter-ebpf --all-targets
-cargo test --workspace --exclude exporter-ebpf --no-fail-fast -- --test-threads="${BADFD_TEST_THREADS:-2}"
+failed=()
+cargo build --workspace --exclude exporter-ebpf --all-targets || exit 1
+cargo test --workspace --exclude exporter-ebpf --no-fail-fast -- --test-threads="${BADFD_TEST_THREADS:-2}" || failed+=(cargo)
 # Deployment files: manifests, chart, unit, Containerfile (tests/deploy). The
 # venv's cloudcoil package registers a pytest plugin the tests do not use.
-PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 /opt/badfd-venv/bin/python -m pytest tests/deploy -q -rs
+PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 /opt/badfd-venv/bin/python -m pytest tests/deploy -q -rs || failed+=(deploy)
+if (( ${#failed[@]} )); then
+    echo "test: FAILED: ${failed[*]}" >&2
+    exit 1
+fi
+echo "test: all suites passed"
