@@ -5,6 +5,7 @@
 
 pub mod errno;
 pub mod event;
+pub mod otlp;
 pub mod preflight;
 pub mod probe;
 pub mod resolve;
