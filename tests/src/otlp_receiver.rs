@@ -170,9 +170,12 @@ impl Receiver {
                 tokio::spawn(async move {
                     tonic::transport::Server::builder()
                         .add_service(service)
-                        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), async {
-                            let _ = stop_rx.await;
-                        })
+                        .serve_with_incoming_shutdown(
+                            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                            async {
+                                let _ = stop_rx.await;
+                            },
+                        )
                         .await
                         .expect("gRPC receiver");
                 })
@@ -182,6 +185,10 @@ impl Receiver {
                     .route("/v1/logs", post(http_logs))
                     .layer(axum::extract::DefaultBodyLimit::max(64 << 20))
                     .with_state(received.clone());
+                // Without TCP_NODELAY, small responses wait on delayed ACKs (40 ms).
+                let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
                 tokio::spawn(async move {
                     axum::serve(listener, app)
                         .with_graceful_shutdown(async {

@@ -4,9 +4,11 @@
 //! The event loop calls [`Otlp::emit`], which never blocks and never waits: it
 //! applies the per-(command, errno) rate limit, then puts a copy of the anomaly
 //! into a bounded queue (or counts it dropped when the queue is full). One tokio
-//! task takes batches from the queue, turns them into SDK log records and drives
-//! the OTLP `LogExporter` itself (its own retries with backoff, bounded by the
-//! timeout), so that every record's fate is counted exactly in
+//! task takes batches from the queue and hands each to a request task (at most
+//! `MAX_CONCURRENT_EXPORTS` in flight) that turns it into SDK log records and
+//! drives the OTLP `LogExporter` directly (the exporter retries retryable
+//! failures with backoff within its timeout), so that every record's fate is
+//! counted exactly in
 //! `badfd_otlp_records_total` — the SDK's batch processor would only report drops
 //! at shutdown. After a failed batch the task backs off (up to 10 s) before
 //! sending again; the queue absorbs what it can meanwhile and counts the rest.
@@ -78,6 +80,8 @@ pub enum StartError {
     Build { endpoint: String, source: opentelemetry_otlp::ExporterBuildError },
     #[error("OTLP header {0:?} is not a valid gRPC metadata entry")]
     Header(String),
+    #[error("OTLP endpoint {0}: this badfd is built without TLS; use an http:// endpoint (a local collector or agent)")]
+    NoTls(String),
     #[error("OTLP needs a tokio runtime to start in")]
     NoRuntime,
 }
@@ -110,6 +114,8 @@ impl Otlp {
     /// Builds the OTLP exporter from `config`, registers the self-metrics and
     /// spawns the export task on the current tokio runtime.
     pub fn start(config: OtlpConfig, registry: &mut Registry) -> Result<Otlp, StartError> {
+        // The gRPC channel spawns its worker on the runtime as it is built.
+        tokio::runtime::Handle::try_current().map_err(|_| StartError::NoRuntime)?;
         let exporter = build_exporter(&config)?;
         Otlp::start_with_exporter(config, exporter, registry)
     }
@@ -225,6 +231,9 @@ fn resource(config: &OtlpConfig) -> Resource {
 }
 
 fn build_exporter(config: &OtlpConfig) -> Result<opentelemetry_otlp::LogExporter, StartError> {
+    if config.endpoint.starts_with("https://") {
+        return Err(StartError::NoTls(config.endpoint.clone()));
+    }
     let built = match config.protocol {
         Protocol::Grpc => {
             let mut b = opentelemetry_otlp::LogExporter::builder()
@@ -271,6 +280,10 @@ fn build_exporter(config: &OtlpConfig) -> Result<opentelemetry_otlp::LogExporter
     built.map_err(|source| StartError::Build { endpoint: config.endpoint.clone(), source })
 }
 
+/// Export requests in flight at once: a collector's round trip does not cap
+/// the throughput.
+pub const MAX_CONCURRENT_EXPORTS: usize = 4;
+
 struct ExportTask<E> {
     rx: mpsc::Receiver<Item>,
     exporter: E,
@@ -283,37 +296,52 @@ struct ExportTask<E> {
     scope: InstrumentationScope,
 }
 
-impl<E: LogExporter> ExportTask<E> {
-    async fn run(mut self, mut stop: oneshot::Receiver<Instant>) {
+/// Export requests running as tasks of their own, with the number of
+/// anomalies and summaries each carries (to count them if aborted).
+struct InFlight {
+    set: tokio::task::JoinSet<Result<(), String>>,
+    sizes: std::collections::HashMap<tokio::task::Id, (u64, u64)>,
+}
+
+impl<E: LogExporter + 'static> ExportTask<E> {
+    async fn run(self, mut stop: oneshot::Receiver<Instant>) {
         use tokio::time::{sleep_until, Instant as TokioInstant};
-        let logger = self.provider.logger("badfd");
-        let mut batch: Vec<Item> = Vec::with_capacity(self.max_batch);
+        let ExportTask { mut rx, exporter, limiter, metrics, max_batch, batch_delay, provider, scope } = self;
+        let exporter = Arc::new(exporter);
+        let logger = provider.logger("badfd");
+        let sender = Sender { exporter, logger, scope: Arc::new(scope), metrics: metrics.clone() };
+        let mut in_flight = InFlight { set: tokio::task::JoinSet::new(), sizes: Default::default() };
+        let mut batch: Vec<Item> = Vec::with_capacity(max_batch);
         let mut oldest: Option<Instant> = None;
         let mut backoff = Duration::ZERO;
         let mut not_before = Instant::now();
         let mut summaries = tokio::time::interval(SUMMARY_INTERVAL);
         summaries.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let deadline = loop {
-            self.metrics.queue_records.set((self.rx.len() + batch.len()) as i64);
-            let full = batch.len() >= self.max_batch;
-            let room = self.max_batch.saturating_sub(batch.len());
+            metrics.queue_records.set((rx.len() + batch.len()) as i64);
+            let full = batch.len() >= max_batch;
+            let room = max_batch.saturating_sub(batch.len());
             // Send when the batch is full or its oldest record has waited long
-            // enough, but never before the backoff after a failure has passed.
-            let send_at = if full { Some(not_before) } else { oldest.map(|t| (t + self.batch_delay).max(not_before)) };
+            // enough, but never before the backoff after a failure has passed,
+            // and with at most MAX_CONCURRENT_EXPORTS requests in flight.
+            let send_at = if full { Some(not_before) } else { oldest.map(|t| (t + batch_delay).max(not_before)) };
+            let can_send = send_at.is_some() && in_flight.set.len() < MAX_CONCURRENT_EXPORTS;
             tokio::select! {
                 biased;
                 d = &mut stop => break d.unwrap_or_else(|_| Instant::now()),
-                _ = sleep_until(TokioInstant::from_std(send_at.unwrap_or_else(Instant::now))), if send_at.is_some() => {
-                    let ok = self.export(&logger, &mut batch, None).await;
-                    oldest = None;
-                    if ok {
+                Some(done) = in_flight.set.join_next_with_id(), if !in_flight.set.is_empty() => {
+                    if sender.finish(&mut in_flight, done, false) {
                         backoff = Duration::ZERO;
                     } else {
                         backoff = (backoff * 2).clamp(FIRST_BACKOFF, MAX_BACKOFF);
+                        not_before = Instant::now() + backoff;
                     }
-                    not_before = Instant::now() + backoff;
                 }
-                n = self.rx.recv_many(&mut batch, room), if !full => {
+                _ = sleep_until(TokioInstant::from_std(send_at.unwrap_or_else(Instant::now))), if can_send => {
+                    sender.spawn(&mut in_flight, std::mem::replace(&mut batch, Vec::with_capacity(max_batch)));
+                    oldest = None;
+                }
+                n = rx.recv_many(&mut batch, room), if !full => {
                     if n == 0 {
                         // Every sender is gone: the Otlp was dropped without shutdown.
                         break Instant::now() + Duration::from_secs(1);
@@ -322,7 +350,7 @@ impl<E: LogExporter> ExportTask<E> {
                 }
                 _ = summaries.tick() => {
                     let now = Instant::now();
-                    let taken = self.limiter.lock().unwrap_or_else(|p| p.into_inner()).take_summaries(now);
+                    let taken = limiter.lock().unwrap_or_else(|p| p.into_inner()).take_summaries(now);
                     if !taken.is_empty() {
                         batch.extend(taken.into_iter().map(Item::Summary));
                         oldest.get_or_insert(now);
@@ -330,36 +358,133 @@ impl<E: LogExporter> ExportTask<E> {
                 }
             }
         };
-        self.drain(&logger, batch, deadline).await;
-    }
 
-    /// Exports everything queued until `deadline`; counts the rest as dropped.
-    async fn drain(&mut self, logger: &SdkLogger, mut batch: Vec<Item>, deadline: Instant) {
-        self.rx.close();
-        let taken = self.limiter.lock().unwrap_or_else(|p| p.into_inner()).take_summaries(Instant::now());
+        // Shutdown: no new records; send what is queued until the deadline.
+        rx.close();
+        let taken = limiter.lock().unwrap_or_else(|p| p.into_inner()).take_summaries(Instant::now());
         batch.extend(taken.into_iter().map(Item::Summary));
+        let tokio_deadline = TokioInstant::from_std(deadline);
+        let mut failed = false;
         loop {
-            while batch.len() < self.max_batch {
-                match self.rx.try_recv() {
+            while batch.len() < max_batch {
+                match rx.try_recv() {
                     Ok(item) => batch.push(item),
                     Err(_) => break,
                 }
             }
-            if batch.is_empty() {
+            if batch.is_empty() && in_flight.set.is_empty() {
                 break;
             }
-            if Instant::now() >= deadline || !self.export(logger, &mut batch, Some(deadline)).await {
-                // Out of time (or the collector is failing): what is left cannot go.
-                self.count_shutdown_drops(&batch);
-                batch.clear();
-                while let Ok(item) = self.rx.try_recv() {
-                    self.count_shutdown_drops(std::slice::from_ref(&item));
+            if !batch.is_empty() && !failed && in_flight.set.len() < MAX_CONCURRENT_EXPORTS {
+                sender.spawn(&mut in_flight, std::mem::replace(&mut batch, Vec::with_capacity(max_batch)));
+                continue;
+            }
+            if batch.is_empty() || failed {
+                if failed {
+                    // The collector is failing: what is not sent yet cannot go.
+                    sender.count_shutdown_drops(&batch);
+                    batch.clear();
+                    while let Ok(item) = rx.try_recv() {
+                        sender.count_shutdown_drops(std::slice::from_ref(&item));
+                    }
                 }
-                break;
+                if in_flight.set.is_empty() {
+                    break;
+                }
+            }
+            match tokio::time::timeout_at(tokio_deadline, in_flight.set.join_next_with_id()).await {
+                Ok(Some(done)) => failed |= !sender.finish(&mut in_flight, done, true),
+                Ok(None) => {}
+                Err(_) => {
+                    // Out of time: requests in flight and records queued are dropped.
+                    in_flight.set.abort_all();
+                    while let Some(done) = in_flight.set.join_next_with_id().await {
+                        sender.finish(&mut in_flight, done, true);
+                    }
+                    sender.count_shutdown_drops(&batch);
+                    batch.clear();
+                    while let Ok(item) = rx.try_recv() {
+                        sender.count_shutdown_drops(std::slice::from_ref(&item));
+                    }
+                    break;
+                }
             }
         }
-        self.metrics.queue_records.set(0);
-        let _ = self.exporter.shutdown_with_timeout(deadline.saturating_duration_since(Instant::now()));
+        metrics.queue_records.set(0);
+        let _ = sender.exporter.shutdown_with_timeout(deadline.saturating_duration_since(Instant::now()));
+    }
+}
+
+/// What an export request task needs.
+struct Sender<E> {
+    exporter: Arc<E>,
+    logger: SdkLogger,
+    scope: Arc<InstrumentationScope>,
+    metrics: Metrics,
+}
+
+impl<E: LogExporter + 'static> Sender<E> {
+    /// Sends `batch` as one request in a task of its own.
+    fn spawn(&self, in_flight: &mut InFlight, batch: Vec<Item>) {
+        let anomalies = batch.iter().filter(|i| matches!(i, Item::Anomaly(_))).count() as u64;
+        let summaries = batch.len() as u64 - anomalies;
+        let (exporter, logger, scope) = (self.exporter.clone(), self.logger.clone(), self.scope.clone());
+        let handle = in_flight.set.spawn(async move {
+            let records: Vec<SdkLogRecord> = batch
+                .iter()
+                .map(|item| {
+                    let mut r = logger.create_log_record();
+                    match item {
+                        Item::Anomaly(a) => record::fill_anomaly(&mut r, a),
+                        Item::Summary(s) => record::fill_summary(&mut r, s, SUMMARY_INTERVAL),
+                    }
+                    r
+                })
+                .collect();
+            drop(batch);
+            let refs: Vec<(&SdkLogRecord, &InstrumentationScope)> = records.iter().map(|r| (r, &*scope)).collect();
+            exporter.export(LogBatch::new(&refs)).await.map_err(|e| e.to_string())
+        });
+        in_flight.sizes.insert(handle.id(), (anomalies, summaries));
+    }
+
+    /// Counts the records of a finished (or aborted) request; whether it succeeded.
+    fn finish(
+        &self,
+        in_flight: &mut InFlight,
+        done: Result<(tokio::task::Id, Result<(), String>), tokio::task::JoinError>,
+        shutting_down: bool,
+    ) -> bool {
+        let (id, result) = match done {
+            Ok((id, r)) => (id, Ok(r)),
+            Err(e) => (e.id(), Err(e)),
+        };
+        let (anomalies, summaries) = in_flight.sizes.remove(&id).unwrap_or_default();
+        let m = &self.metrics;
+        match result {
+            Ok(Ok(())) => {
+                m.requests_success.inc();
+                m.exported.inc_by(anomalies);
+                m.summaries_exported.inc_by(summaries);
+                true
+            }
+            Ok(Err(e)) => {
+                m.requests_failure.inc();
+                m.dropped_export_failed.inc_by(anomalies);
+                m.summaries_dropped_export_failed.inc_by(summaries);
+                if !shutting_down {
+                    tracing::warn!("OTLP export of {} records failed: {e}", anomalies + summaries);
+                }
+                false
+            }
+            // Aborted at the shutdown deadline (or panicked).
+            Err(_) => {
+                m.requests_failure.inc();
+                m.dropped_shutdown.inc_by(anomalies);
+                m.summaries_dropped_shutdown.inc_by(summaries);
+                false
+            }
+        }
     }
 
     fn count_shutdown_drops(&self, items: &[Item]) {
@@ -370,55 +495,6 @@ impl<E: LogExporter> ExportTask<E> {
             };
         }
     }
-
-    /// Sends `batch` (emptying it) and counts its records. With a deadline, a
-    /// batch still in flight then is counted as dropped at shutdown.
-    async fn export(&mut self, logger: &SdkLogger, batch: &mut Vec<Item>, deadline: Option<Instant>) -> bool {
-        if batch.is_empty() {
-            return true;
-        }
-        let records: Vec<SdkLogRecord> = batch
-            .iter()
-            .map(|item| {
-                let mut r = logger.create_log_record();
-                match item {
-                    Item::Anomaly(a) => record::fill_anomaly(&mut r, a),
-                    Item::Summary(s) => record::fill_summary(&mut r, s, SUMMARY_INTERVAL),
-                }
-                r
-            })
-            .collect();
-        let refs: Vec<(&SdkLogRecord, &InstrumentationScope)> = records.iter().map(|r| (r, &self.scope)).collect();
-        let sent = self.exporter.export(LogBatch::new(&refs));
-        let result = match deadline {
-            None => Some(sent.await),
-            Some(d) => tokio::time::timeout_at(tokio::time::Instant::from_std(d), sent).await.ok(),
-        };
-        let anomalies = batch.iter().filter(|i| matches!(i, Item::Anomaly(_))).count() as u64;
-        let summaries = batch.len() as u64 - anomalies;
-        batch.clear();
-        match result {
-            Some(Ok(())) => {
-                self.metrics.requests_success.inc();
-                self.metrics.exported.inc_by(anomalies);
-                self.metrics.summaries_exported.inc_by(summaries);
-                true
-            }
-            Some(Err(e)) => {
-                self.metrics.requests_failure.inc();
-                self.metrics.dropped_export_failed.inc_by(anomalies);
-                self.metrics.summaries_dropped_export_failed.inc_by(summaries);
-                tracing::warn!("OTLP export of {} records failed: {e}", anomalies + summaries);
-                false
-            }
-            None => {
-                self.metrics.requests_failure.inc();
-                self.metrics.dropped_shutdown.inc_by(anomalies);
-                self.metrics.summaries_dropped_shutdown.inc_by(summaries);
-                false
-            }
-        }
-    }
 }
 
 /// `Otlp` is shared between the event loop and the signal handler.
@@ -426,3 +502,28 @@ const _: () = {
     const fn check<T: Send + Sync>() {}
     check::<Otlp>();
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(endpoint: &str) -> OtlpConfig {
+        OtlpArgs::with_endpoint(endpoint, Protocol::Grpc).resolve_with(|_| None).unwrap().unwrap()
+    }
+
+    #[test]
+    fn https_is_refused_with_a_clear_error() {
+        let err = build_exporter(&config("https://collector:4317")).unwrap_err();
+        assert!(matches!(err, StartError::NoTls(_)), "{err}");
+    }
+
+    #[test]
+    fn start_needs_a_runtime_and_registers_nothing_without_one() {
+        let mut registry = Registry::default();
+        let err = Otlp::start(config("http://127.0.0.1:4317"), &mut registry).unwrap_err();
+        assert!(matches!(err, StartError::NoRuntime), "{err}");
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(!text.contains("otlp"), "{text}");
+    }
+}
