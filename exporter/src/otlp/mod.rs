@@ -33,9 +33,9 @@
 //! let trace_id = otlp.as_ref().and_then(|o| o.emit(&event, &resolved));
 //! // The same id on the metrics side, as an OpenMetrics exemplar, so a user can
 //! // jump from a bucket or a counter to the exact log record:
-//! let exemplar = trace_id.map(|id| vec![("trace_id".to_string(), id.to_string())]);
-//! failures.get_or_create(&labels).inc_by(1, exemplar);          // CounterWithExemplar
-//! slow_opens.get_or_create(&labels).observe(seconds, exemplar); // HistogramWithExemplars
+//! let exemplar = trace_id.map(badfd::otlp::exemplar_labels);
+//! failures.get_or_create(&labels).inc_by(1, exemplar.clone(), None);   // CounterWithExemplar
+//! slow_opens.get_or_create(&labels).observe(seconds, exemplar, None);  // HistogramWithExemplars
 //! // On SIGTERM:
 //! if let Some(o) = &otlp { o.shutdown(Duration::from_secs(5)).await; }
 //! ```
@@ -148,8 +148,9 @@ impl Otlp {
 
     /// Queues one log record for `event`, never blocking. Returns the record's
     /// trace id (16 random bytes; `to_string()` gives the 32 hex digits) for an
-    /// exemplar, or None when the record was suppressed by the rate limit or
-    /// dropped because the queue is full (both counted).
+    /// exemplar (see `exemplar_labels`), or None when the record was suppressed
+    /// by the rate limit or dropped because the queue is full (both counted). A
+    /// queued record can still fail to export later; that is counted too.
     pub fn emit(&self, event: &OpenEvent, resolved: &ResolvedPath) -> Option<TraceId> {
         let errno = event.errno().filter(|_| event.failed());
         let wall = record::monotonic_to_wall(event.start_ns);
@@ -212,6 +213,12 @@ impl Otlp {
         }
         ShutdownReport { flushed, counts: self.counts() }
     }
+}
+
+/// The OpenMetrics exemplar labels `{trace_id="<32 hex digits>"}` that point
+/// at the log record `emit` returned `trace_id` for.
+pub fn exemplar_labels(trace_id: TraceId) -> Vec<(String, String)> {
+    vec![("trace_id".to_string(), trace_id.to_string())]
 }
 
 /// `service.name`, `host.name`, the configured resource attributes, and the
@@ -509,6 +516,22 @@ mod tests {
 
     fn config(endpoint: &str) -> OtlpConfig {
         OtlpArgs::with_endpoint(endpoint, Protocol::Grpc).resolve_with(|_| None).unwrap().unwrap()
+    }
+
+    #[test]
+    fn exemplars_name_the_records_trace_id() {
+        use prometheus_client::metrics::exemplar::CounterWithExemplar;
+        let id = TraceId::from_bytes([0xab; 16]);
+        let mut registry = Registry::with_prefix("badfd");
+        let failures = CounterWithExemplar::<Vec<(String, String)>>::default();
+        registry.register("open_failures", "Failed opens", failures.clone());
+        failures.inc_by(1, Some(exemplar_labels(id)), None);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains(&format!("badfd_open_failures_total 1 # {{trace_id=\"{}\"}} 1", "ab".repeat(16))),
+            "{text}"
+        );
     }
 
     #[test]

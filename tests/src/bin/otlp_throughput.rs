@@ -68,6 +68,8 @@ struct Step {
     sent: u64,
     exported: u64,
     dropped: u64,
+    /// Of those, dropped because the export failed (the rest: queue full).
+    export_failed: u64,
     seconds: f64,
 }
 
@@ -159,6 +161,7 @@ async fn step(mode: Mode, rate: u64, seconds: f64) -> Step {
         sent,
         exported: c.exported,
         dropped: c.dropped_queue_full + c.dropped_export_failed + c.dropped_shutdown,
+        export_failed: c.dropped_export_failed,
         seconds,
     }
 }
@@ -177,11 +180,12 @@ async fn main() {
             let s = step(mode, rate, seconds).await;
             let ok = s.dropped == 0 && s.exported == s.sent;
             println!(
-                "{name:14} offered {rate:>7} records/s for {:.0} s: sent {:>8}, exported {:>8}, dropped {:>7} {}",
+                "{name:14} offered {rate:>7} records/s for {:.0} s: sent {:>8}, exported {:>8}, dropped {:>7} (export failed {}) {}",
                 s.seconds,
                 s.sent,
                 s.exported,
                 s.dropped,
+                s.export_failed,
                 if ok { "ok" } else { "DROPS" }
             );
             if !ok {
