@@ -164,6 +164,11 @@ impl Otlp {
             self.metrics.suppressed.inc();
             return None;
         }
+        if self.queue.capacity() == 0 && !self.queue.is_closed() {
+            // Full: do not copy the event only to throw the copy away.
+            self.metrics.dropped_queue_full.inc();
+            return None;
+        }
         let ids: [u8; 24] = rand::random();
         let trace_id = TraceId::from_bytes(ids[..16].try_into().expect("16 bytes"));
         let anomaly = QueuedAnomaly {
@@ -335,7 +340,8 @@ impl<E: LogExporter + 'static> ExportTask<E> {
             let can_send = send_at.is_some() && in_flight.set.len() < MAX_CONCURRENT_EXPORTS;
             tokio::select! {
                 biased;
-                d = &mut stop => break d.unwrap_or_else(|_| Instant::now()),
+                // Err: the Otlp was dropped without shutdown; give the queue a second.
+                d = &mut stop => break d.unwrap_or_else(|_| Instant::now() + Duration::from_secs(1)),
                 Some(done) = in_flight.set.join_next_with_id(), if !in_flight.set.is_empty() => {
                     if sender.finish(&mut in_flight, done, false) {
                         backoff = Duration::ZERO;
