@@ -46,7 +46,10 @@ mod metrics;
 mod record;
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
     time::{Duration, Instant},
 };
 
@@ -92,11 +95,28 @@ enum Item {
     Summary(Suppressed),
 }
 
+impl Item {
+    fn path_bytes(&self) -> usize {
+        match self {
+            Item::Anomaly(a) => a.event.path.len() + a.resolved.len(),
+            Item::Summary(_) => 0,
+        }
+    }
+}
+
+/// Path bytes (as opened plus resolved) the queue holds at most, whatever its
+/// length in records: with every path 4 KiB long, a full queue of the default
+/// size would otherwise hold about 130 MiB. Past it, anomalies are dropped
+/// and counted as `dropped_queue_full`.
+pub const MAX_QUEUED_PATH_BYTES: usize = 32 << 20;
+
 /// The running pipeline. Share it (`Arc<Otlp>`) between the event loop and the
 /// signal handler.
 #[derive(Debug)]
 pub struct Otlp {
     queue: mpsc::Sender<Item>,
+    /// Path bytes of the anomalies in the queue (bounded by MAX_QUEUED_PATH_BYTES).
+    queued_bytes: Arc<AtomicUsize>,
     limiter: Arc<Mutex<RateLimiter>>,
     metrics: Metrics,
     stop: Mutex<Option<(oneshot::Sender<Instant>, tokio::task::JoinHandle<()>)>>,
@@ -130,10 +150,12 @@ impl Otlp {
         exporter.set_resource(&resource(&config));
         let metrics = Metrics::register(registry, config.queue_size);
         let (queue, rx) = mpsc::channel(config.queue_size);
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
         let limiter = Arc::new(Mutex::new(RateLimiter::new(config.rate_limit, config.rate_burst)));
         let (stop_tx, stop_rx) = oneshot::channel();
         let task = ExportTask {
             rx,
+            queued_bytes: queued_bytes.clone(),
             exporter,
             limiter: limiter.clone(),
             metrics: metrics.clone(),
@@ -143,7 +165,7 @@ impl Otlp {
             scope: InstrumentationScope::builder("badfd").with_version(env!("CARGO_PKG_VERSION")).build(),
         };
         let handle = runtime.spawn(task.run(stop_rx));
-        Ok(Otlp { queue, limiter, metrics, stop: Mutex::new(Some((stop_tx, handle))) })
+        Ok(Otlp { queue, queued_bytes, limiter, metrics, stop: Mutex::new(Some((stop_tx, handle))) })
     }
 
     /// Queues one log record for `event`, never blocking. Returns the record's
@@ -164,7 +186,10 @@ impl Otlp {
             self.metrics.suppressed.inc();
             return None;
         }
-        if self.queue.capacity() == 0 && !self.queue.is_closed() {
+        let bytes = event.path.len() + resolved.path.len();
+        let full = self.queue.capacity() == 0
+            || self.queued_bytes.load(Ordering::Relaxed) + bytes > MAX_QUEUED_PATH_BYTES;
+        if full && !self.queue.is_closed() {
             // Full: do not copy the event only to throw the copy away.
             self.metrics.dropped_queue_full.inc();
             return None;
@@ -179,7 +204,13 @@ impl Otlp {
             trace_id,
             span_id: SpanId::from_bytes(ids[16..].try_into().expect("8 bytes")),
         };
-        match self.queue.try_send(Item::Anomaly(anomaly)) {
+        // Added before sending so that the task never subtracts first.
+        self.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
+        let sent = self.queue.try_send(Item::Anomaly(anomaly));
+        if sent.is_err() {
+            self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        }
+        match sent {
             Ok(()) => Some(trace_id),
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.metrics.dropped_queue_full.inc();
@@ -298,6 +329,7 @@ pub const MAX_CONCURRENT_EXPORTS: usize = 4;
 
 struct ExportTask<E> {
     rx: mpsc::Receiver<Item>,
+    queued_bytes: Arc<AtomicUsize>,
     exporter: E,
     limiter: Arc<Mutex<RateLimiter>>,
     metrics: Metrics,
@@ -318,7 +350,7 @@ struct InFlight {
 impl<E: LogExporter + 'static> ExportTask<E> {
     async fn run(self, mut stop: oneshot::Receiver<Instant>) {
         use tokio::time::{sleep_until, Instant as TokioInstant};
-        let ExportTask { mut rx, exporter, limiter, metrics, max_batch, batch_delay, provider, scope } = self;
+        let ExportTask { mut rx, queued_bytes, exporter, limiter, metrics, max_batch, batch_delay, provider, scope } = self;
         let exporter = Arc::new(exporter);
         let logger = provider.logger("badfd");
         let sender = Sender { exporter, logger, scope: Arc::new(scope), metrics: metrics.clone() };
@@ -355,6 +387,8 @@ impl<E: LogExporter + 'static> ExportTask<E> {
                     oldest = None;
                 }
                 n = rx.recv_many(&mut batch, room), if !full => {
+                    let taken: usize = batch[batch.len() - n..].iter().map(Item::path_bytes).sum();
+                    queued_bytes.fetch_sub(taken, Ordering::Relaxed);
                     if n == 0 {
                         // Every sender is gone: the Otlp was dropped without shutdown.
                         break Instant::now() + Duration::from_secs(1);
@@ -538,6 +572,54 @@ mod tests {
             text.contains(&format!("badfd_open_failures_total 1 # {{trace_id=\"{}\"}} 1", "ab".repeat(16))),
             "{text}"
         );
+    }
+
+    /// An exporter whose requests never finish: a collector that hangs.
+    #[derive(Debug)]
+    struct Hanging;
+
+    impl LogExporter for Hanging {
+        async fn export(&self, _batch: LogBatch<'_>) -> opentelemetry_sdk::error::OTelSdkResult {
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test]
+    async fn queued_path_bytes_are_bounded_and_drops_counted() {
+        let path = vec![b'p'; 4000];
+        let event = OpenEvent {
+            start_ns: 0,
+            latency_ns: 0,
+            cgroup_id: 0,
+            ret: -2,
+            open_flags: 0,
+            pid: 1,
+            tid: 1,
+            uid: 0,
+            gid: 0,
+            mode: 0,
+            dirfd: -100,
+            syscall: exporter_common::Syscall::Openat,
+            flags: exporter_common::EVENT_FAILED,
+            comm: [b'x'; 16],
+            path: path.clone(),
+        };
+        let resolved = ResolvedPath { path, how: crate::resolve::Resolution::Absolute };
+        let mut c = config("http://127.0.0.1:1");
+        c.rate_limit = 0;
+        let mut registry = Registry::default();
+        let otlp = Otlp::start_with_exporter(c, Hanging, &mut registry).unwrap();
+        const SENT: u64 = 12_000;
+        let accepted = (0..SENT).filter(|_| otlp.emit(&event, &resolved).is_some()).count() as u64;
+        // The record bound (16384) would take them all; the byte bound holds
+        // 32 MiB / 8000 B in the queue, plus what the task took out for sending
+        // (4 requests in flight and one batch of 512 being filled).
+        let in_queue = (MAX_QUEUED_PATH_BYTES / 8000) as u64;
+        assert!(accepted >= in_queue && accepted <= in_queue + 5 * 512, "accepted {accepted}");
+        assert_eq!(otlp.counts().dropped_queue_full, SENT - accepted);
+        let report = otlp.shutdown(Duration::from_millis(100)).await;
+        assert_eq!(report.counts.anomalies_accounted(), SENT, "{:?}", report.counts);
+        assert_eq!(report.counts.dropped_shutdown, accepted);
     }
 
     #[test]
