@@ -326,6 +326,23 @@ mod tests {
     }
 
     #[test]
+    fn flattens_into_a_command_with_its_defaults() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Serve {
+            #[command(flatten)]
+            otlp: OtlpArgs,
+        }
+        let s = Serve::try_parse_from(["serve", "--otlp-endpoint", "http://c:4317", "--otlp-protocol", "grpc", "--otlp-rate-limit", "0"])
+            .unwrap();
+        let c = s.otlp.resolve_with(|_| None).unwrap().unwrap();
+        assert_eq!((c.endpoint.as_str(), c.protocol, c.rate_limit), ("http://c:4317", Protocol::Grpc, 0));
+        assert_eq!((c.queue_size, c.max_batch, c.rate_burst), (DEFAULT_QUEUE_SIZE, DEFAULT_MAX_BATCH, DEFAULT_RATE_BURST));
+        let s = Serve::try_parse_from(["serve"]).unwrap();
+        assert_eq!(s.otlp.resolve_with(|_| None), Ok(None));
+    }
+
+    #[test]
     fn no_endpoint_means_off() {
         assert_eq!(args().resolve_with(env(&[("OTEL_SERVICE_NAME", "x")])), Ok(None));
         assert_eq!(args().resolve_with(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", " ")])), Ok(None));
