@@ -81,8 +81,10 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 pub enum StartError {
     #[error("OTLP exporter for {endpoint}: {source}")]
     Build { endpoint: String, source: opentelemetry_otlp::ExporterBuildError },
-    #[error("OTLP header {0:?} is not a valid gRPC metadata entry")]
+    #[error("OTLP header {0:?} is not a valid header name and value")]
     Header(String),
+    #[error("OTLP HTTP client: {0}")]
+    HttpClient(String),
     #[error("OTLP endpoint {0}: this badfd is built without TLS; use an http:// endpoint (a local collector or agent)")]
     NoTls(String),
     #[error("OTLP needs a tokio runtime to start in")]
@@ -315,7 +317,19 @@ fn build_exporter(config: &OtlpConfig) -> Result<opentelemetry_otlp::LogExporter
                 b = b.with_compression(opentelemetry_otlp::Compression::Gzip);
             }
             if !config.headers.is_empty() {
-                b = b.with_headers(config.headers.iter().cloned().collect());
+                // The SDK adds the headers of the OTEL_ variables over those given
+                // to it; set the flag's last, in the client, so that they win.
+                let mut headers = Vec::new();
+                for (k, v) in &config.headers {
+                    let name = http::HeaderName::try_from(k.as_str()).map_err(|_| StartError::Header(k.clone()))?;
+                    let value = http::HeaderValue::try_from(v.as_str()).map_err(|_| StartError::Header(k.clone()))?;
+                    headers.push((name, value));
+                }
+                let client = reqwest::Client::builder()
+                    .timeout(config.timeout)
+                    .build()
+                    .map_err(|e| StartError::HttpClient(e.to_string()))?;
+                b = b.with_http_client(WithHeaders { client, headers });
             }
             b.build()
         }
@@ -326,6 +340,26 @@ fn build_exporter(config: &OtlpConfig) -> Result<opentelemetry_otlp::LogExporter
 /// Export requests in flight at once: a collector's round trip does not cap
 /// the throughput.
 pub const MAX_CONCURRENT_EXPORTS: usize = 4;
+
+/// An HTTP client that sets the configured headers on every request.
+#[derive(Debug)]
+struct WithHeaders {
+    client: reqwest::Client,
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
+#[async_trait::async_trait]
+impl opentelemetry_http::HttpClient for WithHeaders {
+    async fn send_bytes(
+        &self,
+        mut request: http::Request<bytes::Bytes>,
+    ) -> Result<http::Response<bytes::Bytes>, opentelemetry_http::HttpError> {
+        for (name, value) in &self.headers {
+            request.headers_mut().insert(name.clone(), value.clone());
+        }
+        self.client.send_bytes(request).await
+    }
+}
 
 struct ExportTask<E> {
     rx: mpsc::Receiver<Item>,
