@@ -10,6 +10,7 @@ pub mod http;
 pub mod labels;
 pub mod metrics;
 pub mod pipeline;
+pub mod otlp;
 pub mod preflight;
 pub mod privileges;
 pub mod probe;

@@ -4,6 +4,8 @@
 //! Every kernel test loads the real eBPF program into this machine's kernel. A
 //! test that cannot load it panics with the reason: it never skips.
 
+pub mod otlp_receiver;
+
 use std::{
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},

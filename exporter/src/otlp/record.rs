@@ -1,0 +1,248 @@
+//! One anomaly as one OpenTelemetry log record: event name, severity, body,
+//! time of the open, semantic-convention attributes.
+//!
+//! Attributes (semantic conventions where they exist, `badfd.*` where they do not):
+//!
+//! | attribute | value |
+//! | --- | --- |
+//! | `process.pid`, `thread.id` | the opener's pid and tid |
+//! | `process.executable.name` | its command name (comm, at most 15 bytes) |
+//! | `process.user.id` | its uid |
+//! | `file.path` | the path **resolved** against the opener's cwd or dirfd (absolute where badfd could resolve it) |
+//! | `badfd.file.path.opened` | the path exactly as passed to the syscall |
+//! | `badfd.file.path.resolution` | how `file.path` was made absolute: absolute, kernel, proc, unresolved |
+//! | `badfd.file.path.truncated` | true when the kernel copied only part of a longer path |
+//! | `error.type` | the errno name, e.g. `ENOENT` (failed opens only) |
+//! | `badfd.syscall` | open, openat, openat2 or creat |
+//! | `badfd.open.flags` | the open flags as a number, and `badfd.open.flags.names` as `O_WRONLY\|O_CREAT` |
+//! | `badfd.open.duration` | seconds from syscall entry to exit |
+//! | `badfd.cgroup.id` | the opener's cgroup v2 id (`container.id` is for later) |
+//!
+//! `file.path` is the resolved path because that is the file a user looks for;
+//! paths are raw bytes in the kernel and are written lossily as UTF-8 (U+FFFD for bad bytes).
+
+use std::{
+    borrow::Cow,
+    time::{Duration, SystemTime},
+};
+
+use opentelemetry::{
+    logs::{AnyValue, LogRecord as _, Severity},
+    SpanId, TraceFlags, TraceId,
+};
+use opentelemetry_sdk::logs::SdkLogRecord;
+
+use crate::{errno, resolve::Resolution, OpenEvent};
+
+pub const EVENT_FAILED: &str = "file.open.failed";
+pub const EVENT_SLOW: &str = "file.open.slow";
+pub const EVENT_SUPPRESSED: &str = "file.open.suppressed";
+
+/// An anomaly as it waits in the queue: everything the record needs, copied
+/// from the event loop's borrowed data.
+#[derive(Debug)]
+pub(crate) struct QueuedAnomaly {
+    pub event: OpenEvent,
+    pub resolved: Vec<u8>,
+    pub resolution: Resolution,
+    pub time: SystemTime,
+    pub trace_id: TraceId,
+    pub span_id: SpanId,
+}
+
+/// Records of one (command, errno or slow) that the rate limit held back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Suppressed {
+    pub comm: Vec<u8>,
+    /// None for slow opens.
+    pub errno: Option<i32>,
+    pub count: u64,
+    pub first: SystemTime,
+    pub last: SystemTime,
+}
+
+/// errnos that mean the host is in trouble rather than a program looking for
+/// an optional file: out of descriptors, I/O errors, full or read-only disks.
+pub const SERIOUS_ERRNOS: [i32; 7] =
+    [libc::EMFILE, libc::ENFILE, libc::EIO, libc::ENOSPC, libc::EROFS, libc::EDQUOT, libc::ENOMEM];
+
+/// Failures that programs cause on purpose all the time (probing for optional
+/// files, O_EXCL creation races).
+pub const ORDINARY_ERRNOS: [i32; 3] = [libc::ENOENT, libc::EEXIST, libc::ENOTDIR];
+
+/// ERROR for serious errnos, INFO for ordinary ones, WARN for the rest
+/// (permission denied, loops, bad descriptors ...) and for slow opens.
+pub fn severity(errno: Option<i32>) -> Severity {
+    match errno {
+        Some(e) if SERIOUS_ERRNOS.contains(&e) => Severity::Error,
+        Some(e) if ORDINARY_ERRNOS.contains(&e) => Severity::Info,
+        _ => Severity::Warn,
+    }
+}
+
+/// The wall-clock time of a CLOCK_MONOTONIC instant (the kernel's `start_ns`).
+pub fn monotonic_to_wall(monotonic_ns: u64) -> SystemTime {
+    let mono_now = clock_ns(libc::CLOCK_MONOTONIC);
+    let wall_now = SystemTime::now();
+    let age = Duration::from_nanos(mono_now.saturating_sub(monotonic_ns));
+    wall_now.checked_sub(age).unwrap_or(wall_now)
+}
+
+fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid pointer to a timespec; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// `O_WRONLY|O_CREAT|O_EXCL`: the access mode and the flags users know.
+pub fn open_flags_names(flags: u64) -> String {
+    const NAMED: [(u64, &str); 14] = [
+        (libc::O_CREAT as u64, "O_CREAT"),
+        (libc::O_EXCL as u64, "O_EXCL"),
+        (libc::O_NOCTTY as u64, "O_NOCTTY"),
+        (libc::O_TRUNC as u64, "O_TRUNC"),
+        (libc::O_APPEND as u64, "O_APPEND"),
+        (libc::O_NONBLOCK as u64, "O_NONBLOCK"),
+        (libc::O_DSYNC as u64, "O_DSYNC"),
+        (libc::O_DIRECT as u64, "O_DIRECT"),
+        (libc::O_LARGEFILE as u64, "O_LARGEFILE"),
+        (libc::O_DIRECTORY as u64, "O_DIRECTORY"),
+        (libc::O_NOFOLLOW as u64, "O_NOFOLLOW"),
+        (libc::O_NOATIME as u64, "O_NOATIME"),
+        (libc::O_CLOEXEC as u64, "O_CLOEXEC"),
+        (libc::O_PATH as u64, "O_PATH"),
+    ];
+    let mut out = String::from(match flags & libc::O_ACCMODE as u64 {
+        0 => "O_RDONLY",
+        1 => "O_WRONLY",
+        2 => "O_RDWR",
+        _ => "O_ACCMODE",
+    });
+    let mut rest = flags & !(libc::O_ACCMODE as u64);
+    // O_SYNC contains O_DSYNC's bit: name it first.
+    if rest & libc::O_SYNC as u64 == libc::O_SYNC as u64 {
+        out.push_str("|O_SYNC");
+        rest &= !(libc::O_SYNC as u64);
+    }
+    if rest & libc::O_TMPFILE as u64 == libc::O_TMPFILE as u64 {
+        out.push_str("|O_TMPFILE");
+        rest &= !(libc::O_TMPFILE as u64);
+    }
+    for (bit, name) in NAMED {
+        if rest & bit != 0 {
+            out.push('|');
+            out.push_str(name);
+            rest &= !bit;
+        }
+    }
+    if rest != 0 {
+        out.push_str(&format!("|0x{rest:x}"));
+    }
+    out
+}
+
+fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn int(v: impl Into<i64>) -> AnyValue {
+    AnyValue::Int(v.into())
+}
+
+/// Fills a fresh record from the SDK with one anomaly.
+pub(crate) fn fill_anomaly(record: &mut SdkLogRecord, a: &QueuedAnomaly) {
+    let e = &a.event;
+    let errno = e.errno().filter(|_| e.failed());
+    let comm = e.comm_lossy();
+    let resolved = lossy(&a.resolved);
+    let sev = severity(errno);
+    record.set_event_name(if errno.is_some() { EVENT_FAILED } else { EVENT_SLOW });
+    record.set_severity_number(sev);
+    record.set_severity_text(sev.name());
+    record.set_timestamp(a.time);
+    record.set_observed_timestamp(SystemTime::now());
+    record.set_trace_context(a.trace_id, a.span_id, Some(TraceFlags::default()));
+    let body = match errno {
+        Some(n) => format!("{comm} (pid {}) could not open {resolved}: {} ({})", e.pid, errno::name(n), errno::meaning(n)),
+        None => format!("{comm} (pid {}) took {:.3} s to open {resolved}", e.pid, e.latency_ns as f64 / 1e9),
+    };
+    record.set_body(AnyValue::String(body.into()));
+    record.add_attribute("process.pid", int(e.pid));
+    record.add_attribute("thread.id", int(e.tid));
+    record.add_attribute("process.executable.name", AnyValue::String(comm.into()));
+    record.add_attribute("process.user.id", int(e.uid));
+    record.add_attribute("file.path", AnyValue::String(resolved.into()));
+    record.add_attribute("badfd.file.path.opened", AnyValue::String(lossy(&e.path).into()));
+    record.add_attribute("badfd.file.path.resolution", AnyValue::String(Cow::Borrowed(a.resolution.name()).into()));
+    if e.path_truncated() {
+        record.add_attribute("badfd.file.path.truncated", AnyValue::Boolean(true));
+    }
+    if let Some(n) = errno {
+        record.add_attribute("error.type", AnyValue::String(Cow::Borrowed(errno::name(n)).into()));
+    }
+    record.add_attribute("badfd.syscall", AnyValue::String(Cow::Borrowed(e.syscall.name()).into()));
+    record.add_attribute("badfd.open.flags", AnyValue::Int(e.open_flags as i64));
+    record.add_attribute("badfd.open.flags.names", AnyValue::String(open_flags_names(e.open_flags).into()));
+    record.add_attribute("badfd.open.duration", AnyValue::Double(e.latency_ns as f64 / 1e9));
+    record.add_attribute("badfd.cgroup.id", AnyValue::Int(e.cgroup_id as i64));
+}
+
+/// Fills a fresh record with the summary of suppressed records.
+pub(crate) fn fill_summary(record: &mut SdkLogRecord, s: &Suppressed, window: Duration) {
+    let comm = lossy(&s.comm);
+    record.set_event_name(EVENT_SUPPRESSED);
+    record.set_severity_number(Severity::Warn);
+    record.set_severity_text(Severity::Warn.name());
+    record.set_timestamp(s.last);
+    record.set_observed_timestamp(SystemTime::now());
+    let what = match s.errno {
+        Some(n) => format!("failed opens ({})", errno::name(n)),
+        None => "slow opens".to_string(),
+    };
+    let secs = s.last.duration_since(s.first).unwrap_or_default().max(window).as_secs_f64();
+    record.set_body(AnyValue::String(
+        format!("suppressed {} {what} by {comm} over {secs:.1} s (rate limit per command and errno)", s.count).into(),
+    ));
+    record.add_attribute("process.executable.name", AnyValue::String(comm.into()));
+    if let Some(n) = s.errno {
+        record.add_attribute("error.type", AnyValue::String(Cow::Borrowed(errno::name(n)).into()));
+    }
+    record.add_attribute("badfd.suppressed.count", AnyValue::Int(s.count as i64));
+    record.add_attribute(
+        "badfd.suppressed.event_name",
+        AnyValue::String(Cow::Borrowed(if s.errno.is_some() { EVENT_FAILED } else { EVENT_SLOW }).into()),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn severities_follow_the_errno() {
+        assert_eq!(severity(Some(libc::ENOENT)), Severity::Info);
+        assert_eq!(severity(Some(libc::EACCES)), Severity::Warn);
+        for e in [libc::EMFILE, libc::ENFILE, libc::EIO, libc::ENOSPC, libc::EROFS, libc::EDQUOT] {
+            assert_eq!(severity(Some(e)), Severity::Error, "{}", errno::name(e));
+        }
+        assert_eq!(severity(None), Severity::Warn);
+    }
+
+    #[test]
+    fn names_open_flags() {
+        assert_eq!(open_flags_names(0), "O_RDONLY");
+        let f = (libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC) as u64;
+        assert_eq!(open_flags_names(f), "O_WRONLY|O_CREAT|O_EXCL|O_CLOEXEC");
+        assert_eq!(open_flags_names(libc::O_SYNC as u64), "O_RDONLY|O_SYNC");
+        assert_eq!(open_flags_names(1 << 40), "O_RDONLY|0x10000000000");
+    }
+
+    #[test]
+    fn monotonic_times_become_wall_times() {
+        let now = clock_ns(libc::CLOCK_MONOTONIC);
+        let wall = monotonic_to_wall(now - 2_000_000_000);
+        let age = SystemTime::now().duration_since(wall).unwrap();
+        assert!(age >= Duration::from_secs(2) && age < Duration::from_secs(3), "{age:?}");
+    }
+}

@@ -1,0 +1,270 @@
+//! Real OTLP log receivers on 127.0.0.1 for tests and the OTLP benchmark: the
+//! `opentelemetry-proto` crate's gRPC LogsService served by tonic, and an
+//! HTTP/protobuf endpoint (axum, prost decoding, gzip understood).
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use axum::{body::Bytes, http::HeaderMap, http::StatusCode, routing::post, Router};
+use opentelemetry_proto::tonic::{
+    collector::logs::v1::{
+        logs_service_server::{LogsService, LogsServiceServer},
+        ExportLogsServiceRequest, ExportLogsServiceResponse,
+    },
+    common::v1::{any_value::Value, AnyValue, KeyValue},
+    logs::v1::LogRecord,
+};
+use prost::Message;
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+
+/// What a receiver got.
+#[derive(Debug, Default)]
+pub struct Received {
+    /// Requests, kept only when the receiver keeps them (tests, not the benchmark).
+    requests: Mutex<Vec<ExportLogsServiceRequest>>,
+    keep: bool,
+    records: AtomicU64,
+    requests_count: AtomicU64,
+    /// Request headers seen (first request's), lower-case names.
+    headers: Mutex<Vec<(String, String)>>,
+}
+
+impl Received {
+    fn take(&self, req: ExportLogsServiceRequest, headers: Vec<(String, String)>) {
+        let n: usize = req.resource_logs.iter().flat_map(|r| &r.scope_logs).map(|s| s.log_records.len()).sum();
+        self.records.fetch_add(n as u64, Ordering::Relaxed);
+        self.requests_count.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut h = self.headers.lock().unwrap();
+            if h.is_empty() {
+                *h = headers;
+            }
+        }
+        if self.keep {
+            self.requests.lock().unwrap().push(req);
+        }
+    }
+}
+
+/// A log record as received, with the resource attributes of its request.
+#[derive(Clone, Debug)]
+pub struct ReceivedRecord {
+    pub resource: Vec<KeyValue>,
+    pub record: LogRecord,
+}
+
+impl ReceivedRecord {
+    pub fn attr(&self, key: &str) -> Option<&Value> {
+        find(&self.record.attributes, key)
+    }
+
+    pub fn resource_attr(&self, key: &str) -> Option<&Value> {
+        find(&self.resource, key)
+    }
+
+    pub fn str_attr(&self, key: &str) -> Option<&str> {
+        match self.attr(key) {
+            Some(Value::StringValue(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn int_attr(&self, key: &str) -> Option<i64> {
+        match self.attr(key) {
+            Some(Value::IntValue(i)) => Some(*i),
+            _ => None,
+        }
+    }
+
+    pub fn body(&self) -> Option<&str> {
+        match self.record.body.as_ref().and_then(|b: &AnyValue| b.value.as_ref()) {
+            Some(Value::StringValue(s)) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+fn find<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a Value> {
+    attrs.iter().find(|kv| kv.key == key).and_then(|kv| kv.value.as_ref()).and_then(|v| v.value.as_ref())
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Grpc,
+    Http,
+}
+
+pub struct Receiver {
+    pub addr: SocketAddr,
+    pub transport: Transport,
+    pub received: Arc<Received>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+struct GrpcLogs(Arc<Received>);
+
+#[tonic::async_trait]
+impl LogsService for GrpcLogs {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportLogsServiceRequest>,
+    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        let headers = request
+            .metadata()
+            .clone()
+            .into_headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect();
+        self.0.take(request.into_inner(), headers);
+        Ok(tonic::Response::new(ExportLogsServiceResponse { partial_success: None }))
+    }
+}
+
+async fn http_logs(
+    axum::extract::State(received): axum::extract::State<Arc<Received>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, Vec<u8>) {
+    let gzip = headers.get("content-encoding").is_some_and(|v| v == "gzip");
+    let bytes = if gzip {
+        use std::io::Read;
+        let mut out = Vec::new();
+        if flate2::read::GzDecoder::new(&body[..]).read_to_end(&mut out).is_err() {
+            return (StatusCode::BAD_REQUEST, Vec::new());
+        }
+        out
+    } else {
+        body.to_vec()
+    };
+    match ExportLogsServiceRequest::decode(&bytes[..]) {
+        Ok(req) => {
+            let headers =
+                headers.iter().map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())).collect();
+            received.take(req, headers);
+            (StatusCode::OK, ExportLogsServiceResponse { partial_success: None }.encode_to_vec())
+        }
+        Err(_) => (StatusCode::BAD_REQUEST, Vec::new()),
+    }
+}
+
+impl Receiver {
+    /// Serves on `listener` (bound to 127.0.0.1) until stopped or dropped.
+    /// `keep`: keep every request for inspection (else only counted).
+    pub fn start(listener: TcpListener, transport: Transport, keep: bool) -> Receiver {
+        let addr = listener.local_addr().unwrap();
+        let received = Arc::new(Received { keep, ..Received::default() });
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let task = match transport {
+            Transport::Grpc => {
+                let service = LogsServiceServer::new(GrpcLogs(received.clone()))
+                    .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+                    .max_decoding_message_size(64 << 20);
+                tokio::spawn(async move {
+                    tonic::transport::Server::builder()
+                        .add_service(service)
+                        .serve_with_incoming_shutdown(
+                            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                            async {
+                                let _ = stop_rx.await;
+                            },
+                        )
+                        .await
+                        .expect("gRPC receiver");
+                })
+            }
+            Transport::Http => {
+                let app = Router::new()
+                    .route("/v1/logs", post(http_logs))
+                    .layer(axum::extract::DefaultBodyLimit::max(64 << 20))
+                    .with_state(received.clone());
+                // Without TCP_NODELAY, small responses wait on delayed ACKs (40 ms).
+                let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
+                tokio::spawn(async move {
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(async {
+                            let _ = stop_rx.await;
+                        })
+                        .await
+                        .expect("HTTP receiver");
+                })
+            }
+        };
+        Receiver { addr, transport, received, stop: Some(stop_tx), task: Some(task) }
+    }
+
+    pub async fn bind(transport: Transport, keep: bool) -> Receiver {
+        Receiver::start(TcpListener::bind("127.0.0.1:0").await.unwrap(), transport, keep)
+    }
+
+    /// The base URL (the exporter appends /v1/logs for HTTP).
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn record_count(&self) -> u64 {
+        self.received.records.load(Ordering::Relaxed)
+    }
+
+    pub fn request_count(&self) -> u64 {
+        self.received.requests_count.load(Ordering::Relaxed)
+    }
+
+    pub fn headers(&self) -> Vec<(String, String)> {
+        self.received.headers.lock().unwrap().clone()
+    }
+
+    /// Every record received so far (receivers started with `keep`).
+    pub fn records(&self) -> Vec<ReceivedRecord> {
+        let requests = self.received.requests.lock().unwrap();
+        let mut out = Vec::new();
+        for req in requests.iter() {
+            for rl in &req.resource_logs {
+                let resource = rl.resource.as_ref().map(|r| r.attributes.clone()).unwrap_or_default();
+                for sl in &rl.scope_logs {
+                    for r in &sl.log_records {
+                        out.push(ReceivedRecord { resource: resource.clone(), record: r.clone() });
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Waits until at least `count` records arrived or `timeout` passed.
+    pub async fn wait_for(&self, count: u64, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        while self.record_count() < count && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.record_count()
+    }
+
+    /// Stops serving and frees the port.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
