@@ -15,6 +15,9 @@ apt_packages=(pkg-config)
 if (( want_test_tools )); then
     # promtool (prometheus) lints the exposition and tests alert rules.
     apt_packages+=(prometheus)
+    # The kernel matrix (tests/vm/run.sh): qemu boots Debian kernels from an
+    # initramfs of busybox and the statically linked (stripped) kernel tests.
+    apt_packages+=(qemu-system-x86 busybox-static cpio binutils)
 fi
 missing=()
 for p in "${apt_packages[@]}"; do
@@ -46,6 +49,12 @@ BPF_LINKER_VERSION=0.10.4
 if ! bpf-linker --version 2>/dev/null | grep -q "$BPF_LINKER_VERSION"; then
     say "installing bpf-linker $BPF_LINKER_VERSION (about 2 minutes)"
     cargo install bpf-linker --version "$BPF_LINKER_VERSION" --locked --force
+fi
+
+# The kernel matrix runs statically linked test binaries in its VMs.
+if (( want_test_tools )) && ! rustup target list --installed | grep -qx x86_64-unknown-linux-musl; then
+    say "adding the Rust target x86_64-unknown-linux-musl"
+    rustup target add x86_64-unknown-linux-musl
 fi
 
 # --- kernel interfaces -------------------------------------------------------

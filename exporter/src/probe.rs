@@ -109,6 +109,8 @@ pub struct Probe {
     mode: AttachMode,
     /// Why fentry was not used, when the preference was `auto` and it failed.
     fallback_reason: Option<String>,
+    /// Why `mode` was chosen, for the startup line.
+    mode_reason: String,
     /// Syscalls whose tracepoints the kernel lacks (openat2 before 5.6).
     missing_syscalls: Vec<Syscall>,
     config: Config,
@@ -146,6 +148,7 @@ impl Probe {
             ebpf,
             mode: AttachMode::Tracepoint,
             fallback_reason: None,
+            mode_reason: String::new(),
             missing_syscalls: Vec::new(),
             config,
         };
@@ -156,14 +159,22 @@ impl Probe {
             AttachPreference::Fentry => {
                 probe.attach_fentry().map_err(ProbeError::FentryUnavailable)?;
                 probe.mode = AttachMode::Fentry;
+                probe.mode_reason = "requested with --attach".into();
             }
-            AttachPreference::Tracepoint => probe.attach_tracepoints(&tracefs)?,
+            AttachPreference::Tracepoint => {
+                probe.attach_tracepoints(&tracefs)?;
+                probe.mode_reason = "requested with --attach".into();
+            }
             AttachPreference::Auto => match probe.attach_fentry() {
-                Ok(()) => probe.mode = AttachMode::Fentry,
+                Ok(()) => {
+                    probe.mode = AttachMode::Fentry;
+                    probe.mode_reason = format!("fentry/fexit on {COMMON_OPEN_FUNCTION} allowed");
+                }
                 Err(reason) => {
                     tracing::info!(%reason, "fentry/fexit unavailable, using syscall tracepoints");
-                    probe.fallback_reason = Some(reason);
                     probe.attach_tracepoints(&tracefs)?;
+                    probe.mode_reason = format!("fentry refused: {reason}");
+                    probe.fallback_reason = Some(reason);
                 }
             },
         }
@@ -228,6 +239,17 @@ impl Probe {
 
     pub fn attach_mode(&self) -> AttachMode {
         self.mode
+    }
+
+    /// One line for the startup log: the attach mode, the kernel and why this
+    /// mode, e.g. `mode=tracepoint kernel=6.18.44 reason="fentry refused: ..."`.
+    pub fn describe(&self) -> String {
+        let mut line = format!("mode={} kernel={} reason={:?}", self.mode, kernel_release(), self.mode_reason);
+        if !self.missing_syscalls.is_empty() {
+            let names: Vec<&str> = self.missing_syscalls.iter().map(|s| s.name()).collect();
+            line.push_str(&format!(" missing_syscalls={}", names.join(",")));
+        }
+        line
     }
 
     /// Why fentry was not used (auto mode only).
@@ -311,6 +333,17 @@ fn attach_tracepoint(ebpf: &mut Ebpf, program_name: &'static str, category: &str
     Ok(())
 }
 
+/// The running kernel's release (`uname -r`).
+pub fn kernel_release() -> String {
+    // SAFETY: uname fills the zeroed struct; release is NUL-terminated.
+    let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
+    if unsafe { libc::uname(&mut uts) } != 0 {
+        return "unknown".into();
+    }
+    let release = unsafe { std::ffi::CStr::from_ptr(uts.release.as_ptr()) };
+    release.to_string_lossy().into_owned()
+}
+
 /// A short description of a program error: the errno, and the last lines of
 /// the verifier's log (the full log is at debug level).
 fn describe_program_error(error: &aya::programs::ProgramError) -> String {
@@ -320,7 +353,11 @@ fn describe_program_error(error: &aya::programs::ProgramError) -> String {
             tracing::debug!(verifier_log = %log, "BPF_PROG_LOAD failed");
             let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
             let tail = lines[lines.len().saturating_sub(3)..].join(" | ");
-            if io_error.raw_os_error() == Some(libc::EPERM) {
+            // "invalid func" when the helper's id is past the kernel's last one.
+            if let Some(unknown) = lines.iter().find(|l| l.contains("unknown func") || l.contains("invalid func")) {
+                // e.g. bpf_task_pt_regs, which fentry mode needs, came in 5.15.
+                format!("BPF_PROG_LOAD failed: the kernel lacks a BPF helper ({}); fentry mode needs Linux 5.15+", unknown.trim())
+            } else if io_error.raw_os_error() == Some(libc::EPERM) {
                 format!("BPF_PROG_LOAD refused with EPERM (kernel lockdown, or missing CAP_BPF/CAP_PERFMON) {tail}")
             } else {
                 format!("BPF_PROG_LOAD failed: {io_error}: {tail}")

@@ -175,8 +175,12 @@ pub fn run_workload(args: &[&str]) -> WorkloadRun {
     WorkloadRun { pid, begin_ns, manifest }
 }
 
-/// The workload binary, built beside the test binaries.
+/// The workload binary, built beside the test binaries; `BADFD_WORKLOAD` names
+/// it where the build tree is not there (the kernel matrix's VMs).
 pub fn workload_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("BADFD_WORKLOAD") {
+        return PathBuf::from(p);
+    }
     if let Some(p) = option_env!("CARGO_BIN_EXE_workload") {
         return PathBuf::from(p);
     }
@@ -201,4 +205,20 @@ pub fn kernel_locked_down() -> Option<bool> {
     std::fs::read_to_string("/sys/kernel/security/lockdown")
         .ok()
         .map(|s| s.contains("[integrity]") || s.contains("[confidentiality]"))
+}
+
+/// The running kernel's (major, minor) version, from `uname -r`.
+pub fn kernel_version() -> (u32, u32) {
+    let release = badfd::probe::kernel_release();
+    let mut parts = release.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse().ok());
+    match (parts.next(), parts.next()) {
+        (Some(major), Some(minor)) => (major, minor),
+        _ => panic!("cannot parse the kernel release {release:?}"),
+    }
+}
+
+/// Whether this kernel has every BPF helper badfd's fentry programs call
+/// (bpf_task_pt_regs came in 5.15).
+pub fn kernel_has_fentry_helpers() -> bool {
+    kernel_version() >= (5, 15)
 }

@@ -4,7 +4,7 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use badfd::{AttachMode, OpenEvent};
-use badfd_tests::{cgroup_id_of, kernel_locked_down, load_probe, run_workload, Collector, OpenRecord, TempDir};
+use badfd_tests::{cgroup_id_of, kernel_has_fentry_helpers, kernel_locked_down, load_probe, run_workload, Collector, OpenRecord, TempDir};
 use exporter_common::{
     Config, Counters, Loss, Stream, Syscall, CONFIG_FAILURES_ONLY, PATH_MAX, RESULT_FAILED, RESULT_OK,
     SLOW_DISABLED,
@@ -226,13 +226,23 @@ fn attach_mode_is_detected_not_assumed() {
         Ok("tracepoint") => AttachMode::Tracepoint,
         _ => match kernel_locked_down() {
             Some(true) => AttachMode::Tracepoint,
-            Some(false) => AttachMode::Fentry,
+            Some(false) if kernel_has_fentry_helpers() => AttachMode::Fentry,
+            Some(false) => AttachMode::Tracepoint,
             None => panic!("cannot tell whether fentry should load: mount securityfs (scripts/setup.sh does)"),
         },
     };
-    assert_eq!(probe.attach_mode(), expected);
-    if expected == AttachMode::Tracepoint && std::env::var("BADFD_TEST_ATTACH").is_err() {
+    assert_eq!(probe.attach_mode(), expected, "{}", probe.describe());
+    let release = badfd::probe::kernel_release();
+    assert!(
+        probe.describe().starts_with(&format!("mode={expected} kernel={release} reason=\"")),
+        "startup line: {}",
+        probe.describe()
+    );
+    let auto = matches!(std::env::var("BADFD_TEST_ATTACH").as_deref(), Ok("auto") | Err(_));
+    if expected == AttachMode::Tracepoint && auto {
         let reason = probe.fallback_reason().expect("auto mode says why fentry was not used");
-        assert!(reason.contains("EPERM"), "fallback reason: {reason}");
+        let why = if kernel_has_fentry_helpers() { "EPERM" } else { "5.15" };
+        assert!(reason.contains(why), "fallback reason: {reason}");
+        assert!(probe.describe().contains("fentry refused"), "{}", probe.describe());
     }
 }

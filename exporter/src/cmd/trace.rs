@@ -44,7 +44,7 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
         config,
     };
     let mut probe = Probe::load(&options)?;
-    tracing::info!(mode = %probe.attach_mode(), "attached");
+    tracing::info!("attached {}", probe.describe());
     let mut events = probe.take_events()?.into_async()?;
     let deadline = args.duration.map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
     let mut stdout = std::io::stdout().lock();
