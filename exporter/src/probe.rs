@@ -4,7 +4,7 @@
 
 use std::{
     fmt,
-    os::fd::AsRawFd,
+    os::fd::{AsFd, AsRawFd},
     path::Path,
     time::Duration,
 };
@@ -252,6 +252,19 @@ impl Probe {
         line
     }
 
+    /// How many times the kernel skipped one of badfd's programs because that
+    /// program was already running on the CPU (`recursion_misses`, Linux 5.12+;
+    /// 0 before). fentry programs run preemptible: while one is preempted, the
+    /// same program does not run for other tasks on that CPU, so their opens are
+    /// neither counted nor streamed; this is how many.
+    pub fn missed_runs(&self) -> u64 {
+        self.ebpf
+            .programs()
+            .filter_map(|(_, program)| program.fd().ok())
+            .map(|fd| recursion_misses(fd.as_fd()))
+            .sum()
+    }
+
     /// Why fentry was not used (auto mode only).
     pub fn fallback_reason(&self) -> Option<&str> {
         self.fallback_reason.as_deref()
@@ -331,6 +344,30 @@ fn attach_tracepoint(ebpf: &mut Ebpf, program_name: &'static str, category: &str
     tp.load().map_err(wrap)?;
     tp.attach(category, name).map_err(wrap)?;
     Ok(())
+}
+
+/// `recursion_misses` of a loaded program, from BPF_OBJ_GET_INFO_BY_FD; 0
+/// where the kernel does not report it.
+fn recursion_misses(fd: std::os::fd::BorrowedFd<'_>) -> u64 {
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    // Offset of `recursion_misses` in the UAPI `struct bpf_prog_info`.
+    const RECURSION_MISSES_OFFSET: usize = 208;
+    #[repr(C)]
+    struct InfoByFd {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    let mut info = [0u8; RECURSION_MISSES_OFFSET + 8];
+    let attr = InfoByFd { bpf_fd: fd.as_raw_fd() as u32, info_len: info.len() as u32, info: info.as_mut_ptr() as u64 };
+    // SAFETY: attr and the info buffer are valid for the sizes given.
+    let rc = unsafe {
+        libc::syscall(libc::SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, &attr as *const InfoByFd, std::mem::size_of::<InfoByFd>())
+    };
+    if rc != 0 {
+        return 0;
+    }
+    u64::from_ne_bytes(info[RECURSION_MISSES_OFFSET..].try_into().unwrap())
 }
 
 /// The running kernel's release (`uname -r`).

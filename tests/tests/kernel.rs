@@ -207,12 +207,20 @@ fn pid_filter_is_decided_in_the_kernel() {
     let collector = Collector::start(&mut probe);
     let dir = TempDir::new("filter");
     let before = probe.counters().unwrap();
+    let missed_before = probe.missed_runs();
     let run = run_workload(&["failures", dir.path().to_str().unwrap()]);
     let events = collector.wait_for(&run, 1, Duration::from_millis(300));
     let after = probe.counters().unwrap();
+    let missed = probe.missed_runs() - missed_before;
     assert!(events.is_empty(), "filtered process streamed {} events", events.len());
     let filtered = delta(&after, &before, |c| c.stream[Stream::Filtered as usize]);
-    assert!(filtered >= run.failures().len() as u64, "filtered counter {filtered}");
+    // An open the kernel skipped the program for (a preempted fentry program
+    // on that CPU, seen under emulation on 7.3) is counted as missed instead.
+    assert!(
+        filtered + missed >= run.failures().len() as u64,
+        "filtered counter {filtered} + missed program runs {missed} < {} failures",
+        run.failures().len()
+    );
     // Counters still count every open of the filtered process.
     let failed = delta(&after, &before, |c| c.opens[Syscall::Openat as usize][RESULT_FAILED]);
     assert!(failed >= run.failures().iter().filter(|r| r.syscall == "openat").count() as u64);
