@@ -188,7 +188,7 @@ echo "BADFD-VM-KERNEL release=$(uname -r) lockdown=$(cat /sys/kernel/security/lo
 for mode in $(echo "$modes" | tr , ' '); do
     for t in /badfd/tests/*; do
         echo "BADFD-VM-BEGIN mode=$mode test=${t##*/}"
-        BADFD_TEST_ATTACH=$mode "$t" --test-threads=1 2>&1
+        BADFD_TEST_ATTACH=$mode "$t" --test-threads=1 --show-output 2>&1
         echo "BADFD-VM-END mode=$mode test=${t##*/} exit=$?"
     done
 done
