@@ -14,7 +14,9 @@ cargo test --workspace --exclude exporter-ebpf --no-fail-fast -- --test-threads=
 # The kernel matrix: the kernel tests again inside qemu on Debian's 5.10 (the
 # oldest supported), 6.1, 6.12 and 7.3 kernels, in each attach mode the kernel
 # allows, plus the host row; it prints a table and fails if any row failed.
-# About 6 minutes on 2 cores with the kernels cached, 8 to 14 from cold caches
-# (static build and downloads included), so CI runs it whole.
+# Measured on 2 shared cores: 2.5 to 6 minutes with the static build and the
+# kernels cached; from cold caches add the static build (7.5 minutes under
+# load) and about 100 MB of kernel packages, so about 15 minutes at worst:
+# CI runs it whole.
 # BADFD_VM_KERNELS picks a subset ("5.10 7.3"); "none" keeps only the host row.
 tests/vm/run.sh

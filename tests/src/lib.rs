@@ -225,9 +225,9 @@ pub fn kernel_has_fentry_helpers() -> bool {
 
 /// Runs `attempt` (a workload run and what it observed) again, at most twice,
 /// while the kernel reports that it skipped one of badfd's programs during it.
-/// A skip is the kernel's, counted (`Probe::missed_runs`): a preempted fentry
-/// program blocks the same program for other tasks on its CPU, seen under
-/// emulation on 7.3. The exact assertions hold for a run without skips.
+/// A skip is the kernel's, counted (`Probe::missed_runs`): a preempted program
+/// blocks the same program for other tasks on its CPU (seen under emulation on
+/// 7.3, in both attach modes). The exact assertions hold for a run without skips.
 pub fn without_missed_runs<T>(probe: &Probe, mut attempt: impl FnMut() -> T) -> T {
     let mut tries = 0;
     loop {

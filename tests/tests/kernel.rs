@@ -53,8 +53,8 @@ fn delta(after: &Counters, before: &Counters, f: impl Fn(&Counters) -> u64) -> u
 fn streams_exactly_the_failures_with_every_field() {
     let mut probe = load_probe(config(None));
     let collector = Collector::start(&mut probe);
-    let dir = TempDir::new("failures");
     let (before, run, events, after) = without_missed_runs(&probe, || {
+        let dir = TempDir::new("failures");
         let before = probe.counters().unwrap();
         let run = run_workload(&["failures", dir.path().to_str().unwrap()]);
         let events = collector.wait_for(&run, run.failures().len(), WAIT);
@@ -209,8 +209,8 @@ fn pid_filter_is_decided_in_the_kernel() {
     // Stream only a process that is not the workload.
     let mut probe = load_probe(Config { filter_pid: 1, ..config(None) });
     let collector = Collector::start(&mut probe);
-    let dir = TempDir::new("filter");
     let (before, run, events, after) = without_missed_runs(&probe, || {
+        let dir = TempDir::new("filter");
         let before = probe.counters().unwrap();
         let run = run_workload(&["failures", dir.path().to_str().unwrap()]);
         let events = collector.wait_for(&run, 1, Duration::from_millis(300));
