@@ -390,14 +390,15 @@ fn describe_program_error(error: &aya::programs::ProgramError) -> String {
             tracing::debug!(verifier_log = %log, "BPF_PROG_LOAD failed");
             let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
             let tail = lines[lines.len().saturating_sub(3)..].join(" | ");
+            let tail = if tail.is_empty() { tail } else { format!(": {tail}") };
             // "invalid func" when the helper's id is past the kernel's last one.
             if let Some(unknown) = lines.iter().find(|l| l.contains("unknown func") || l.contains("invalid func")) {
                 // e.g. bpf_task_pt_regs, which fentry mode needs, came in 5.15.
                 format!("BPF_PROG_LOAD failed: the kernel lacks a BPF helper ({}); fentry mode needs Linux 5.15+", unknown.trim())
             } else if io_error.raw_os_error() == Some(libc::EPERM) {
-                format!("BPF_PROG_LOAD refused with EPERM (kernel lockdown, or missing CAP_BPF/CAP_PERFMON) {tail}")
+                format!("BPF_PROG_LOAD refused with EPERM (kernel lockdown, or missing CAP_BPF/CAP_PERFMON){tail}")
             } else {
-                format!("BPF_PROG_LOAD failed: {io_error}: {tail}")
+                format!("BPF_PROG_LOAD failed: {io_error}{tail}")
             }
         }
         other => other.to_string(),

@@ -238,6 +238,8 @@ fn attach_mode_is_detected_not_assumed() {
         },
     };
     assert_eq!(probe.attach_mode(), expected, "{}", probe.describe());
+    // Shown in the kernel matrix's logs (--show-output).
+    eprintln!("attached {}", probe.describe());
     let release = badfd::probe::kernel_release();
     assert!(
         probe.describe().starts_with(&format!("mode={expected} kernel={release} reason=\"")),

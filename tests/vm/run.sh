@@ -220,6 +220,7 @@ esac
 
 # --- results ---------------------------------------------------------------------------------
 mkdir -p "$LOG_DIR"
+rm -f "$LOG_DIR"/*.log "$LOG_DIR"/*.log.boot-failure-*
 declare -a rows=()
 failed_rows=0
 
@@ -261,7 +262,7 @@ if [[ $run_host == 1 ]]; then
         for t in $TESTS; do
             echo "BADFD-VM-BEGIN mode=auto test=$t"
             set +e
-            BADFD_TEST_ATTACH=auto BADFD_WORKLOAD=$WORKLOAD "${TEST_BIN[$t]}" --test-threads=1 2>&1
+            BADFD_TEST_ATTACH=auto BADFD_WORKLOAD=$WORKLOAD "${TEST_BIN[$t]}" --test-threads=1 --show-output 2>&1
             echo "BADFD-VM-END mode=auto test=$t exit=$?"
             set -e
         done
