@@ -20,6 +20,9 @@ if (( want_test_tools )); then
     # The deployment tests (tests/deploy): systemd-analyze verifies the unit,
     # strace records badfd's system calls for its filter, a venv for Python tools.
     apt_packages+=(systemd strace python3-venv)
+    # The kernel matrix (tests/vm/run.sh): qemu boots Debian kernels from an
+    # initramfs of busybox and the statically linked (stripped) kernel tests.
+    apt_packages+=(qemu-system-x86 busybox-static cpio binutils)
 fi
 missing=()
 for p in "${apt_packages[@]}"; do
@@ -51,6 +54,12 @@ BPF_LINKER_VERSION=0.10.4
 if ! bpf-linker --version 2>/dev/null | grep -q "$BPF_LINKER_VERSION"; then
     say "installing bpf-linker $BPF_LINKER_VERSION (about 2 minutes)"
     cargo install bpf-linker --version "$BPF_LINKER_VERSION" --locked --force
+fi
+
+# The kernel matrix runs statically linked test binaries in its VMs.
+if (( want_test_tools )) && ! rustup target list --installed | grep -qx x86_64-unknown-linux-musl; then
+    say "adding the Rust target x86_64-unknown-linux-musl"
+    rustup target add x86_64-unknown-linux-musl
 fi
 
 # --- kernel interfaces -------------------------------------------------------

@@ -504,10 +504,11 @@ pub fn sys_enter_openat2(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// creat(path, mode) == open(path, O_CREAT|O_WRONLY|O_TRUNC, mode)
+const CREAT_FLAGS: u64 = 0o100 | 0o1 | 0o1000;
+
 #[tracepoint(category = "syscalls", name = "sys_enter_creat")]
 pub fn sys_enter_creat(ctx: TracePointContext) -> u32 {
-    // creat(path, mode) == open(path, O_CREAT|O_WRONLY|O_TRUNC, mode)
-    const CREAT_FLAGS: u64 = 0o100 | 0o1 | 0o1000;
     on_enter(Syscall::Creat, AT_FDCWD, arg(&ctx, ARG0), CREAT_FLAGS, arg::<u64>(&ctx, ARG1) as u32);
     0
 }
@@ -532,34 +533,84 @@ exit_tracepoint!(sys_exit_creat, "sys_exit_creat", Syscall::Creat);
 // programs; costs nothing on other syscalls).
 // ---------------------------------------------------------------------------
 
-/// Which syscall reached the common function: the syscall number saved in the
-/// task's user registers (`pt_regs.orig_ax`, the 16th word on x86_64).
+/// Word indexes in x86_64 `struct pt_regs` (arch/x86/include/asm/ptrace.h) of
+/// the registers the syscall ABI uses: number and the first four arguments.
+const REG_R10: usize = 7;
+const REG_DX: usize = 12;
+const REG_SI: usize = 13;
+const REG_DI: usize = 14;
+const REG_ORIG_AX: usize = 15;
+
+/// The calling task's user registers, saved at syscall entry. Needs
+/// bpf_task_pt_regs (Linux 5.15); on older kernels these programs fail to load
+/// and userspace falls back to tracepoints, saying why.
 #[inline(always)]
-fn current_syscall() -> Syscall {
-    const ORIG_AX_WORD: usize = 15;
-    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u64;
-    let nr: u64 = unsafe { bpf_probe_read_kernel(regs.wrapping_add(ORIG_AX_WORD)) }.unwrap_or(u64::MAX);
-    Syscall::from_x86_64_nr(nr).unwrap_or(Syscall::Openat)
+fn user_regs() -> *const u64 {
+    unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) as *const u64 }
+}
+
+#[inline(always)]
+fn reg(regs: *const u64, word: usize) -> u64 {
+    unsafe { bpf_probe_read_kernel(regs.wrapping_add(word)) }.unwrap_or(u64::MAX)
+}
+
+/// Which syscall reached the common function, from the syscall number saved in
+/// `pt_regs.orig_ax`; `None` when it was none of the four (a 32-bit task).
+#[inline(always)]
+fn current_syscall() -> Option<Syscall> {
+    Syscall::from_x86_64_nr(reg(user_regs(), REG_ORIG_AX))
 }
 
 #[fentry(function = "do_sys_openat2")]
 pub fn fentry_do_sys_openat2(ctx: FEntryContext) -> u32 {
-    let dirfd: i32 = ctx.arg::<u64>(0) as i32;
-    let filename: u64 = ctx.arg(1);
-    // `how` is a kernel copy of the user's open_how here.
-    let how: u64 = ctx.arg(2);
-    let how = unsafe { bpf_probe_read_kernel(how as *const OpenHow) }
-        .unwrap_or(OpenHow { flags: 0, mode: 0, resolve: 0 });
-    on_enter(current_syscall(), dirfd, filename, how.flags, how.mode as u32);
+    // The syscall's own arguments, read from the saved user registers, so both
+    // attach modes report what the program passed: do_sys_openat2's `how` is a
+    // kernel copy with O_LARGEFILE forced in, unknown flag bits masked and the
+    // mode zeroed without O_CREAT.
+    let regs = user_regs();
+    match Syscall::from_x86_64_nr(reg(regs, REG_ORIG_AX)) {
+        Some(Syscall::Open) => on_enter(
+            Syscall::Open,
+            AT_FDCWD,
+            reg(regs, REG_DI),
+            reg(regs, REG_SI),
+            reg(regs, REG_DX) as u32,
+        ),
+        Some(Syscall::Openat) => on_enter(
+            Syscall::Openat,
+            reg(regs, REG_DI) as i32,
+            reg(regs, REG_SI),
+            reg(regs, REG_DX),
+            reg(regs, REG_R10) as u32,
+        ),
+        Some(Syscall::Openat2) => {
+            let how = unsafe { bpf_probe_read_user(reg(regs, REG_DX) as *const OpenHow) }
+                .unwrap_or(OpenHow { flags: 0, mode: 0, resolve: 0 });
+            on_enter(Syscall::Openat2, reg(regs, REG_DI) as i32, reg(regs, REG_SI), how.flags, how.mode as u32)
+        }
+        Some(Syscall::Creat) => {
+            on_enter(Syscall::Creat, AT_FDCWD, reg(regs, REG_DI), CREAT_FLAGS, reg(regs, REG_SI) as u32)
+        }
+        None => {
+            // Not one of the four x86_64 syscalls: take the function's own
+            // arguments (`how` is a kernel pointer here).
+            let how: u64 = ctx.arg(2);
+            let how = unsafe { bpf_probe_read_kernel(how as *const OpenHow) }
+                .unwrap_or(OpenHow { flags: 0, mode: 0, resolve: 0 });
+            on_enter(Syscall::Openat, ctx.arg::<u64>(0) as i32, ctx.arg(1), how.flags, how.mode as u32)
+        }
+    }
     0
 }
 
 #[fexit(function = "do_sys_openat2")]
 pub fn fexit_do_sys_openat2(ctx: FExitContext) -> u32 {
-    // The return type is `long` on some kernels and `int` on others (6.18):
-    // take 32 bits and sign-extend, which is right for both (fds and -errno fit).
+    // The return value follows the three arguments. Its type is `long` on some
+    // kernels (6.12) and `int` on others (6.18, 7.x), where the upper half of
+    // the register is garbage: take 32 bits and sign-extend, right for both
+    // (an fd or -errno always fits).
     let ret = ctx.arg::<u64>(3) as u32 as i32 as i64;
-    on_exit(current_syscall(), ret);
+    on_exit(current_syscall().unwrap_or(Syscall::Openat), ret);
     0
 }
 

@@ -4,7 +4,7 @@
 
 use std::{
     fmt,
-    os::fd::AsRawFd,
+    os::fd::{AsFd, AsRawFd},
     path::Path,
     time::Duration,
 };
@@ -109,6 +109,8 @@ pub struct Probe {
     mode: AttachMode,
     /// Why fentry was not used, when the preference was `auto` and it failed.
     fallback_reason: Option<String>,
+    /// Why `mode` was chosen, for the startup line.
+    mode_reason: String,
     /// Syscalls whose tracepoints the kernel lacks (openat2 before 5.6).
     missing_syscalls: Vec<Syscall>,
     /// Why the kernel cannot resolve relative paths' directories (no BTF offsets).
@@ -163,6 +165,7 @@ impl Probe {
             ebpf,
             mode: AttachMode::Tracepoint,
             fallback_reason: None,
+            mode_reason: String::new(),
             missing_syscalls: Vec::new(),
             kernel_dir_unavailable,
             kernel_offsets: config.offsets,
@@ -175,14 +178,22 @@ impl Probe {
             AttachPreference::Fentry => {
                 probe.attach_fentry().map_err(ProbeError::FentryUnavailable)?;
                 probe.mode = AttachMode::Fentry;
+                probe.mode_reason = "requested with --attach".into();
             }
-            AttachPreference::Tracepoint => probe.attach_tracepoints(&tracefs)?,
+            AttachPreference::Tracepoint => {
+                probe.attach_tracepoints(&tracefs)?;
+                probe.mode_reason = "requested with --attach".into();
+            }
             AttachPreference::Auto => match probe.attach_fentry() {
-                Ok(()) => probe.mode = AttachMode::Fentry,
+                Ok(()) => {
+                    probe.mode = AttachMode::Fentry;
+                    probe.mode_reason = format!("fentry/fexit on {COMMON_OPEN_FUNCTION} allowed");
+                }
                 Err(reason) => {
                     tracing::info!(%reason, "fentry/fexit unavailable, using syscall tracepoints");
-                    probe.fallback_reason = Some(reason);
                     probe.attach_tracepoints(&tracefs)?;
+                    probe.mode_reason = format!("fentry refused: {reason}");
+                    probe.fallback_reason = Some(reason);
                 }
             },
         }
@@ -247,6 +258,30 @@ impl Probe {
 
     pub fn attach_mode(&self) -> AttachMode {
         self.mode
+    }
+
+    /// One line for the startup log: the attach mode, the kernel and why this
+    /// mode, e.g. `mode=tracepoint kernel=6.18.44 reason="fentry refused: ..."`.
+    pub fn describe(&self) -> String {
+        let mut line = format!("mode={} kernel={} reason={:?}", self.mode, kernel_release(), self.mode_reason);
+        if !self.missing_syscalls.is_empty() {
+            let names: Vec<&str> = self.missing_syscalls.iter().map(|s| s.name()).collect();
+            line.push_str(&format!(" missing_syscalls={}", names.join(",")));
+        }
+        line
+    }
+
+    /// How many times the kernel skipped one of badfd's programs because that
+    /// program was already running on the CPU (`recursion_misses`, Linux 5.12+;
+    /// 0 before). fentry programs run preemptible: while one is preempted, the
+    /// same program does not run for other tasks on that CPU, so their opens are
+    /// neither counted nor streamed; this is how many.
+    pub fn missed_runs(&self) -> u64 {
+        self.ebpf
+            .programs()
+            .filter_map(|(_, program)| program.fd().ok())
+            .map(|fd| recursion_misses(fd.as_fd()))
+            .sum()
     }
 
     /// Why fentry was not used (auto mode only).
@@ -356,6 +391,41 @@ fn attach_tracepoint(ebpf: &mut Ebpf, program_name: &'static str, category: &str
     Ok(())
 }
 
+/// `recursion_misses` of a loaded program, from BPF_OBJ_GET_INFO_BY_FD; 0
+/// where the kernel does not report it.
+fn recursion_misses(fd: std::os::fd::BorrowedFd<'_>) -> u64 {
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    // Offset of `recursion_misses` in the UAPI `struct bpf_prog_info`.
+    const RECURSION_MISSES_OFFSET: usize = 208;
+    #[repr(C)]
+    struct InfoByFd {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    let mut info = [0u8; RECURSION_MISSES_OFFSET + 8];
+    let attr = InfoByFd { bpf_fd: fd.as_raw_fd() as u32, info_len: info.len() as u32, info: info.as_mut_ptr() as u64 };
+    // SAFETY: attr and the info buffer are valid for the sizes given.
+    let rc = unsafe {
+        libc::syscall(libc::SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, &attr as *const InfoByFd, std::mem::size_of::<InfoByFd>())
+    };
+    if rc != 0 {
+        return 0;
+    }
+    u64::from_ne_bytes(info[RECURSION_MISSES_OFFSET..].try_into().unwrap())
+}
+
+/// The running kernel's release (`uname -r`).
+pub fn kernel_release() -> String {
+    // SAFETY: uname fills the zeroed struct; release is NUL-terminated.
+    let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
+    if unsafe { libc::uname(&mut uts) } != 0 {
+        return "unknown".into();
+    }
+    let release = unsafe { std::ffi::CStr::from_ptr(uts.release.as_ptr()) };
+    release.to_string_lossy().into_owned()
+}
+
 /// A short description of a program error: the errno, and the last lines of
 /// the verifier's log (the full log is at debug level).
 fn describe_program_error(error: &aya::programs::ProgramError) -> String {
@@ -365,10 +435,15 @@ fn describe_program_error(error: &aya::programs::ProgramError) -> String {
             tracing::debug!(verifier_log = %log, "BPF_PROG_LOAD failed");
             let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
             let tail = lines[lines.len().saturating_sub(3)..].join(" | ");
-            if io_error.raw_os_error() == Some(libc::EPERM) {
-                format!("BPF_PROG_LOAD refused with EPERM (kernel lockdown, or missing CAP_BPF/CAP_PERFMON) {tail}")
+            let tail = if tail.is_empty() { tail } else { format!(": {tail}") };
+            // "invalid func" when the helper's id is past the kernel's last one.
+            if let Some(unknown) = lines.iter().find(|l| l.contains("unknown func") || l.contains("invalid func")) {
+                // e.g. bpf_task_pt_regs, which fentry mode needs, came in 5.15.
+                format!("BPF_PROG_LOAD failed: the kernel lacks a BPF helper ({}); fentry mode needs Linux 5.15+", unknown.trim())
+            } else if io_error.raw_os_error() == Some(libc::EPERM) {
+                format!("BPF_PROG_LOAD refused with EPERM (kernel lockdown, or missing CAP_BPF/CAP_PERFMON){tail}")
             } else {
-                format!("BPF_PROG_LOAD failed: {io_error}: {tail}")
+                format!("BPF_PROG_LOAD failed: {io_error}{tail}")
             }
         }
         other => other.to_string(),

@@ -369,7 +369,7 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
     session.refresh_width();
 
     let mut probe = Probe::load(&options)?;
-    tracing::debug!(mode = %probe.attach_mode(), "attached");
+    tracing::info!("attached {}", probe.describe());
     let mut events = probe.take_events()?.into_async()?;
     let started = Instant::now();
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);

@@ -1,0 +1,313 @@
+#!/usr/bin/env bash
+# The kernel matrix: runs badfd's kernel tests inside qemu on other Debian
+# kernels, in every attach mode each allows, and on the host kernel, then prints
+# a table (kernel, attach mode, tests passed/failed) and fails if any row failed.
+#
+#   tests/vm/run.sh                    every kernel in tests/vm/kernels, and the host
+#   tests/vm/run.sh 5.10 7.3           only these (names from tests/vm/kernels)
+#   tests/vm/run.sh --list-available   the cloud kernels the apt suites offer now
+#
+# Environment:
+#   BADFD_VM_KERNELS   kernel names to run when none are given ("all", the default,
+#                      or e.g. "5.10 7.3"; "none" runs the host row only)
+#   BADFD_VM_HOST      1 (default) adds the host kernel's row; 0 leaves it out
+#   BADFD_VM_TESTS     test binaries of the badfd-tests crate to run (default: kernel)
+#   BADFD_VM_CACHE     where kernels and apt state are cached (/var/cache/badfd-kernels)
+#   BADFD_VM_TIMEOUT   seconds a VM may run before it counts as failed (default 900)
+#   BADFD_VM_ACCEL     kvm, tcg or auto (default: KVM only where it can run a stock kernel)
+#
+# Kernels are Debian packages fetched with apt through a private configuration
+# (its own sources list, lists and cache under $BADFD_VM_CACHE/apt) and unpacked
+# with dpkg -x, never installed; the system's apt sources are left alone. Only
+# the vmlinuz of each is kept. Needs root (for the host row and the apt cache),
+# qemu-system-x86, busybox-static and cpio (scripts/setup.sh --test installs them).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+KERNELS_FILE=$ROOT/tests/vm/kernels
+CACHE=${BADFD_VM_CACHE:-/var/cache/badfd-kernels}
+TIMEOUT=${BADFD_VM_TIMEOUT:-900}
+TESTS=${BADFD_VM_TESTS:-kernel}
+TARGET=x86_64-unknown-linux-musl
+LOG_DIR=$ROOT/target/vm-logs
+export PATH="$HOME/.cargo/bin:$PATH"
+
+say() { printf 'vm: %s\n' "$*" >&2; }
+die() { say "$*"; exit 2; }
+
+# --- the kernel table ---------------------------------------------------------
+# Fills NAMES, and SUITE/PACKAGE/MODES by name.
+declare -a NAMES=()
+declare -A SUITE=() PACKAGE=() MODES=()
+while read -r name suite package modes; do
+    [[ -z "$name" || "$name" == \#* ]] && continue
+    NAMES+=("$name")
+    SUITE[$name]=$suite
+    PACKAGE[$name]=$package
+    MODES[$name]=$modes
+done <"$KERNELS_FILE"
+
+# --- private apt ----------------------------------------------------------------
+APT_DIR=$CACHE/apt
+apt_ready=0
+private_apt() {
+    (( apt_ready )) && return 0
+    mkdir -p "$APT_DIR"/{etc,lists/partial,archives/partial,cache}
+    local suites
+    suites=$(printf '%s\n' "${SUITE[@]}" | sort -u)
+    {
+        for s in $suites; do
+            echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian $s main"
+        done
+    } >"$APT_DIR/etc/sources.list.new"
+    cat >"$APT_DIR/etc/apt.conf" <<EOF
+Dir::Etc::SourceList "$APT_DIR/etc/sources.list";
+Dir::Etc::SourceParts "/nonexistent";
+Dir::State::Lists "$APT_DIR/lists";
+Dir::Cache "$APT_DIR/cache";
+Dir::Cache::Archives "$APT_DIR/archives";
+APT::Architecture "amd64";
+APT::Sandbox::User "root";
+Acquire::Languages "none";
+Acquire::IndexTargets::deb::DEP-11::DefaultEnabled "false";
+Acquire::IndexTargets::deb::DEP-11-icons::DefaultEnabled "false";
+Acquire::IndexTargets::deb::DEP-11-icons-small::DefaultEnabled "false";
+EOF
+    export APT_CONFIG=$APT_DIR/etc/apt.conf
+    # Refresh the lists when the suites changed or they are a day old.
+    if ! cmp -s "$APT_DIR/etc/sources.list.new" "$APT_DIR/etc/sources.list" \
+        || [[ -z $(find "$APT_DIR/lists" -maxdepth 1 -name '*_Packages*' -mmin -1440 -print -quit) ]]; then
+        mv "$APT_DIR/etc/sources.list.new" "$APT_DIR/etc/sources.list"
+        say "updating the private apt lists ($(echo $suites))"
+        apt-get update -qq || die "apt-get update failed for the private sources in $APT_DIR/etc/sources.list"
+    fi
+    apt_ready=1
+}
+
+if [[ "${1:-}" == "--list-available" ]]; then
+    private_apt
+    apt-cache search --names-only '^linux-(image|binary-unsigned)-[0-9].*-cloud-amd64' | grep -v -- '-dbg' | sort -V
+    exit 0
+fi
+
+# Prints the path of the cached vmlinuz of kernel $1, fetching it if needed.
+kernel_image() {
+    local name=$1 package=${PACKAGE[$1]}
+    local dir=$CACHE/kernels/$package
+    if [[ ! -s $dir/vmlinuz ]]; then
+        private_apt
+        local work
+        work=$(mktemp -d)
+        say "downloading $package (${SUITE[$name]})"
+        (cd "$work" && apt-get download -q "$package" >&2) \
+            || die "cannot download $package: pick a version that exists (tests/vm/run.sh --list-available) and update $KERNELS_FILE"
+        dpkg -x "$work"/*.deb "$work/root"
+        local image
+        image=$(find "$work/root/boot" "$work/root/usr/lib/modules" -name 'vmlinuz*' -type f 2>/dev/null | head -n1)
+        [[ -n "$image" ]] || die "$package holds no vmlinuz"
+        mkdir -p "$dir"
+        cp "$image" "$dir/vmlinuz.tmp" && mv "$dir/vmlinuz.tmp" "$dir/vmlinuz"
+        rm -rf "$work"
+    fi
+    echo "$dir/vmlinuz"
+}
+
+# --- what to run ------------------------------------------------------------------
+declare -a selected=()
+if (( $# )); then
+    selected=("$@")
+else
+    case "${BADFD_VM_KERNELS:-all}" in
+        all) selected=("${NAMES[@]}") ;;
+        none) selected=() ;;
+        *) read -r -a selected <<<"$BADFD_VM_KERNELS" ;;
+    esac
+fi
+for name in "${selected[@]}"; do
+    [[ -n "${PACKAGE[$name]:-}" ]] || die "unknown kernel '$name'; known: ${NAMES[*]} (see $KERNELS_FILE)"
+done
+run_host=${BADFD_VM_HOST:-1}
+
+for tool in qemu-system-x86_64 busybox cpio strip; do
+    command -v "$tool" >/dev/null || die "$tool is missing: run scripts/setup.sh --test"
+done
+[[ $(id -u) -eq 0 ]] || die "run as root (the host row loads BPF; the kernel cache is in $CACHE)"
+
+# --- static test binaries -----------------------------------------------------------
+if ! rustup target list --installed | grep -qx "$TARGET"; then
+    say "adding the Rust target $TARGET"
+    rustup target add "$TARGET" >&2
+fi
+say "building the kernel tests for $TARGET"
+build_log=$(mktemp)
+if ! cargo test -p badfd-tests --no-run --target "$TARGET" 2>"$build_log"; then
+    cat "$build_log" >&2
+    die "the static build of the kernel tests failed"
+fi
+declare -A TEST_BIN=()
+for t in $TESTS; do
+    bin=$(sed -n "s|^ *Executable tests/$t\.rs (\(.*\))\$|\1|p" "$build_log" | tail -n1)
+    [[ -n "$bin" ]] || die "no test binary tests/$t.rs in the badfd-tests crate"
+    TEST_BIN[$t]=$ROOT/$bin
+done
+rm -f "$build_log"
+# The badfd binary too: a kernel test runs it (its one-line error without capabilities).
+cargo build -p badfd --bin badfd --target "$TARGET" >&2 || die "the static build of badfd failed"
+BADFD_BIN=$ROOT/target/$TARGET/debug/badfd
+WORKLOAD=$ROOT/target/$TARGET/debug/workload
+[[ -x $WORKLOAD ]] || die "the workload was not built at $WORKLOAD"
+
+# --- the initramfs ---------------------------------------------------------------------
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+initramfs=$work/initramfs.cpio
+(
+    stage=$work/stage
+    mkdir -p "$stage"/{bin,dev,proc,sys,tmp,badfd/tests}
+    cp "$(command -v busybox)" "$stage/bin/busybox"
+    ldd "$stage/bin/busybox" >/dev/null 2>&1 && die "$(command -v busybox) is not static: install busybox-static"
+    for t in "${!TEST_BIN[@]}"; do
+        strip -o "$stage/badfd/tests/$t" "${TEST_BIN[$t]}"
+    done
+    strip -o "$stage/badfd/workload" "$WORKLOAD"
+    strip -o "$stage/badfd/badfd" "$BADFD_BIN"
+    cat >"$stage/init" <<'EOF'
+#!/bin/busybox sh
+# badfd's kernel matrix: mount what the kernel tests need, run them in every
+# attach mode named on the kernel command line (badfd.modes=a,b), print result
+# markers on the console and power off.
+/bin/busybox --install -s /bin
+export PATH=/bin HOME=/ TMPDIR=/tmp RUST_BACKTRACE=1 BADFD_WORKLOAD=/badfd/workload
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tracefs tracefs /sys/kernel/tracing
+mount -t securityfs securityfs /sys/kernel/security
+mount -t bpf bpf /sys/fs/bpf
+mount -t cgroup2 cgroup2 /sys/fs/cgroup
+mount -t tmpfs tmpfs /tmp
+modes=$(sed -n 's/.*badfd\.modes=\([^ ]*\).*/\1/p' /proc/cmdline)
+echo
+echo "BADFD-VM-KERNEL release=$(uname -r) lockdown=$(cat /sys/kernel/security/lockdown 2>/dev/null | tr ' ' ,)"
+for mode in $(echo "$modes" | tr , ' '); do
+    for t in /badfd/tests/*; do
+        echo "BADFD-VM-BEGIN mode=$mode test=${t##*/}"
+        BADFD_TEST_ATTACH=$mode "$t" --test-threads=1 --show-output 2>&1
+        echo "BADFD-VM-END mode=$mode test=${t##*/} exit=$?"
+    done
+done
+poweroff -f
+EOF
+    chmod +x "$stage/init"
+    cd "$stage" && find . | cpio -o -H newc --quiet >"$initramfs"
+)
+say "initramfs: $(du -h "$initramfs" | cut -f1)"
+
+# --- accelerator -------------------------------------------------------------------------
+# /dev/kvm can be a paravirtual backend (kvm_pvm) that cannot run stock kernels.
+accel=${BADFD_VM_ACCEL:-auto}
+if [[ $accel == auto ]]; then
+    accel=tcg
+    if [[ -r /dev/kvm && -w /dev/kvm && ! -d /sys/module/kvm_pvm ]] \
+        && { [[ -d /sys/module/kvm_intel ]] || [[ -d /sys/module/kvm_amd ]]; }; then
+        accel=kvm
+    fi
+fi
+case $accel in
+    kvm) qemu_accel=(-accel kvm -cpu host) ;;
+    # Single-threaded TCG: multi-threaded TCG double-faults stock kernels on
+    # cmpxchg16b on some hosts (seen on this project's CI machines); two vCPUs
+    # still run, interleaved, so per-CPU maps are summed over more than one CPU.
+    tcg) qemu_accel=(-accel tcg,thread=single -cpu max) ;;
+    *) die "BADFD_VM_ACCEL=$accel: expected kvm, tcg or auto" ;;
+esac
+
+# --- results ---------------------------------------------------------------------------------
+mkdir -p "$LOG_DIR"
+rm -f "$LOG_DIR"/*.log "$LOG_DIR"/*.log.boot-failure-*
+declare -a rows=()
+failed_rows=0
+
+# Appends one row per mode and test from a log with BADFD-VM markers.
+collect() {
+    local label=$1 log=$2 modes=$3 release
+    release=$(sed -n 's/.*BADFD-VM-KERNEL release=\([^ ]*\).*/\1/p' "$log" | head -n1)
+    [[ -n "$release" ]] || release="$label (did not boot)"
+    for mode in ${modes//,/ }; do
+        for t in $TESTS; do
+            local section passed failed ignored rc status reruns
+            # Markers may follow console noise on their line, never precede it.
+            section=$(awk -v b="BADFD-VM-BEGIN mode=$mode test=$t" -v e="BADFD-VM-END mode=$mode test=$t exit=" \
+                'substr($0, length($0) - length(b) + 1) == b {on = 1; next} index($0, e) {print; on = 0} on' "$log")
+            rc=$(sed -n 's/.*BADFD-VM-END .* exit=\([0-9]*\)$/\1/p' <<<"$section")
+            read -r passed failed ignored < <(sed -n \
+                's/^test result: [a-zA-Z]*\. \([0-9]*\) passed; \([0-9]*\) failed; \([0-9]*\) ignored.*/\1 \2 \3/p' \
+                <<<"$section" | tail -n1) || true
+            passed=${passed:--} failed=${failed:--} ignored=${ignored:--}
+            if [[ -z "$rc" ]]; then
+                status="FAIL (no result: timeout or crash)"
+            elif [[ "$rc" != 0 || "$failed" != 0 || "$passed" == - || "$passed" == 0 || "$ignored" != 0 ]]; then
+                status="FAIL (exit $rc)"
+            else
+                status=ok
+                reruns=$(grep -c 'running it again' <<<"$section" || true)
+                (( reruns == 0 )) || status="ok ($reruns workload rerun(s) after kernel-counted program skips)"
+            fi
+            [[ $status == ok* ]] || failed_rows=$((failed_rows + 1))
+            rows+=("$release|$mode|$t|$passed|$failed|$status|$log")
+        done
+    done
+}
+
+started=$(date +%s)
+if [[ $run_host == 1 ]]; then
+    log=$LOG_DIR/host.log
+    say "host kernel $(uname -r): mode auto"
+    {
+        echo "BADFD-VM-KERNEL release=$(uname -r)"
+        for t in $TESTS; do
+            echo "BADFD-VM-BEGIN mode=auto test=$t"
+            set +e
+            BADFD_TEST_ATTACH=auto BADFD_WORKLOAD=$WORKLOAD "${TEST_BIN[$t]}" --test-threads=1 --show-output 2>&1
+            echo "BADFD-VM-END mode=auto test=$t exit=$?"
+            set -e
+        done
+    } >"$log"
+    collect host "$log" auto
+fi
+
+for name in "${selected[@]}"; do
+    vmlinuz=$(kernel_image "$name")
+    log=$LOG_DIR/$name.log
+    say "kernel $name ($accel): modes ${MODES[$name]}; console log in ${log#"$ROOT"/}"
+    t0=$(date +%s)
+    # A kernel that crashes before it reaches /init is emulation trouble (TCG
+    # on this project's CI machines now and then corrupts early boot), not a
+    # badfd result: boot it again, at most twice, and say so. Anything from
+    # /init on counts as it is.
+    for attempt in 1 2 3; do
+        set +e
+        timeout -k 10 "$TIMEOUT" qemu-system-x86_64 "${qemu_accel[@]}" -m 1G -smp 2 \
+            -kernel "$vmlinuz" -initrd "$initramfs" \
+            -append "console=ttyS0 panic=-1 quiet badfd.modes=${MODES[$name]}" \
+            -nographic -no-reboot -nodefaults -serial stdio -monitor none </dev/null 2>&1 | tr -d '\r' >"$log"
+        set -e
+        grep -aq 'BADFD-VM-KERNEL release=' "$log" && break
+        cp "$log" "$log.boot-failure-$attempt"
+        say "kernel $name crashed before /init (attempt $attempt; log in ${log#"$ROOT"/}.boot-failure-$attempt)"
+    done
+    say "kernel $name: $(( $(date +%s) - t0 )) s"
+    collect "$name" "$log" "${MODES[$name]}"
+done
+
+# --- the table ---------------------------------------------------------------------------------
+printf '\n%-34s %-11s %-8s %7s %7s  %s\n' kernel "attach" test passed failed result
+for row in "${rows[@]}"; do
+    IFS='|' read -r release mode t passed failed status log <<<"$row"
+    printf '%-34s %-11s %-8s %7s %7s  %s\n' "$release" "$mode" "$t" "$passed" "$failed" "$status"
+done
+say "matrix took $(( $(date +%s) - started )) s (accelerator: $accel)"
+if (( failed_rows )); then
+    say "$failed_rows row(s) failed; the console logs are in ${LOG_DIR#"$ROOT"/}"
+    exit 1
+fi
