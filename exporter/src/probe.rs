@@ -15,7 +15,8 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
 };
 use exporter_common::{
-    Config, Counters, Syscall, MAP_CONFIG, MAP_COUNTERS, MAP_EVENTS, MAP_INFLIGHT, MAP_TRACKED,
+    Config, Counters, Syscall, CGROUP_FILTER_IGNORE, CGROUP_FILTER_OFF, CGROUP_FILTER_WATCH,
+    MAP_CGROUP_FILTER, MAP_CONFIG, MAP_COUNTERS, MAP_EVENTS, MAP_INFLIGHT, MAP_TRACKED,
 };
 use tokio::io::unix::AsyncFd;
 
@@ -60,6 +61,28 @@ pub enum AttachPreference {
     Auto,
     Fentry,
     Tracepoint,
+}
+
+/// How the kernel applies the cgroup filter map (`Probe::add_cgroup`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CgroupFilterMode {
+    /// The map is not consulted: every cgroup is streamed.
+    #[default]
+    Off,
+    /// Only tasks in a listed cgroup or below one are streamed.
+    Watch,
+    /// Tasks in a listed cgroup or below one are not streamed.
+    Ignore,
+}
+
+impl CgroupFilterMode {
+    pub fn to_kernel(self) -> u32 {
+        match self {
+            CgroupFilterMode::Off => CGROUP_FILTER_OFF,
+            CgroupFilterMode::Watch => CGROUP_FILTER_WATCH,
+            CgroupFilterMode::Ignore => CGROUP_FILTER_IGNORE,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -152,7 +175,9 @@ impl Probe {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "relative paths will be resolved from /proc, not in the kernel");
-                config.offsets = exporter_common::KernelOffsets::NONE;
+                // The mount namespace number needs only three of them.
+                config.offsets = crate::btf_offsets::running_mnt_ns_offsets()
+                    .unwrap_or(exporter_common::KernelOffsets::NONE);
                 Some(e.to_string())
             }
         };
@@ -328,6 +353,56 @@ impl Probe {
         let map = self.ebpf.map_mut(MAP_TRACKED).ok_or(ProbeError::MapMissing(MAP_TRACKED))?;
         let mut hash: HashMap<_, u32, u8> = HashMap::try_from(map).map_err(|e| ProbeError::Map(MAP_TRACKED, e))?;
         hash.insert(pid, 1, 0).map_err(|e| ProbeError::Map(MAP_TRACKED, e))
+    }
+
+    /// How the kernel uses the cgroup filter map, from its next exit on: off,
+    /// stream only listed cgroups (and below), or none of them.
+    pub fn set_cgroup_filter_mode(&mut self, mode: CgroupFilterMode) -> Result<(), ProbeError> {
+        let mut config = self.config;
+        config.cgroup_filter = mode.to_kernel();
+        self.set_config(config)
+    }
+
+    /// Adds a cgroup (v2 id, the inode number of its directory) and its subtree
+    /// to the cgroup filter.
+    pub fn add_cgroup(&mut self, cgroup_id: u64) -> Result<(), ProbeError> {
+        let map = self.ebpf.map_mut(MAP_CGROUP_FILTER).ok_or(ProbeError::MapMissing(MAP_CGROUP_FILTER))?;
+        let mut hash: HashMap<_, u64, u8> =
+            HashMap::try_from(map).map_err(|e| ProbeError::Map(MAP_CGROUP_FILTER, e))?;
+        hash.insert(cgroup_id, 1, 0).map_err(|e| ProbeError::Map(MAP_CGROUP_FILTER, e))
+    }
+
+    /// Adds the cgroup v2 directory `dir` (e.g. `/sys/fs/cgroup/system.slice/docker-<id>.scope`);
+    /// returns its id.
+    pub fn add_cgroup_path(&mut self, dir: &Path) -> Result<u64, ProbeError> {
+        let id = crate::containers::cgroup_id_of_dir(dir)?;
+        self.add_cgroup(id)?;
+        Ok(id)
+    }
+
+    /// Removes a cgroup from the filter; `false` if it was not in it.
+    pub fn remove_cgroup(&mut self, cgroup_id: u64) -> Result<bool, ProbeError> {
+        let map = self.ebpf.map_mut(MAP_CGROUP_FILTER).ok_or(ProbeError::MapMissing(MAP_CGROUP_FILTER))?;
+        let mut hash: HashMap<_, u64, u8> =
+            HashMap::try_from(map).map_err(|e| ProbeError::Map(MAP_CGROUP_FILTER, e))?;
+        match hash.remove(&cgroup_id) {
+            Ok(()) => Ok(true),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(false),
+            Err(e) => Err(ProbeError::Map(MAP_CGROUP_FILTER, e)),
+        }
+    }
+
+    /// Removes the cgroup v2 directory `dir` from the filter; `false` if it was not in it.
+    pub fn remove_cgroup_path(&mut self, dir: &Path) -> Result<bool, ProbeError> {
+        let id = crate::containers::cgroup_id_of_dir(dir)?;
+        self.remove_cgroup(id)
+    }
+
+    /// The cgroup ids in the filter.
+    pub fn cgroups(&self) -> Result<Vec<u64>, ProbeError> {
+        let map = self.ebpf.map(MAP_CGROUP_FILTER).ok_or(ProbeError::MapMissing(MAP_CGROUP_FILTER))?;
+        let hash: HashMap<_, u64, u8> = HashMap::try_from(map).map_err(|e| ProbeError::Map(MAP_CGROUP_FILTER, e))?;
+        hash.keys().map(|k| k.map_err(|e| ProbeError::Map(MAP_CGROUP_FILTER, e))).collect()
     }
 
     /// Takes the event ring buffer; call once.

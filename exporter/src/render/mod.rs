@@ -195,6 +195,7 @@ pub(crate) mod tests {
                 comm: *b"cat\0\0\0\0\0\0\0\0\0\0\0\0\0",
                 path: path.to_vec(),
                 kernel_dir: Default::default(),
+                mnt_ns: 0,
             },
             resolved: ResolvedPath { path: path.to_vec(), how: Resolution::Absolute },
             wall_ns: 1_700_000_000_123_456_789,
