@@ -59,3 +59,19 @@ fi
 if [[ ! -e /sys/kernel/security/lockdown ]] && [[ -d /sys/kernel/security ]]; then
     mount -t securityfs securityfs /sys/kernel/security 2>/dev/null || true
 fi
+
+# --- Python tools for the tests ---------------------------------------------
+# kubernetes-validate checks deploy/kubernetes/*.yaml against the API schemas
+# (offline; helm and kubeconform are not to be had here).
+if (( want_test_tools )); then
+    VENV=/opt/badfd-venv
+    if [[ ! -x "$VENV/bin/python" ]]; then
+        say "creating the Python venv $VENV"
+        command -v python3 >/dev/null || apt-get install -y -qq --no-install-recommends python3 python3-venv >/dev/null
+        python3 -m venv "$VENV" || { apt-get install -y -qq --no-install-recommends python3-venv >/dev/null && python3 -m venv "$VENV"; }
+    fi
+    if [[ ! -x "$VENV/bin/kubernetes-validate" ]]; then
+        say "installing kubernetes-validate into $VENV"
+        "$VENV/bin/pip" install -q kubernetes-validate
+    fi
+fi

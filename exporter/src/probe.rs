@@ -388,6 +388,8 @@ impl Probe {
         match hash.remove(&cgroup_id) {
             Ok(()) => Ok(true),
             Err(aya::maps::MapError::KeyNotFound) => Ok(false),
+            // aya reports a delete of a missing key as the syscall's ENOENT.
+            Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(false),
             Err(e) => Err(ProbeError::Map(MAP_CGROUP_FILTER, e)),
         }
     }
