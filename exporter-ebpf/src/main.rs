@@ -56,6 +56,14 @@ static TRACKED: HashMap<u32, u8> = HashMap::with_max_entries(TRACKED_CAPACITY, 0
 #[map]
 static CGROUP_FILTER: HashMap<u64, u8> = HashMap::with_max_entries(CGROUP_FILTER_CAPACITY, 0);
 
+/// Set (to 1) by userspace at load where tracing programs may call
+/// `bpf_get_current_ancestor_cgroup_id` (not on older kernels, 5.10 among
+/// them). A frozen read-only global: the verifier sees its value and drops the
+/// ancestor walk as dead code where it is 0, so the program loads everywhere
+/// (the filter then matches a task's own cgroup only).
+#[unsafe(no_mangle)]
+static CGROUP_ANCESTORS: u8 = 0;
+
 /// Per-CPU space an event is assembled in (too large for the 512-byte stack).
 #[map]
 static SCRATCH: PerCpuArray<EventBuffer> = PerCpuArray::with_max_entries(1, 0);
@@ -207,8 +215,10 @@ fn cgroup_excluded(mode: u32) -> bool {
     }
     let mut listed = unsafe { CGROUP_FILTER.get(&bpf_get_current_cgroup_id()) }.is_some();
     // Ancestors from the root down; 0 past the task's own level.
+    // SAFETY: a plain byte; volatile so that the read is not folded at build time.
+    let ancestors = unsafe { core::ptr::read_volatile(&CGROUP_ANCESTORS) } != 0;
     let mut level = 0;
-    while !listed && level < CGROUP_FILTER_MAX_DEPTH {
+    while ancestors && !listed && level < CGROUP_FILTER_MAX_DEPTH {
         let id = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) };
         if id == 0 {
             break;

@@ -160,8 +160,13 @@ impl Probe {
         raise_memlock_limit();
 
         let ringbuf_bytes = ringbuf_size(options.ringbuf_bytes);
+        let cgroup_ancestors = ancestor_cgroup_helper_available();
+        if !cgroup_ancestors {
+            tracing::info!("this kernel does not let tracing programs see a task's ancestor cgroups: the cgroup filter matches each task's own cgroup only");
+        }
         let ebpf = EbpfLoader::new()
             .map_max_entries(MAP_EVENTS, ringbuf_bytes)
+            .override_global("CGROUP_ANCESTORS", &(cgroup_ancestors as u8), true)
             .load(EBPF_OBJECT)
             .map_err(ProbeError::Load)?;
 
@@ -413,6 +418,59 @@ impl Probe {
         let ring = RingBuf::try_from(map).map_err(|e| ProbeError::Map(MAP_EVENTS, e))?;
         Ok(EventReader { ring })
     }
+}
+
+/// Whether this kernel lets a tracepoint program call
+/// `bpf_get_current_ancestor_cgroup_id` (older kernels allow it only to other
+/// program types): loads a four-instruction program that calls it.
+pub fn ancestor_cgroup_helper_available() -> bool {
+    const BPF_PROG_LOAD: libc::c_long = 5;
+    const BPF_PROG_TYPE_TRACEPOINT: u32 = 5;
+    const BPF_FUNC_GET_CURRENT_ANCESTOR_CGROUP_ID: i32 = 123;
+    // struct bpf_insn: code, dst_reg:4 | src_reg:4, off, imm.
+    #[repr(C)]
+    struct Insn(u8, u8, i16, i32);
+    let insns = [
+        Insn(0xb7, 1, 0, 0),                                       // r1 = 0 (the root's level)
+        Insn(0x85, 0, 0, BPF_FUNC_GET_CURRENT_ANCESTOR_CGROUP_ID), // call
+        Insn(0xb7, 0, 0, 0),                                       // r0 = 0
+        Insn(0x95, 0, 0, 0),                                       // exit
+    ];
+    // The first fields of union bpf_attr for BPF_PROG_LOAD; the rest zero.
+    #[repr(C)]
+    struct ProgLoad {
+        prog_type: u32,
+        insn_cnt: u32,
+        insns: u64,
+        license: u64,
+        log_level: u32,
+        log_size: u32,
+        log_buf: u64,
+        kern_version: u32,
+        prog_flags: u32,
+        _rest: [u64; 12],
+    }
+    let license = c"GPL";
+    let attr = ProgLoad {
+        prog_type: BPF_PROG_TYPE_TRACEPOINT,
+        insn_cnt: insns.len() as u32,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        log_level: 0,
+        log_size: 0,
+        log_buf: 0,
+        kern_version: 0,
+        prog_flags: 0,
+        _rest: [0; 12],
+    };
+    // SAFETY: a valid bpf_attr prefix of the size given; the kernel copies it.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_LOAD, &attr as *const ProgLoad, std::mem::size_of::<ProgLoad>()) };
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: our own new descriptor.
+    unsafe { libc::close(fd as i32) };
+    true
 }
 
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, aya::programs::ProgramError>

@@ -122,10 +122,13 @@ impl Default for ContainersOptions {
     }
 }
 
+/// `/proc/PID/cgroup` answers by pid: when read, the owner, the v1 path.
+type ByPid = LruCache<u32, (Instant, CgroupOwner, String)>;
+
 /// Cgroup id (or event) to [`ContainerInfo`], safe to share between threads.
 pub struct Containers {
     paths: Option<Mutex<CgroupPaths>>,
-    by_pid: Option<Mutex<LruCache<u32, (Instant, CgroupOwner, String)>>>,
+    by_pid: Option<Mutex<ByPid>>,
     proc_ttl: Duration,
     pods: Option<Arc<RwLock<PodCache>>>,
     node_name: Option<String>,
