@@ -99,7 +99,21 @@ pub struct Config {
     /// Stream only tasks whose `comm` is exactly this (NUL-padded, at most 15
     /// bytes, as the kernel truncates it); all zeros for all.
     pub filter_comm: [u8; TASK_COMM_LEN],
+    /// `CGROUP_FILTER_*`: how the `CGROUP_FILTER` map of cgroup ids is used.
+    pub cgroup_filter: u32,
+    pub _pad2: u32,
 }
+
+/// The `CGROUP_FILTER` map is not consulted.
+pub const CGROUP_FILTER_OFF: u32 = 0;
+/// Stream only tasks in a listed cgroup or below one (a listed pod slice
+/// covers its containers).
+pub const CGROUP_FILTER_WATCH: u32 = 1;
+/// Stream no task in a listed cgroup or below one.
+pub const CGROUP_FILTER_IGNORE: u32 = 2;
+/// Cgroup levels the kernel checks against `CGROUP_FILTER`, from the root down
+/// (kubelet's deepest container scope is at level 4 or 5).
+pub const CGROUP_FILTER_MAX_DEPTH: u32 = 16;
 
 /// Byte offsets of the kernel struct members the eBPF program reads to find the
 /// directory a relative path is resolved against (aya-ebpf emits no CO-RE
@@ -147,6 +161,15 @@ pub struct KernelOffsets {
     /// `mount.mnt_ns` (`struct mnt_namespace *`; NULL once lazily unmounted).
     pub mount_ns: u32,
     pub _pad: u32,
+    /// Nonzero when the three mount namespace offsets below were found (they
+    /// are independent of the directory walk's `valid`).
+    pub mnt_ns_valid: u32,
+    /// `task_struct.nsproxy` (`struct nsproxy *`).
+    pub task_nsproxy: u32,
+    /// `nsproxy.mnt_ns` (`struct mnt_namespace *`).
+    pub nsproxy_mnt_ns: u32,
+    /// `mnt_namespace.ns.inum` (`unsigned int`): the number `/proc/PID/ns/mnt` shows.
+    pub mnt_ns_inum: u32,
 }
 
 impl KernelOffsets {
@@ -172,6 +195,10 @@ impl KernelOffsets {
         vfsmount_root: 0,
         mount_ns: 0,
         _pad: 0,
+        mnt_ns_valid: 0,
+        task_nsproxy: 0,
+        nsproxy_mnt_ns: 0,
+        mnt_ns_inum: 0,
     };
 }
 
@@ -186,6 +213,8 @@ impl Config {
         _pad: 0,
         offsets: KernelOffsets::NONE,
         filter_comm: [0; TASK_COMM_LEN],
+        cgroup_filter: CGROUP_FILTER_OFF,
+        _pad2: 0,
     };
 }
 
@@ -269,6 +298,10 @@ pub struct EventHeader {
     /// `DIR_*`: whether the kernel resolved the directory of a relative path.
     pub dir_status: u8,
     pub _reserved2: [u8; 5],
+    /// Inode number of the task's mount namespace (as `/proc/PID/ns/mnt` shows
+    /// it); 0 when the kernel has no offsets for it or the read failed.
+    pub mnt_ns: u32,
+    pub _reserved3: u32,
 }
 
 /// The path is absolute, or the kernel has no offsets: no directory was looked up.
@@ -395,7 +428,7 @@ impl Loss {
 pub enum Stream {
     /// Anomalies written to the ring buffer.
     Submitted = 0,
-    /// Anomalies not streamed because a filter (pid, uid, comm, tracked set) excluded them.
+    /// Anomalies not streamed because a filter (pid, uid, comm, tracked set, cgroup) excluded them.
     Filtered = 1,
     /// Slow successful opens not streamed because of `CONFIG_FAILURES_ONLY`.
     SlowNotStreamed = 2,
@@ -495,9 +528,12 @@ pub const MAP_EVENTS: &str = "EVENTS";
 pub const MAP_INFLIGHT: &str = "INFLIGHT";
 pub const MAP_TRACKED: &str = "TRACKED";
 pub const MAP_DIR_SCRATCH: &str = "DIR_SCRATCH";
+pub const MAP_CGROUP_FILTER: &str = "CGROUP_FILTER";
 
 /// Capacity of `TRACKED`: processes followed by `badfd trace -- command`.
 pub const TRACKED_CAPACITY: u32 = 16384;
+/// Capacity of `CGROUP_FILTER`: cgroups (with their subtrees) watched or ignored.
+pub const CGROUP_FILTER_CAPACITY: u32 = 4096;
 /// Default ring buffer size (bytes, a power of two); userspace may resize it at load.
 pub const DEFAULT_RINGBUF_BYTES: u32 = 8 * 1024 * 1024;
 
@@ -533,12 +569,12 @@ mod tests {
 
     #[test]
     fn layouts_are_stable() {
-        assert_eq!(EVENT_HEADER_SIZE, 96);
+        assert_eq!(EVENT_HEADER_SIZE, 104);
         assert_eq!(EVENT_HEADER_SIZE % 8, 0);
         assert_eq!(core::mem::size_of::<Inflight>(), 40);
         assert!(INFLIGHT_SLOTS.is_power_of_two());
-        assert_eq!(core::mem::size_of::<Config>(), 128);
-        assert_eq!(core::mem::size_of::<KernelOffsets>(), 80);
+        assert_eq!(core::mem::size_of::<Config>(), 152);
+        assert_eq!(core::mem::size_of::<KernelOffsets>(), 96);
         assert!(Loss::ALL.len() <= LOSS_COUNT);
         // Per-CPU scratch buffers too.
         assert!(core::mem::size_of::<EventBuffer>() <= 32 * 1024);

@@ -13,7 +13,8 @@ use aya_ebpf::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
         bpf_probe_read_kernel, bpf_probe_read_user,
         generated::{
-            bpf_get_current_cgroup_id, bpf_get_current_task, bpf_get_current_task_btf,
+            bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_task,
+            bpf_get_current_task_btf,
             bpf_ktime_get_ns, bpf_probe_read_kernel as probe_read_kernel_raw,
             bpf_probe_read_user_str, bpf_task_pt_regs,
         },
@@ -24,7 +25,8 @@ use aya_ebpf::{
 };
 use exporter_common::{
     Config, Counters, DirBuffer, EventBuffer, Inflight, KernelOffsets, Loss, Stream, Syscall,
-    AT_FDCWD, CONFIG_FAILURES_ONLY, CONFIG_TRACKED_ONLY, DEFAULT_RINGBUF_BYTES, DIR_BAD_FD,
+    AT_FDCWD, CGROUP_FILTER_CAPACITY, CGROUP_FILTER_IGNORE, CGROUP_FILTER_MAX_DEPTH, CGROUP_FILTER_OFF,
+    CGROUP_FILTER_WATCH, CONFIG_FAILURES_ONLY, CONFIG_TRACKED_ONLY, DEFAULT_RINGBUF_BYTES, DIR_BAD_FD,
     DIR_MAX, DIR_MAX_COMPONENTS, DIR_NAME_MAX, DIR_NOT_ATTEMPTED, DIR_READ_FAILED, DIR_RESOLVED,
     DIR_TRUNCATED, DIR_UNREACHABLE, ERRNO_SLOTS, EVENT_FAILED, EVENT_HEADER_SIZE, EVENT_PATH_TRUNCATED,
     EVENT_PATH_UNREADABLE, EVENT_SLOW, FILTER_ANY, INFLIGHT_SLOTS, INFLIGHT_SLOT_MASK, PATH_MAX, RESULT_FAILED,
@@ -49,6 +51,19 @@ static INFLIGHT: Array<Inflight> = Array::with_max_entries(INFLIGHT_SLOTS, 0);
 /// Processes followed by `badfd trace -- command`: filled on fork from the command down.
 #[map]
 static TRACKED: HashMap<u32, u8> = HashMap::with_max_entries(TRACKED_CAPACITY, 0);
+
+/// Cgroup ids (cgroup v2) watched or ignored with their subtrees, as
+/// `Config::cgroup_filter` says.
+#[map]
+static CGROUP_FILTER: HashMap<u64, u8> = HashMap::with_max_entries(CGROUP_FILTER_CAPACITY, 0);
+
+/// Set (to 1) by userspace at load where tracing programs may call
+/// `bpf_get_current_ancestor_cgroup_id` (not on older kernels, 5.10 among
+/// them). A frozen read-only global: the verifier sees its value and drops the
+/// ancestor walk as dead code where it is 0, so the program loads everywhere
+/// (the filter then matches a task's own cgroup only).
+#[unsafe(no_mangle)]
+static CGROUP_ANCESTORS: u8 = 0;
 
 /// Per-CPU space an event is assembled in (too large for the 512-byte stack).
 #[map]
@@ -180,7 +195,8 @@ fn on_exit(syscall_hint: Syscall, ret: i64) {
     let excluded = (config.filter_pid != FILTER_ANY && config.filter_pid != pid)
         || (config.filter_uid != FILTER_ANY && config.filter_uid != uid)
         || (config.flags & CONFIG_TRACKED_ONLY != 0 && unsafe { TRACKED.get(pid) }.is_none())
-        || (config.filter_comm[0] != 0 && !comm_is(&config.filter_comm));
+        || (config.filter_comm[0] != 0 && !comm_is(&config.filter_comm))
+        || cgroup_excluded(config.cgroup_filter);
     if excluded {
         count_stream(c, Stream::Filtered);
         return;
@@ -194,6 +210,45 @@ fn on_exit(syscall_hint: Syscall, ret: i64) {
         event_flags |= EVENT_SLOW;
     }
     emit(c, &entry, config, now, pid, tid, uid, (uid_gid >> 32) as u32, ret, latency_ns, event_flags);
+}
+
+/// Whether the cgroup filter keeps this task out: in `WATCH` mode unless its
+/// cgroup or an ancestor is listed, in `IGNORE` mode if one is.
+#[inline(always)]
+fn cgroup_excluded(mode: u32) -> bool {
+    if mode == CGROUP_FILTER_OFF {
+        return false;
+    }
+    let mut listed = unsafe { CGROUP_FILTER.get(&bpf_get_current_cgroup_id()) }.is_some();
+    // Ancestors from the root down; 0 past the task's own level.
+    // SAFETY: a plain byte; volatile so that the read is not folded at build time.
+    let ancestors = unsafe { core::ptr::read_volatile(&CGROUP_ANCESTORS) } != 0;
+    let mut level = 0;
+    while ancestors && !listed && level < CGROUP_FILTER_MAX_DEPTH {
+        let id = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) };
+        if id == 0 {
+            break;
+        }
+        listed = unsafe { CGROUP_FILTER.get(&id) }.is_some();
+        level += 1;
+    }
+    match mode {
+        CGROUP_FILTER_WATCH => !listed,
+        CGROUP_FILTER_IGNORE => listed,
+        _ => false,
+    }
+}
+
+/// The inode number of the current task's mount namespace, or 0.
+#[inline(always)]
+fn mnt_ns_inum(o: &KernelOffsets) -> u32 {
+    if o.mnt_ns_valid == 0 {
+        return 0;
+    }
+    let task = unsafe { bpf_get_current_task() };
+    let Some(nsproxy) = read_u64(task + o.task_nsproxy as u64).filter(|&p| p != 0) else { return 0 };
+    let Some(mnt_ns) = read_u64(nsproxy + o.nsproxy_mnt_ns as u64).filter(|&p| p != 0) else { return 0 };
+    read_u32(mnt_ns + o.mnt_ns_inum as u64).unwrap_or(0)
 }
 
 /// Whether the current task's comm is exactly `want` (both NUL-padded), as two
@@ -300,6 +355,8 @@ fn emit(
     h.dir_len = dir_len as u16;
     h.dir_status = dir_status;
     h._reserved2 = [0; 5];
+    h.mnt_ns = mnt_ns_inum(&config.offsets);
+    h._reserved3 = 0;
 
     // Wake the reader only when a batch is waiting; it also polls on a timer.
     let waiting = EVENTS.query(aya_ebpf::bindings::BPF_RB_AVAIL_DATA as u64);

@@ -319,8 +319,27 @@ impl KernelBtf {
             vfsmount_root: self.pointer("vfsmount", "mnt_root")?,
             mount_ns: self.pointer("mount", "mnt_ns")?,
             _pad: 0,
+            ..self.mnt_ns_offsets().unwrap_or(KernelOffsets::NONE)
         })
     }
+
+    /// The offsets for reading the task's mount namespace number, alone (every
+    /// other offset zero, `valid` 0): found independently of the directory walk's.
+    pub fn mnt_ns_offsets(&self) -> Result<KernelOffsets, BtfError> {
+        Ok(KernelOffsets {
+            mnt_ns_valid: 1,
+            task_nsproxy: self.pointer("task_struct", "nsproxy")?,
+            nsproxy_mnt_ns: self.pointer("nsproxy", "mnt_ns")?,
+            mnt_ns_inum: self.member("mnt_namespace", "ns")?.offset + self.sized("ns_common", "inum", 4)?,
+            ..KernelOffsets::NONE
+        })
+    }
+}
+
+/// The running kernel's mount namespace offsets alone (for kernels where the
+/// directory walk's offsets are not all found).
+pub fn running_mnt_ns_offsets() -> Result<KernelOffsets, BtfError> {
+    KernelBtf::from_sys_fs()?.mnt_ns_offsets()
 }
 
 /// The offsets of the running kernel, or why they are not to be had.
@@ -436,5 +455,10 @@ mod tests {
         assert!(o.file_f_path + 16 <= btf.struct_size("file").unwrap());
         assert!(o.files_fdt + 8 <= btf.struct_size("files_struct").unwrap());
         assert!(o.dentry_parent + 8 <= btf.struct_size("dentry").unwrap());
+        // The mount namespace number: nsproxy's mnt_ns follows uts_ns and ipc_ns.
+        assert_eq!(o.mnt_ns_valid, 1);
+        assert_eq!(o.nsproxy_mnt_ns, btf.member("nsproxy", "ipc_ns").unwrap().offset + 8);
+        assert!(o.task_nsproxy.is_multiple_of(8) && o.task_nsproxy < task);
+        assert!(o.mnt_ns_inum + 4 <= btf.struct_size("mnt_namespace").unwrap());
     }
 }

@@ -47,6 +47,8 @@ pub struct OpenEvent {
     pub path: Vec<u8>,
     /// For a relative path: the directory the kernel resolved it against.
     pub kernel_dir: KernelDir,
+    /// Inode number of the task's mount namespace (`/proc/PID/ns/mnt`); 0 if unknown.
+    pub mnt_ns: u32,
 }
 
 impl Default for OpenEvent {
@@ -68,6 +70,7 @@ impl Default for OpenEvent {
             comm: [0; TASK_COMM_LEN],
             path: Vec::new(),
             kernel_dir: KernelDir::NotAttempted,
+            mnt_ns: 0,
         }
     }
 }
@@ -130,6 +133,7 @@ impl OpenEvent {
             comm: h.comm,
             path: path[..announced].to_vec(),
             kernel_dir,
+            mnt_ns: h.mnt_ns,
         })
     }
 
@@ -190,6 +194,8 @@ mod tests {
             dir_len: 0,
             dir_status: DIR_NOT_ATTEMPTED,
             _reserved2: [0; 5],
+            mnt_ns: 4026531841,
+            _reserved3: 0,
         }
     }
 
@@ -208,6 +214,7 @@ mod tests {
         assert_eq!(e.path, path);
         assert_eq!(e.errno(), Some(2));
         assert_eq!(e.comm_lossy(), "cat");
+        assert_eq!(e.mnt_ns, 4026531841);
         assert_eq!(e.syscall, Syscall::Openat);
         assert!(e.failed() && !e.slow());
         assert_eq!(e.kernel_dir, KernelDir::NotAttempted);

@@ -4,6 +4,7 @@
 //! loading the probe, decoding events, errno names.
 
 pub mod btf_offsets;
+pub mod containers;
 pub mod errno;
 pub mod event;
 pub mod http;

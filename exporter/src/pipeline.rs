@@ -171,6 +171,7 @@ mod tests {
             comm: *b"app\0\0\0\0\0\0\0\0\0\0\0\0\0",
             path: path.to_vec(),
             kernel_dir: Default::default(),
+            mnt_ns: 0,
         }
     }
 

@@ -15,7 +15,8 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
 };
 use exporter_common::{
-    Config, Counters, Syscall, MAP_CONFIG, MAP_COUNTERS, MAP_EVENTS, MAP_TRACKED,
+    Config, Counters, Syscall, CGROUP_FILTER_IGNORE, CGROUP_FILTER_OFF, CGROUP_FILTER_WATCH,
+    MAP_CGROUP_FILTER, MAP_CONFIG, MAP_COUNTERS, MAP_EVENTS, MAP_TRACKED,
 };
 use tokio::io::unix::AsyncFd;
 
@@ -60,6 +61,28 @@ pub enum AttachPreference {
     Auto,
     Fentry,
     Tracepoint,
+}
+
+/// How the kernel applies the cgroup filter map (`Probe::add_cgroup`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CgroupFilterMode {
+    /// The map is not consulted: every cgroup is streamed.
+    #[default]
+    Off,
+    /// Only tasks in a listed cgroup or below one are streamed.
+    Watch,
+    /// Tasks in a listed cgroup or below one are not streamed.
+    Ignore,
+}
+
+impl CgroupFilterMode {
+    pub fn to_kernel(self) -> u32 {
+        match self {
+            CgroupFilterMode::Off => CGROUP_FILTER_OFF,
+            CgroupFilterMode::Watch => CGROUP_FILTER_WATCH,
+            CgroupFilterMode::Ignore => CGROUP_FILTER_IGNORE,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -139,8 +162,13 @@ impl Probe {
         raise_memlock_limit();
 
         let ringbuf_bytes = ringbuf_size(options.ringbuf_bytes);
+        let cgroup_ancestors = ancestor_cgroup_helper_available();
+        if !cgroup_ancestors {
+            tracing::info!("this kernel does not let tracing programs see a task's ancestor cgroups: the cgroup filter matches each task's own cgroup only");
+        }
         let ebpf = EbpfLoader::new()
             .map_max_entries(MAP_EVENTS, ringbuf_bytes)
+            .override_global("CGROUP_ANCESTORS", &(cgroup_ancestors as u8), true)
             .load(EBPF_OBJECT)
             .map_err(ProbeError::Load)?;
 
@@ -154,7 +182,9 @@ impl Probe {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "relative paths will be resolved from /proc, not in the kernel");
-                config.offsets = exporter_common::KernelOffsets::NONE;
+                // The mount namespace number needs only three of them.
+                config.offsets = crate::btf_offsets::running_mnt_ns_offsets()
+                    .unwrap_or(exporter_common::KernelOffsets::NONE);
                 Some(e.to_string())
             }
         };
@@ -362,12 +392,117 @@ impl Probe {
         hash.insert(pid, 1, 0).map_err(|e| ProbeError::Map(MAP_TRACKED, e))
     }
 
+    /// How the kernel uses the cgroup filter map, from its next exit on: off,
+    /// stream only listed cgroups (and below), or none of them.
+    pub fn set_cgroup_filter_mode(&mut self, mode: CgroupFilterMode) -> Result<(), ProbeError> {
+        let mut config = self.config;
+        config.cgroup_filter = mode.to_kernel();
+        self.set_config(config)
+    }
+
+    /// Adds a cgroup (v2 id, the inode number of its directory) and its subtree
+    /// to the cgroup filter.
+    pub fn add_cgroup(&mut self, cgroup_id: u64) -> Result<(), ProbeError> {
+        let map = self.ebpf.map_mut(MAP_CGROUP_FILTER).ok_or(ProbeError::MapMissing(MAP_CGROUP_FILTER))?;
+        let mut hash: HashMap<_, u64, u8> =
+            HashMap::try_from(map).map_err(|e| ProbeError::Map(MAP_CGROUP_FILTER, e))?;
+        hash.insert(cgroup_id, 1, 0).map_err(|e| ProbeError::Map(MAP_CGROUP_FILTER, e))
+    }
+
+    /// Adds the cgroup v2 directory `dir` (e.g. `/sys/fs/cgroup/system.slice/docker-<id>.scope`);
+    /// returns its id.
+    pub fn add_cgroup_path(&mut self, dir: &Path) -> Result<u64, ProbeError> {
+        let id = crate::containers::cgroup_id_of_dir(dir)?;
+        self.add_cgroup(id)?;
+        Ok(id)
+    }
+
+    /// Removes a cgroup from the filter; `false` if it was not in it.
+    pub fn remove_cgroup(&mut self, cgroup_id: u64) -> Result<bool, ProbeError> {
+        let map = self.ebpf.map_mut(MAP_CGROUP_FILTER).ok_or(ProbeError::MapMissing(MAP_CGROUP_FILTER))?;
+        let mut hash: HashMap<_, u64, u8> =
+            HashMap::try_from(map).map_err(|e| ProbeError::Map(MAP_CGROUP_FILTER, e))?;
+        match hash.remove(&cgroup_id) {
+            Ok(()) => Ok(true),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(false),
+            // aya reports a delete of a missing key as the syscall's ENOENT.
+            Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+            Err(e) => Err(ProbeError::Map(MAP_CGROUP_FILTER, e)),
+        }
+    }
+
+    /// Removes the cgroup v2 directory `dir` from the filter; `false` if it was not in it.
+    pub fn remove_cgroup_path(&mut self, dir: &Path) -> Result<bool, ProbeError> {
+        let id = crate::containers::cgroup_id_of_dir(dir)?;
+        self.remove_cgroup(id)
+    }
+
+    /// The cgroup ids in the filter.
+    pub fn cgroups(&self) -> Result<Vec<u64>, ProbeError> {
+        let map = self.ebpf.map(MAP_CGROUP_FILTER).ok_or(ProbeError::MapMissing(MAP_CGROUP_FILTER))?;
+        let hash: HashMap<_, u64, u8> = HashMap::try_from(map).map_err(|e| ProbeError::Map(MAP_CGROUP_FILTER, e))?;
+        hash.keys().map(|k| k.map_err(|e| ProbeError::Map(MAP_CGROUP_FILTER, e))).collect()
+    }
+
     /// Takes the event ring buffer; call once.
     pub fn take_events(&mut self) -> Result<EventReader, ProbeError> {
         let map = self.ebpf.take_map(MAP_EVENTS).ok_or(ProbeError::MapMissing(MAP_EVENTS))?;
         let ring = RingBuf::try_from(map).map_err(|e| ProbeError::Map(MAP_EVENTS, e))?;
         Ok(EventReader { ring })
     }
+}
+
+/// Whether this kernel lets a tracepoint program call
+/// `bpf_get_current_ancestor_cgroup_id` (older kernels allow it only to other
+/// program types): loads a four-instruction program that calls it.
+pub fn ancestor_cgroup_helper_available() -> bool {
+    const BPF_PROG_LOAD: libc::c_long = 5;
+    const BPF_PROG_TYPE_TRACEPOINT: u32 = 5;
+    const BPF_FUNC_GET_CURRENT_ANCESTOR_CGROUP_ID: i32 = 123;
+    // struct bpf_insn: code, dst_reg:4 | src_reg:4, off, imm.
+    #[repr(C)]
+    struct Insn(u8, u8, i16, i32);
+    let insns = [
+        Insn(0xb7, 1, 0, 0),                                       // r1 = 0 (the root's level)
+        Insn(0x85, 0, 0, BPF_FUNC_GET_CURRENT_ANCESTOR_CGROUP_ID), // call
+        Insn(0xb7, 0, 0, 0),                                       // r0 = 0
+        Insn(0x95, 0, 0, 0),                                       // exit
+    ];
+    // The first fields of union bpf_attr for BPF_PROG_LOAD; the rest zero.
+    #[repr(C)]
+    struct ProgLoad {
+        prog_type: u32,
+        insn_cnt: u32,
+        insns: u64,
+        license: u64,
+        log_level: u32,
+        log_size: u32,
+        log_buf: u64,
+        kern_version: u32,
+        prog_flags: u32,
+        _rest: [u64; 12],
+    }
+    let license = c"GPL";
+    let attr = ProgLoad {
+        prog_type: BPF_PROG_TYPE_TRACEPOINT,
+        insn_cnt: insns.len() as u32,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        log_level: 0,
+        log_size: 0,
+        log_buf: 0,
+        kern_version: 0,
+        prog_flags: 0,
+        _rest: [0; 12],
+    };
+    // SAFETY: a valid bpf_attr prefix of the size given; the kernel copies it.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_LOAD, &attr as *const ProgLoad, std::mem::size_of::<ProgLoad>()) };
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: our own new descriptor.
+    unsafe { libc::close(fd as i32) };
+    true
 }
 
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, aya::programs::ProgramError>

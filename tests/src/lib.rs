@@ -85,6 +85,11 @@ impl Collector {
         Collector { events, stop, thread: Some(thread) }
     }
 
+    /// Every event seen so far.
+    pub fn all(&self) -> Vec<OpenEvent> {
+        self.events.lock().unwrap().clone()
+    }
+
     /// Events of process `pid` seen so far.
     pub fn of_pid(&self, pid: u32) -> Vec<OpenEvent> {
         self.events.lock().unwrap().iter().filter(|e| e.pid == pid).cloned().collect()

@@ -501,6 +501,7 @@ fn golden_anomaly(path: &str, ret: i64, latency_ns: u64, slow: bool, comm: &[u8]
             comm: c,
             path: path.as_bytes().to_vec(),
             kernel_dir: Default::default(),
+            mnt_ns: 0,
         },
         resolved: ResolvedPath { path: path.as_bytes().to_vec(), how: Resolution::Absolute },
         // 2023-11-14T22:13:20.123Z

@@ -23,7 +23,8 @@ use std::{
 use anyhow::{bail, Context as _};
 use badfd::{
     errno,
-    probe::ringbuf_size,
+    containers::{Containers, ContainersOptions},
+    probe::{ringbuf_size, CgroupFilterMode},
     render::{self, Anomaly, Summary, TableStyle, WallClock},
     resolve::Resolver,
     OpenEvent, Probe, ProbeOptions,
@@ -43,6 +44,7 @@ Examples:
   badfd trace --err -- make           failed opens of make and everything it starts
   badfd trace --slow 50ms --comm java opens of java processes taking 50 ms or more
   badfd trace --json -o opens.jsonl -- ./start.sh
+  badfd trace --cgroup /system.slice/docker-<id>.scope   one container (and below)
 
 With a command, badfd exits with the command's exit status (128+N if signal N
 killed it). Ctrl-C reaches the command through the terminal; badfd waits for it
@@ -85,6 +87,11 @@ pub struct TraceArgs {
     /// successful opens.
     #[arg(long, value_delimiter = ',', value_parser = parse_errno)]
     errno: Vec<i32>,
+    /// Only processes in this cgroup or below it (decided in the kernel;
+    /// repeatable): a cgroup v2 directory (/sys/fs/cgroup/system.slice/docker-<id>.scope)
+    /// or a path as /proc/PID/cgroup shows it (/system.slice/docker-<id>.scope).
+    #[arg(long, value_name = "PATH")]
+    cgroup: Vec<PathBuf>,
     /// Only files under this directory (of the resolved path; repeatable).
     #[arg(long = "path-prefix", value_name = "DIR")]
     path_prefix: Vec<PathBuf>,
@@ -182,6 +189,9 @@ impl TraceArgs {
         if let Some(comm) = &self.comm {
             config.filter_comm = comm_filter(comm)?;
         }
+        if !self.cgroup.is_empty() {
+            config.cgroup_filter = CgroupFilterMode::Watch.to_kernel();
+        }
         Ok(config)
     }
 }
@@ -216,6 +226,19 @@ impl Filters {
         }
         self.prefixes.is_empty() || self.prefixes.iter().any(|p| is_under(&a.resolved.path, p))
     }
+}
+
+/// The cgroup v2 directory `--cgroup` names: the path itself, or the same
+/// path under the cgroup v2 mount (as /proc/PID/cgroup spells it).
+fn cgroup_dir(path: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let under_root = badfd::containers::cgroup2_mount().map(|root| root.join(path.strip_prefix("/").unwrap_or(path)));
+    let candidates = [Some(path.to_path_buf()), under_root];
+    for dir in candidates.into_iter().flatten() {
+        if dir.join("cgroup.procs").exists() {
+            return Ok(dir);
+        }
+    }
+    bail!("--cgroup {}: not a cgroup v2 directory (nor one under the cgroup v2 mount)", path.display())
 }
 
 /// `path` is `dir` or inside it (by whole components: /etc does not hold /etcd).
@@ -295,6 +318,8 @@ struct Session {
     filters: Filters,
     summary: Summary,
     style: TableStyle,
+    /// Container ids for `--json` (None for the table).
+    containers: Option<Containers>,
 }
 
 impl Session {
@@ -338,7 +363,8 @@ impl Session {
         }
         self.summary.record(&anomaly);
         let line = if self.json {
-            render::json_line(&anomaly)
+            let container = self.containers.as_ref().and_then(|c| c.lookup_event(&anomaly.event));
+            render::json_line_with(&anomaly, container.as_ref())
         } else {
             render::table::row(&anomaly, &chrono::Local, &self.style)
         };
@@ -365,10 +391,17 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
         filters: Filters::new(&args),
         summary: Summary::new(),
         style: TableStyle { width: None, wide: args.wide, color },
+        containers: args.json.then(|| Containers::new(ContainersOptions::default())),
     };
     session.refresh_width();
 
+    // Checked before loading, so that a typo is one clear line.
+    let cgroups: Vec<PathBuf> = args.cgroup.iter().map(|p| cgroup_dir(p)).collect::<anyhow::Result<_>>()?;
     let mut probe = Probe::load(&options)?;
+    // The kernel streams nothing until these are in (watch mode, empty map).
+    for dir in &cgroups {
+        probe.add_cgroup_path(dir).with_context(|| format!("--cgroup {}", dir.display()))?;
+    }
     tracing::info!("attached {}", probe.describe());
     let mut events = probe.take_events()?.into_async()?;
     let started = Instant::now();

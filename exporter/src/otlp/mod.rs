@@ -638,6 +638,7 @@ mod tests {
             comm: [b'x'; 16],
             path: path.clone(),
             kernel_dir: Default::default(),
+            mnt_ns: 0,
         };
         let resolved = ResolvedPath { path, how: crate::resolve::Resolution::Absolute };
         let mut c = config("http://127.0.0.1:1");

@@ -113,6 +113,11 @@ struct JsonLine<'a> {
     path_truncated: bool,
     path_unreadable: bool,
     cgroup_id: u64,
+    /// The container the open was made in, where its cgroup says (`badfd::containers`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    container_id: Option<&'a str>,
+    /// Inode number of the process's mount namespace; 0 if unknown.
+    mnt_ns: u32,
 }
 
 /// Bytes that are not UTF-8 go out twice: a readable string with U+FFFD for
@@ -129,6 +134,11 @@ fn lossless(bytes: &[u8]) -> (String, Option<String>) {
 
 /// The JSON line of an anomaly (no trailing newline).
 pub fn json_line(a: &Anomaly) -> String {
+    json_line_with(a, None)
+}
+
+/// The JSON line of an anomaly, with what is known of its container.
+pub fn json_line_with(a: &Anomaly, container: Option<&crate::containers::ContainerInfo>) -> String {
     let e = &a.event;
     let (comm, comm_base64) = lossless(e.comm_bytes());
     let (path, path_base64) = lossless(&e.path);
@@ -161,6 +171,8 @@ pub fn json_line(a: &Anomaly) -> String {
         path_truncated: e.path_truncated(),
         path_unreadable: e.path_unreadable(),
         cgroup_id: e.cgroup_id,
+        container_id: container.and_then(|c| c.container_id.as_deref()),
+        mnt_ns: e.mnt_ns,
     };
     serde_json::to_string(&line).expect("a struct of strings and numbers serializes")
 }
@@ -195,6 +207,7 @@ pub(crate) mod tests {
                 comm: *b"cat\0\0\0\0\0\0\0\0\0\0\0\0\0",
                 path: path.to_vec(),
                 kernel_dir: Default::default(),
+                mnt_ns: 0,
             },
             resolved: ResolvedPath { path: path.to_vec(), how: Resolution::Absolute },
             wall_ns: 1_700_000_000_123_456_789,
@@ -237,6 +250,11 @@ pub(crate) mod tests {
         assert_eq!(v["path_truncated"], true);
         assert_eq!(v["path_unreadable"], false);
         assert_eq!(v["cgroup_id"], 77);
+        assert!(v.get("container_id").is_none(), "no container known");
+        assert_eq!(v["mnt_ns"], 0);
+        let info = crate::containers::ContainerInfo { container_id: Some("ab12".into()), ..Default::default() };
+        let v: serde_json::Value = serde_json::from_str(&json_line_with(&a, Some(&info))).unwrap();
+        assert_eq!(v["container_id"], "ab12");
 
         let ok = json_line(&anomaly(b"/fifo", 3, 300_000_000, true));
         let v: serde_json::Value = serde_json::from_str(&ok).unwrap();

@@ -52,6 +52,7 @@ fn events() -> Vec<(OpenEvent, ResolvedPath)> {
                 comm,
                 path: path.clone(),
                 kernel_dir: Default::default(),
+                mnt_ns: 0,
             };
             (e, ResolvedPath { path, how: Resolution::Absolute })
         })
