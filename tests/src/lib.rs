@@ -325,6 +325,9 @@ impl Serve {
 
 impl Drop for Serve {
     fn drop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return; // a test stopped it already
+        }
         self.signal(libc::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {

@@ -429,3 +429,49 @@ async fn shutdown_with_an_absent_collector_is_bounded_and_counted() {
     assert_eq!(c.exported, 0);
     assert_eq!(c.dropped_shutdown + c.dropped_export_failed, n, "{c:?}");
 }
+
+/// The real exporter: `badfd serve` sends a record per anomaly to a collector,
+/// and on SIGTERM flushes what it still holds (nothing is sent before then: the
+/// batch delay is a minute) and exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_flushes_queued_records_on_sigterm() {
+    let receiver = Receiver::bind(Transport::Grpc, true).await;
+    let endpoint = receiver.endpoint();
+    let serve = tokio::task::spawn_blocking(move || {
+        badfd_tests::Serve::start(&["--otlp-endpoint", &endpoint, "--otlp-protocol", "grpc", "--otlp-batch-delay-ms", "60000", "--otlp-max-batch", "100000"])
+    })
+    .await
+    .unwrap();
+    let dir = TempDir::new("otlp-sigterm");
+    let run = run_workload(&["failures", dir.path().to_str().unwrap()]);
+    let wanted = run.failures().len();
+    // Wait until the exporter has taken the workload's events in.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let body = serve.try_get("/metrics", None).map(|(_, b)| b).unwrap_or_default();
+        let anomalies: f64 = body
+            .lines()
+            .filter(|l| l.starts_with("badfd_anomaly_failures_total{") && l.contains("comm=\"workload\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        if anomalies as usize >= wanted {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the exporter saw {anomalies} of {wanted} failures");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(receiver.record_count(), 0, "records were sent before the batch delay");
+    serve.signal(libc::SIGTERM);
+    let status = tokio::task::spawn_blocking(move || {
+        let mut serve = serve;
+        let status = serve.child.wait().unwrap();
+        drop(serve);
+        status
+    })
+    .await
+    .unwrap();
+    assert!(status.success(), "badfd serve exited with {status} on SIGTERM");
+    let records = receiver.records();
+    let ours = records.iter().filter(|r| r.int_attr("process.pid") == Some(run.pid as i64)).count();
+    assert!(ours >= wanted, "{ours} of the workload's {wanted} failures were flushed on SIGTERM");
+}

@@ -20,6 +20,8 @@ use badfd::{
     metrics::{AggregatesCollector, Aggregates, AnomalyMetrics, Exposition, KernelCollector, SharedProbe},
     pipeline::{Pipeline, PipelineStats, Sink},
     probe::{ringbuf_size, EventReader, POLL_INTERVAL},
+    otlp::{Otlp, OtlpArgs},
+    pipeline::Anomaly,
     privileges::{drop_capabilities, PrivilegeArgs},
     settings::{Settings, SettingsArgs},
     Probe, ProbeOptions,
@@ -38,6 +40,8 @@ pub struct ServeArgs {
     settings: SettingsArgs,
     #[command(flatten)]
     privileges: PrivilegeArgs,
+    #[command(flatten)]
+    otlp: OtlpArgs,
     /// TOML file with the same settings (snake_case keys); re-read on SIGHUP. Flags and env win over it.
     #[arg(long = "config.file", env = "BADFD_CONFIG_FILE")]
     config_file: Option<PathBuf>,
@@ -46,12 +50,33 @@ pub struct ServeArgs {
     config_check: bool,
 }
 
-/// Every output of the anomaly pipeline. An output with self-metrics (the OTLP
-/// log exporter) registers them in `registry` here, at start-up, before the
-/// registry is shared with the HTTP server.
-fn sinks(_registry: &mut prometheus_client::registry::Registry, aggregates: &Arc<Mutex<Aggregates>>) -> Vec<Box<dyn Sink>> {
-    vec![Box::new(AnomalyMetrics { aggregates: aggregates.clone() })]
+/// Every output of the anomaly pipeline: the labeled metrics, and OTLP log
+/// records when an endpoint is configured (its self-metrics were registered
+/// when it started).
+fn sinks(aggregates: &Arc<Mutex<Aggregates>>, otlp: Option<Arc<Otlp>>) -> Vec<Box<dyn Sink>> {
+    let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(AnomalyMetrics { aggregates: aggregates.clone() })];
+    if let Some(otlp) = otlp {
+        sinks.push(Box::new(OtlpSink { otlp }));
+    }
+    sinks
 }
+
+/// One OTLP log record per anomaly; `emit` never blocks and counts every
+/// record it cannot queue.
+struct OtlpSink {
+    otlp: Arc<Otlp>,
+}
+
+impl Sink for OtlpSink {
+    fn accept(&mut self, batch: &[Anomaly]) {
+        for a in batch {
+            self.otlp.emit(&a.event, &a.resolved);
+        }
+    }
+}
+
+/// How long SIGTERM waits for queued OTLP records to be exported.
+const OTLP_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How often idle label sets are expired and unused strings forgotten.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(10);
@@ -83,7 +108,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     exposition.registry.register_collector(Box::new(KernelCollector { probe: probe.clone() }));
     let aggregates = Arc::new(Mutex::new(Aggregates::new(settings.max_label_sets, settings.label_set_ttl)));
     exposition.registry.register_collector(Box::new(AggregatesCollector { aggregates: aggregates.clone() }));
-    let sinks = sinks(&mut exposition.registry, &aggregates);
+    // OTLP is off (and costs nothing) without an endpoint.
+    let otlp = match args.otlp.resolve()? {
+        Some(config) => {
+            let endpoint = config.endpoint.clone();
+            let otlp = Arc::new(Otlp::start(config, &mut exposition.registry)?);
+            tracing::info!(%endpoint, "exporting anomalies as OTLP log records");
+            Some(otlp)
+        }
+        None => None,
+    };
+    let sinks = sinks(&aggregates, otlp.clone());
     let exposition = Arc::new(exposition);
 
     let shared_settings = Arc::new(Mutex::new(settings.clone()));
@@ -144,6 +179,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     drop(probe.lock().unwrap().take());
     stop.store(true, Ordering::Release);
     let _ = events.join();
+    if let Some(otlp) = otlp {
+        let report = otlp.shutdown(OTLP_SHUTDOWN_TIMEOUT).await;
+        tracing::info!(flushed = report.flushed, counts = ?report.counts, "OTLP log records flushed");
+    }
     server.abort();
     Ok(())
 }
