@@ -22,7 +22,8 @@ if (( want_test_tools )); then
     apt_packages+=(systemd strace python3-venv)
     # The kernel matrix (tests/vm/run.sh): qemu boots Debian kernels from an
     # initramfs of busybox and the statically linked (stripped) kernel tests.
-    apt_packages+=(qemu-system-x86 busybox-static cpio binutils)
+    # musl-tools: a C compiler for the static build (ring, under kube's rustls, builds C).
+    apt_packages+=(qemu-system-x86 busybox-static cpio binutils musl-tools)
 fi
 missing=()
 for p in "${apt_packages[@]}"; do
