@@ -46,6 +46,25 @@ fn counter<L: EncodeLabelSet>(encoder: &mut prometheus_client::encoding::MetricE
     encoder.encode_family(labels)?.encode_counter::<NoLabelSet, u64, u64>(&v, None)
 }
 
+/// A counter whose latest increment is the anomaly sent as the OTLP log record
+/// `record` (a trace id): OpenMetrics shows it as the exemplar
+/// `{trace_id="<32 hex digits>"} 1`, the same id the record carries, so a user
+/// can jump from the series to the record. (prometheus-client builds exemplars
+/// only inside its own metric types, hence the counter made here.)
+fn counter_with_exemplar<L: EncodeLabelSet>(
+    encoder: &mut prometheus_client::encoding::MetricEncoder,
+    labels: &L,
+    v: u64,
+    record: Option<[u8; 16]>,
+) -> std::fmt::Result {
+    let Some(id) = record.filter(|_| v > 0) else { return counter(encoder, labels, v) };
+    let c = prometheus_client::metrics::exemplar::CounterWithExemplar::<Vec<(String, String)>>::default();
+    c.inc_by(v - 1, None, None);
+    let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    c.inc_by(1, Some(vec![("trace_id".to_string(), hex)]), None);
+    prometheus_client::encoding::EncodeMetric::encode(&c, encoder.encode_family(labels)?)
+}
+
 /// The exact per-CPU kernel counters and the probe's state, read at each scrape.
 pub struct KernelCollector {
     pub probe: SharedProbe,
@@ -147,12 +166,28 @@ type SlowKey = (Arc<str>, Arc<str>);
 pub struct SlowSeries {
     pub count: u64,
     pub latency_us: HdrHistogram<u64>,
+    /// The OTLP record id of the latest slow open (the exemplar).
+    pub last_record: Option<[u8; 16]>,
+}
+
+/// A failure counter and the OTLP record id of its latest failure.
+#[derive(Debug, Default)]
+pub struct FailureSeries {
+    pub count: u64,
+    pub last_record: Option<[u8; 16]>,
+}
+
+impl Fold for FailureSeries {
+    fn fold_into(self, target: &mut FailureSeries) {
+        target.count += self.count;
+        target.last_record = self.last_record.or(target.last_record);
+    }
 }
 
 impl Default for SlowSeries {
     fn default() -> Self {
         // Two significant figures, auto-resizing to the largest value seen.
-        SlowSeries { count: 0, latency_us: HdrHistogram::new(2).expect("2 significant figures is valid") }
+        SlowSeries { count: 0, latency_us: HdrHistogram::new(2).expect("2 significant figures is valid"), last_record: None }
     }
 }
 
@@ -160,6 +195,7 @@ impl Fold for SlowSeries {
     fn fold_into(self, target: &mut SlowSeries) {
         target.count += self.count;
         let _ = target.latency_us.add(&self.latency_us);
+        target.last_record = self.last_record.or(target.last_record);
     }
 }
 
@@ -199,7 +235,7 @@ fn other() -> Arc<str> {
 /// The labeled anomaly series, each metric under its own label-set budget.
 #[derive(Debug)]
 pub struct Aggregates {
-    pub failures: Budgeted<FailureKey, u64>,
+    pub failures: Budgeted<FailureKey, FailureSeries>,
     pub slow: Budgeted<SlowKey, SlowSeries>,
     pub slow_duration: Budgeted<Arc<str>, BucketHistogram>,
     started: Instant,
@@ -222,11 +258,18 @@ impl Aggregates {
     pub fn record(&mut self, a: &Anomaly) {
         let now = self.now();
         if let Some(e) = a.event.errno() {
-            *self.failures.get_mut(&(e, a.comm.clone(), a.path_prefix.clone()), now) += 1;
+            let f = self.failures.get_mut(&(e, a.comm.clone(), a.path_prefix.clone()), now);
+            f.count += 1;
+            if a.record_id.is_some() {
+                f.last_record = a.record_id;
+            }
         }
         if a.event.slow() {
             let s = self.slow.get_mut(&(a.comm.clone(), a.path_prefix.clone()), now);
             s.count += 1;
+            if a.record_id.is_some() {
+                s.last_record = a.record_id;
+            }
             s.latency_us.saturating_record((a.event.latency_ns / 1000).max(1));
             self.slow_duration.get_mut(&a.comm, now).observe_ns(a.event.latency_ns);
         }
@@ -264,11 +307,11 @@ impl Aggregates {
         let mut rows: Vec<OffenderRow> = self
             .failures
             .iter()
-            .map(|((e, comm, prefix), &count)| OffenderRow {
+            .map(|((e, comm, prefix), f)| OffenderRow {
                 comm: comm.to_string(),
                 path_prefix: prefix.to_string(),
                 errno: Some(errno::name(*e)),
-                count,
+                count: f.count,
                 p50_us: 0,
                 p99_us: 0,
                 max_us: 0,
@@ -297,7 +340,7 @@ pub struct AnomalyMetrics {
 }
 
 impl Sink for AnomalyMetrics {
-    fn accept(&mut self, batch: &[Anomaly]) {
+    fn accept(&mut self, batch: &mut [Anomaly]) {
         let mut a = self.aggregates.lock().unwrap_or_else(|e| e.into_inner());
         for anomaly in batch {
             a.record(anomaly);
@@ -315,12 +358,12 @@ impl Collector for AggregatesCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
         let a = self.aggregates.lock().unwrap_or_else(|e| e.into_inner());
         let mut m = encoder.encode_descriptor("anomaly_failures", "Failed opens streamed as anomalies, by errno, comm and path prefix (label sets bounded; see badfd_label_sets_folded_total).", None, MetricType::Counter)?;
-        for ((e, comm, prefix), &n) in a.failures.iter() {
-            counter(&mut m, &[("errno", errno::name(*e)), ("comm", comm), ("path_prefix", prefix)], n)?;
+        for ((e, comm, prefix), f) in a.failures.iter() {
+            counter_with_exemplar(&mut m, &[("errno", errno::name(*e)), ("comm", comm), ("path_prefix", prefix)], f.count, f.last_record)?;
         }
         let mut m = encoder.encode_descriptor("anomaly_slow_opens", "Opens at or over the slow threshold streamed as anomalies, by comm and path prefix.", None, MetricType::Counter)?;
         for ((comm, prefix), s) in a.slow.iter() {
-            counter(&mut m, &[("comm", &**comm), ("path_prefix", &**prefix)], s.count)?;
+            counter_with_exemplar(&mut m, &[("comm", &**comm), ("path_prefix", &**prefix)], s.count, s.last_record)?;
         }
         let mut m = encoder.encode_descriptor("anomaly_slow_open_duration_seconds", "Latency of slow opens streamed as anomalies, by comm.", None, MetricType::Histogram)?;
         for (comm, h) in a.slow_duration.iter() {

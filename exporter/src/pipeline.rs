@@ -32,12 +32,15 @@ pub struct Anomaly {
     pub comm: Arc<str>,
     /// The `path_prefix` label value, shared between anomalies.
     pub path_prefix: Arc<str>,
+    /// The trace id of this anomaly's OTLP log record, once a sink has sent
+    /// one: the metrics attach it as an exemplar, to jump to the record.
+    pub record_id: Option<[u8; 16]>,
 }
 
 /// A consumer of anomalies. Called from the event thread with batches of up to
 /// [`BATCH`] anomalies; must not block for long (hand slow work to a thread).
 pub trait Sink: Send {
-    fn accept(&mut self, batch: &[Anomaly]);
+    fn accept(&mut self, batch: &mut [Anomaly]);
 }
 
 /// Anomalies handed to sinks at once: big enough to amortize locks, small
@@ -123,7 +126,7 @@ impl Pipeline {
         path_prefix_into(&mut self.prefix_buf, &resolved.path, self.depth.load(Ordering::Relaxed));
         let path_prefix = self.prefixes.intern(&self.prefix_buf);
         let comm = self.comms.intern(&event.comm);
-        self.batch.push(Anomaly { event, resolved, comm, path_prefix });
+        self.batch.push(Anomaly { event, resolved, comm, path_prefix, record_id: None });
         if self.batch.len() >= BATCH {
             self.flush();
         }
@@ -135,7 +138,7 @@ impl Pipeline {
             return;
         }
         for sink in &mut self.sinks {
-            sink.accept(&self.batch);
+            sink.accept(&mut self.batch);
         }
         self.batch.clear();
     }
@@ -195,7 +198,7 @@ mod tests {
         eprintln!("pipeline: {N} events in {elapsed:?}, {:.0} events/s", N as f64 / elapsed.as_secs_f64());
         let a = aggregates.lock().unwrap();
         assert_eq!(a.failures.len(), 50);
-        assert_eq!(a.failures.iter().map(|(_, n)| *n).sum::<u64>(), N as u64);
+        assert_eq!(a.failures.iter().map(|(_, f)| f.count).sum::<u64>(), N as u64);
         assert_eq!(a.slow.iter().map(|(_, s)| s.count).sum::<u64>(), N as u64 / 2);
         assert_eq!(stats.resolutions[0].get(), N as u64, "all absolute");
         // One shared string per distinct prefix.

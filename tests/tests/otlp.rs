@@ -461,6 +461,17 @@ async fn serve_flushes_queued_records_on_sigterm() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(receiver.record_count(), 0, "records were sent before the batch delay");
+    // Every failure series of the workload carries an exemplar naming a record.
+    let (_, openmetrics) = serve.try_get("/metrics", None).unwrap();
+    let exemplars: Vec<String> = openmetrics
+        .lines()
+        .filter(|l| l.starts_with("badfd_anomaly_failures_total{") && l.contains("comm=\"workload\""))
+        .map(|l| {
+            let (_, ex) = l.split_once(" # {trace_id=\"").unwrap_or_else(|| panic!("no exemplar on {l}"));
+            ex[..32].to_string()
+        })
+        .collect();
+    assert!(!exemplars.is_empty());
     serve.signal(libc::SIGTERM);
     let status = tokio::task::spawn_blocking(move || {
         let mut serve = serve;
@@ -474,4 +485,8 @@ async fn serve_flushes_queued_records_on_sigterm() {
     let records = receiver.records();
     let ours = records.iter().filter(|r| r.int_attr("process.pid") == Some(run.pid as i64)).count();
     assert!(ours >= wanted, "{ours} of the workload's {wanted} failures were flushed on SIGTERM");
+    let record_ids: std::collections::BTreeSet<String> = records.iter().map(|r| hex(&r.record.trace_id)).collect();
+    for id in &exemplars {
+        assert!(record_ids.contains(id), "exemplar trace_id {id} names no record the collector received");
+    }
 }

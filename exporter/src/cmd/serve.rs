@@ -54,10 +54,12 @@ pub struct ServeArgs {
 /// records when an endpoint is configured (its self-metrics were registered
 /// when it started).
 fn sinks(aggregates: &Arc<Mutex<Aggregates>>, otlp: Option<Arc<Otlp>>) -> Vec<Box<dyn Sink>> {
-    let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(AnomalyMetrics { aggregates: aggregates.clone() })];
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    // OTLP first: the metrics attach each record's id as an exemplar.
     if let Some(otlp) = otlp {
         sinks.push(Box::new(OtlpSink { otlp }));
     }
+    sinks.push(Box::new(AnomalyMetrics { aggregates: aggregates.clone() }));
     sinks
 }
 
@@ -68,9 +70,9 @@ struct OtlpSink {
 }
 
 impl Sink for OtlpSink {
-    fn accept(&mut self, batch: &[Anomaly]) {
+    fn accept(&mut self, batch: &mut [Anomaly]) {
         for a in batch {
-            self.otlp.emit(&a.event, &a.resolved);
+            a.record_id = self.otlp.emit(&a.event, &a.resolved).map(|id| id.to_bytes());
         }
     }
 }
