@@ -160,21 +160,13 @@ mod tests {
         OpenEvent {
             start_ns: i as u64,
             latency_ns: 20_000_000 * (i % 2) as u64,
-            cgroup_id: 0,
             ret: -2,
-            open_flags: 0,
             pid: 1,
             tid: 1,
-            uid: 0,
-            gid: 0,
-            mode: 0,
-            dirfd: exporter_common::AT_FDCWD,
-            syscall: exporter_common::Syscall::Openat,
             flags: exporter_common::EVENT_FAILED | if i % 2 == 1 { exporter_common::EVENT_SLOW } else { 0 },
             comm: *b"app\0\0\0\0\0\0\0\0\0\0\0\0\0",
             path: path.to_vec(),
-            kernel_dir: Default::default(),
-            mnt_ns: 0,
+            ..Default::default()
         }
     }
 

@@ -170,6 +170,12 @@ pub fn run_workload(args: &[&str]) -> WorkloadRun {
         .expect("start the workload");
     let pid = child.id();
     let out = child.wait_with_output().expect("wait for the workload");
+    workload_run(pid, args, out)
+}
+
+/// The run of a finished workload from its output: it must have succeeded and
+/// printed `begin_ns` and then its manifest.
+pub fn workload_run(pid: u32, args: &[&str], out: std::process::Output) -> WorkloadRun {
     assert!(out.status.success(), "workload {args:?} failed: {:?}", out.status);
     let stdout = String::from_utf8(out.stdout).unwrap();
     let mut lines = stdout.lines();

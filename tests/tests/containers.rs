@@ -109,16 +109,7 @@ fn run_workload_in(dir: &Path, args: &[&str]) -> WorkloadRun {
     let pid = child.id();
     let out = child.wait_with_output().expect("wait for the workload");
     drop(procs);
-    assert!(out.status.success(), "workload {args:?} failed: {:?}", out.status);
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let mut lines = stdout.lines();
-    let begin_ns = lines
-        .next()
-        .and_then(|l| l.strip_prefix("begin_ns "))
-        .and_then(|n| n.parse().ok())
-        .expect("the workload prints begin_ns first");
-    let manifest = lines.map(|l| serde_json::from_str(l).expect("manifest line")).collect();
-    WorkloadRun { pid, begin_ns, manifest }
+    badfd_tests::workload_run(pid, args, out)
 }
 
 /// The workload's `failures` scenario (each run in a fresh directory: it

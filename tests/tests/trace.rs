@@ -17,7 +17,7 @@ use badfd::{
 };
 use badfd_tests::{load_probe, workload_path, Collector, OpenRecord, TempDir};
 use base64::Engine as _;
-use exporter_common::{Config, Stream, Syscall, AT_FDCWD, EVENT_FAILED, EVENT_SLOW, PATH_MAX, SLOW_DISABLED};
+use exporter_common::{Config, Stream, EVENT_FAILED, EVENT_SLOW, PATH_MAX, SLOW_DISABLED};
 use serde_json::Value;
 
 /// The `badfd` binary beside the test binaries. `cargo test` does not rebuild
@@ -489,19 +489,12 @@ fn golden_anomaly(path: &str, ret: i64, latency_ns: u64, slow: bool, comm: &[u8]
             latency_ns,
             cgroup_id: 1,
             ret,
-            open_flags: 0,
             pid: 31337,
             tid: 31337,
-            uid: 0,
-            gid: 0,
-            mode: 0,
-            dirfd: AT_FDCWD,
-            syscall: Syscall::Openat,
             flags,
             comm: c,
             path: path.as_bytes().to_vec(),
-            kernel_dir: Default::default(),
-            mnt_ns: 0,
+            ..Default::default()
         },
         resolved: ResolvedPath { path: path.as_bytes().to_vec(), how: Resolution::Absolute },
         // 2023-11-14T22:13:20.123Z

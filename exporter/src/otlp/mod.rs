@@ -622,23 +622,13 @@ mod tests {
     async fn queued_path_bytes_are_bounded_and_drops_counted() {
         let path = vec![b'p'; 4000];
         let event = OpenEvent {
-            start_ns: 0,
-            latency_ns: 0,
-            cgroup_id: 0,
             ret: -2,
-            open_flags: 0,
             pid: 1,
             tid: 1,
-            uid: 0,
-            gid: 0,
-            mode: 0,
-            dirfd: -100,
-            syscall: exporter_common::Syscall::Openat,
             flags: exporter_common::EVENT_FAILED,
             comm: [b'x'; 16],
             path: path.clone(),
-            kernel_dir: Default::default(),
-            mnt_ns: 0,
+            ..Default::default()
         };
         let resolved = ResolvedPath { path, how: crate::resolve::Resolution::Absolute };
         let mut c = config("http://127.0.0.1:1");

@@ -179,7 +179,7 @@ pub fn json_line_with(a: &Anomaly, container: Option<&crate::containers::Contain
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use exporter_common::{Syscall, AT_FDCWD, EVENT_FAILED, EVENT_PATH_TRUNCATED, EVENT_SLOW};
+    use exporter_common::{EVENT_FAILED, EVENT_PATH_TRUNCATED, EVENT_SLOW};
 
     use super::*;
     use crate::resolve::Resolution;
@@ -200,14 +200,10 @@ pub(crate) mod tests {
                 tid: 4243,
                 uid: 1000,
                 gid: 100,
-                mode: 0,
-                dirfd: AT_FDCWD,
-                syscall: Syscall::Openat,
                 flags,
                 comm: *b"cat\0\0\0\0\0\0\0\0\0\0\0\0\0",
                 path: path.to_vec(),
-                kernel_dir: Default::default(),
-                mnt_ns: 0,
+                ..Default::default()
             },
             resolved: ResolvedPath { path: path.to_vec(), how: Resolution::Absolute },
             wall_ns: 1_700_000_000_123_456_789,

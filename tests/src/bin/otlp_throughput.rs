@@ -24,7 +24,7 @@ use badfd::{
     OpenEvent,
 };
 use badfd_tests::otlp_receiver::{Receiver, Transport};
-use exporter_common::{Syscall, EVENT_FAILED};
+use exporter_common::EVENT_FAILED;
 
 const RATES: [u64; 5] = [50_000, 100_000, 150_000, 200_000, 300_000];
 
@@ -36,7 +36,6 @@ fn events() -> Vec<(OpenEvent, ResolvedPath)> {
             comm[..name.len()].copy_from_slice(name.as_bytes());
             let path = format!("/var/lib/bench/{i}/missing-config-file.toml").into_bytes();
             let e = OpenEvent {
-                start_ns: 0,
                 latency_ns: 12_345,
                 cgroup_id: 4242,
                 ret: -(libc::ENOENT as i64),
@@ -45,14 +44,10 @@ fn events() -> Vec<(OpenEvent, ResolvedPath)> {
                 tid: 1000 + i,
                 uid: 1000,
                 gid: 1000,
-                mode: 0,
-                dirfd: -100,
-                syscall: Syscall::Openat,
                 flags: EVENT_FAILED,
                 comm,
                 path: path.clone(),
-                kernel_dir: Default::default(),
-                mnt_ns: 0,
+                ..Default::default()
             };
             (e, ResolvedPath { path, how: Resolution::Absolute })
         })
