@@ -16,14 +16,14 @@ cargo test --workspace --exclude exporter-ebpf --no-fail-fast -- --test-threads=
 # Deployment files: manifests, chart, unit, Containerfile (tests/deploy). The
 # venv's cloudcoil package registers a pytest plugin the tests do not use.
 PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 /opt/badfd-venv/bin/python -m pytest tests/deploy -q -rs || failed+=(deploy)
-# The kernel matrix: the kernel tests again inside qemu on Debian's 5.10 (the
-# oldest supported), 6.1, 6.12 and 7.3 kernels, in each attach mode the kernel
-# allows, plus the host row; it prints a table and fails if any row failed.
-# Measured on 2 shared cores: 2.5 to 6 minutes with the static build and the
-# kernels cached; from cold caches add the static build (7.5 minutes under
-# load) and about 100 MB of kernel packages, so about 15 minutes at worst:
-# CI runs it whole.
-# BADFD_VM_KERNELS picks a subset ("5.10 7.3"); "none" keeps only the host row.
+# The kernel matrix: the kernel tests again inside qemu on other Debian
+# kernels. Under software emulation each test's program load takes 30-40 s,
+# so the whole matrix (5.10, 6.1, 6.12, 7.3, every mode: about 40 minutes on
+# 2 cores) does not fit CI beside a cold build. By default this runs the
+# lighter subset: the oldest kernel in auto mode (the fallback to tracepoints
+# is asserted, with its reason) and 6.12 in fentry mode (fentry asserted);
+# BADFD_VM_KERNELS=all runs everything (see README, "Kernels").
+BADFD_VM_KERNELS=${BADFD_VM_KERNELS:-5.10:auto 6.12:fentry} \
 tests/vm/run.sh || failed+=(matrix)
 if (( ${#failed[@]} )); then
     echo "test: FAILED: ${failed[*]}" >&2

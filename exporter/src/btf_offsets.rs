@@ -34,7 +34,7 @@ const KIND_DECL_TAG: u32 = 17;
 const KIND_TYPE_TAG: u32 = 18;
 const KIND_ENUM64: u32 = 19;
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BtfError {
     #[error("reading kernel BTF: {0}")]
     Io(String),
@@ -336,15 +336,27 @@ impl KernelBtf {
     }
 }
 
+/// Both sets of offsets of the running kernel, read from its BTF once per
+/// process: the kernel cannot change under a running process, and parsing
+/// several MiB of BTF at every load is what made loads slow.
+fn running() -> &'static (Result<KernelOffsets, BtfError>, Result<KernelOffsets, BtfError>) {
+    static RUNNING: std::sync::OnceLock<(Result<KernelOffsets, BtfError>, Result<KernelOffsets, BtfError>)> =
+        std::sync::OnceLock::new();
+    RUNNING.get_or_init(|| match KernelBtf::from_sys_fs() {
+        Ok(btf) => (btf.kernel_offsets(), btf.mnt_ns_offsets()),
+        Err(e) => (Err(e.clone()), Err(e)),
+    })
+}
+
 /// The running kernel's mount namespace offsets alone (for kernels where the
 /// directory walk's offsets are not all found).
 pub fn running_mnt_ns_offsets() -> Result<KernelOffsets, BtfError> {
-    KernelBtf::from_sys_fs()?.mnt_ns_offsets()
+    running().1.clone()
 }
 
 /// The offsets of the running kernel, or why they are not to be had.
 pub fn running_kernel_offsets() -> Result<KernelOffsets, BtfError> {
-    KernelBtf::from_sys_fs()?.kernel_offsets()
+    running().0.clone()
 }
 
 #[cfg(test)]

@@ -167,6 +167,7 @@ impl Probe {
             tracing::info!("this kernel does not let tracing programs see a task's ancestor cgroups: the cgroup filter matches each task's own cgroup only");
         }
         let ebpf = EbpfLoader::new()
+            .btf(kernel_btf())
             .map_max_entries(MAP_EVENTS, ringbuf_bytes)
             .override_global("CGROUP_ANCESTORS", &(cgroup_ancestors as u8), true)
             .load(EBPF_OBJECT)
@@ -237,7 +238,7 @@ impl Probe {
 
     /// Tries fentry/fexit; on failure unloads what loaded and says why.
     fn attach_fentry(&mut self) -> Result<(), String> {
-        let btf = Btf::from_sys_fs().map_err(|e| format!("kernel BTF: {e}"))?;
+        let btf = kernel_btf().ok_or_else(|| "no kernel BTF at /sys/kernel/btf/vmlinux".to_string())?;
         let result = (|| -> Result<(), aya::programs::ProgramError> {
             let fentry: &mut FEntry = program(&mut self.ebpf, "fentry_do_sys_openat2")?;
             fentry.load(COMMON_OPEN_FUNCTION, &btf)?;
@@ -583,6 +584,13 @@ fn describe_program_error(error: &aya::programs::ProgramError) -> String {
         }
         other => other.to_string(),
     }
+}
+
+/// The kernel's BTF as aya parses it, once per process (the loader and the
+/// fentry programs need it at every load; it cannot change while we run).
+fn kernel_btf() -> Option<&'static Btf> {
+    static BTF: std::sync::OnceLock<Option<Btf>> = std::sync::OnceLock::new();
+    BTF.get_or_init(|| Btf::from_sys_fs().ok()).as_ref()
 }
 
 /// Ring buffer sizes must be a power-of-two multiple of the page size.

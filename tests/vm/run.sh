@@ -9,7 +9,8 @@
 #
 # Environment:
 #   BADFD_VM_KERNELS   kernel names to run when none are given ("all", the default,
-#                      or e.g. "5.10 7.3"; "none" runs the host row only)
+#                      or e.g. "5.10 7.3"; "none" runs the host row only); a name may
+#                      carry its attach modes, "6.12:fentry", instead of the table's
 #   BADFD_VM_HOST      1 (default) adds the host kernel's row; 0 leaves it out
 #   BADFD_VM_TESTS     test binaries of the badfd-tests crate to run (default: kernel)
 #   BADFD_VM_CACHE     where kernels and apt state are cached (/var/cache/badfd-kernels)
@@ -123,8 +124,13 @@ else
         *) read -r -a selected <<<"$BADFD_VM_KERNELS" ;;
     esac
 fi
-for name in "${selected[@]}"; do
+for i in "${!selected[@]}"; do
+    name=${selected[$i]%%:*}
     [[ -n "${PACKAGE[$name]:-}" ]] || die "unknown kernel '$name'; known: ${NAMES[*]} (see $KERNELS_FILE)"
+    if [[ "${selected[$i]}" == *:* ]]; then
+        MODES[$name]=${selected[$i]#*:}
+    fi
+    selected[$i]=$name
 done
 run_host=${BADFD_VM_HOST:-1}
 
@@ -290,7 +296,7 @@ for name in "${selected[@]}"; do
         timeout -k 10 "$TIMEOUT" qemu-system-x86_64 "${qemu_accel[@]}" -m 1G -smp 2 \
             -kernel "$vmlinuz" -initrd "$initramfs" \
             -append "console=ttyS0 panic=-1 quiet badfd.modes=${MODES[$name]}" \
-            -nographic -no-reboot -nodefaults -serial stdio -monitor none </dev/null 2>&1 | tr -d '\r' >"$log"
+            -nographic -no-reboot -nodefaults -serial stdio -monitor none </dev/null 2>&1 | stdbuf -oL tr -d '\r' >"$log"
         set -e
         grep -aq 'BADFD-VM-KERNEL release=' "$log" && break
         cp "$log" "$log.boot-failure-$attempt"
