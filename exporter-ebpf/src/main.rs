@@ -16,6 +16,7 @@ use aya_ebpf::{
             bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_task,
             bpf_get_current_task_btf,
             bpf_ktime_get_ns, bpf_probe_read_kernel as probe_read_kernel_raw,
+            bpf_probe_read_kernel_str as probe_read_kernel_str_raw,
             bpf_probe_read_user_str, bpf_task_pt_regs,
         },
     },
@@ -491,9 +492,19 @@ fn kernel_dir(o: &KernelOffsets, dirfd: i32, buf: &mut DirBuffer) -> (u8, usize)
             *b = b'/';
         }
         let dst = buf.bytes.as_mut_ptr().wrapping_add(at + 1);
-        // SAFETY: at < DIR_MAX and len <= DIR_NAME_MAX: inside `buf.bytes`.
-        if unsafe { probe_read_kernel_raw(dst.cast(), (len & DIR_NAME_MAX) as u32, name as *const _) } != 0 {
+        // A constant size (NAME_MAX + 1): the 6.12 verifier loses the bound of
+        // a variable one ("unbounded memory access"). The name is NUL-terminated;
+        // its NUL lands on the '/' that starts what is already written, restored
+        // below.
+        // SAFETY: at < DIR_MAX, so dst + DIR_NAME_MAX + 1 is inside `buf.bytes`.
+        let read = unsafe { probe_read_kernel_str_raw(dst.cast(), (DIR_NAME_MAX + 1) as u32, name as *const _) };
+        if read != (len + 1) as i64 {
             return (DIR_READ_FAILED, 0);
+        }
+        if pos < DIR_MAX {
+            if let Some(b) = buf.bytes.get_mut(pos & (DIR_MAX - 1)) {
+                *b = b'/';
+            }
         }
         // SAFETY: as above.
         unsafe { core::ptr::write_volatile(pos_slot, at as u32) };

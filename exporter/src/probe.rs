@@ -570,7 +570,7 @@ fn describe_program_error(error: &aya::programs::ProgramError) -> String {
             let log = verifier_log.to_string();
             tracing::debug!(verifier_log = %log, "BPF_PROG_LOAD failed");
             let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
-            let tail = lines[lines.len().saturating_sub(3)..].join(" | ");
+            let tail = lines[lines.len().saturating_sub(8)..].join(" | ");
             let tail = if tail.is_empty() { tail } else { format!(": {tail}") };
             // "invalid func" when the helper's id is past the kernel's last one.
             if let Some(unknown) = lines.iter().find(|l| l.contains("unknown func") || l.contains("invalid func")) {
