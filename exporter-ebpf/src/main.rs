@@ -501,10 +501,12 @@ fn kernel_dir(o: &KernelOffsets, dirfd: i32, buf: &mut DirBuffer) -> (u8, usize)
         if read != (len + 1) as i64 {
             return (DIR_READ_FAILED, 0);
         }
-        if pos < DIR_MAX {
-            if let Some(b) = buf.bytes.get_mut(pos & (DIR_MAX - 1)) {
-                *b = b'/';
-            }
+        // Unconditionally, with the mask in the index: kernels up to 6.1 do not
+        // bound an offset by a dominating comparison. For the first name `pos`
+        // is DIR_MAX, the index 0, which is never part of the directory (its
+        // start stays at 1 or more).
+        if let Some(b) = buf.bytes.get_mut(pos & (DIR_MAX - 1)) {
+            *b = b'/';
         }
         // SAFETY: as above.
         unsafe { core::ptr::write_volatile(pos_slot, at as u32) };
