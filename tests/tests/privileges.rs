@@ -178,6 +178,24 @@ fn assert_holds_logged_sets(outcome: &Outcome) {
     );
 }
 
+/// Runs the drop under a deployment's credentials (`wrapper`, a setpriv
+/// command line): the process holds what it logged, the probe still works,
+/// and where map calls need no capability (6.5+) nothing is kept.
+fn drop_under_deployment_credentials(wrapper: &[String]) -> Outcome {
+    let outcome = run_dropcaps_as(wrapper, &[]);
+    assert_holds_logged_sets(&outcome);
+    assert_probe_still_worked(&outcome);
+    if kernel_version() >= (6, 5) {
+        assert!(
+            outcome.logged_kept.0.is_empty(),
+            "kept {}; log:\n{}",
+            outcome.logged_kept,
+            outcome.log
+        );
+    }
+    outcome
+}
+
 fn assert_probe_still_worked(outcome: &Outcome) {
     let r = &outcome.report;
     assert!(r["events"].as_u64().unwrap() >= 8, "{r}");
@@ -300,17 +318,7 @@ fn works_with_the_systemd_units_credentials() {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let outcome = run_dropcaps_as(&wrapper, &[]);
-    assert_holds_logged_sets(&outcome);
-    assert_probe_still_worked(&outcome);
-    if kernel_version() >= (6, 5) {
-        assert!(
-            outcome.logged_kept.0.is_empty(),
-            "kept {}; log:\n{}",
-            outcome.logged_kept,
-            outcome.log
-        );
-    }
+    let outcome = drop_under_deployment_credentials(&wrapper);
     // Without CAP_SETPCAP the bounding set stays the unit's, and the log says so.
     assert_eq!(
         outcome.logged_bounding.to_string().split(',').count(),
@@ -354,15 +362,5 @@ fn works_with_the_containers_credentials() {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let outcome = run_dropcaps_as(&wrapper, &[]);
-    assert_holds_logged_sets(&outcome);
-    assert_probe_still_worked(&outcome);
-    if kernel_version() >= (6, 5) {
-        assert!(
-            outcome.logged_kept.0.is_empty(),
-            "kept {}; log:\n{}",
-            outcome.logged_kept,
-            outcome.log
-        );
-    }
+    drop_under_deployment_credentials(&wrapper);
 }
