@@ -271,6 +271,31 @@ impl CommInterner {
     }
 }
 
+/// The container labels of a series, with `badfd serve --metrics.container-labels`:
+/// named as kube-state-metrics and cAdvisor name them, so that series join
+/// with theirs (`kube_pod_container_info` has the same `container_id`,
+/// `<runtime>://<id>`). Empty where not known: a host process has none, and
+/// outside a cluster only `container_id` is known.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ContainerLabels {
+    pub namespace: String,
+    pub pod: String,
+    pub container: String,
+    pub container_id: String,
+}
+
+impl ContainerLabels {
+    /// What a folded label set carries: `other` everywhere.
+    pub fn other() -> ContainerLabels {
+        ContainerLabels { namespace: OTHER.into(), pod: OTHER.into(), container: OTHER.into(), container_id: OTHER.into() }
+    }
+
+    /// As (name, value) pairs, in exposition order.
+    pub fn pairs(&self) -> [(&'static str, &str); 4] {
+        [("namespace", &self.namespace), ("pod", &self.pod), ("container", &self.container), ("container_id", &self.container_id)]
+    }
+}
+
 /// A value a label set holds, which can be folded into another.
 pub trait Fold: Default {
     fn fold_into(self, target: &mut Self);

@@ -20,7 +20,7 @@ use prometheus_client::{
 
 use crate::{
     errno,
-    labels::{Budgeted, Fold, OTHER},
+    labels::{Budgeted, ContainerLabels, Fold, OTHER},
     pipeline::{Anomaly, Sink},
     Probe,
 };
@@ -157,8 +157,12 @@ pub fn kernel_release() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-type FailureKey = (i32, Arc<str>, Arc<str>);
-type SlowKey = (Arc<str>, Arc<str>);
+/// The container labels of a series: `None` unless `--metrics.container-labels`
+/// is on (then the label sets are those of today plus the container's).
+type Container = Option<Arc<ContainerLabels>>;
+type FailureKey = (i32, Arc<str>, Arc<str>, Container);
+type SlowKey = (Arc<str>, Arc<str>, Container);
+type CommKey = (Arc<str>, Container);
 
 /// Slow opens of one label set: the count and an hdrhistogram (microseconds)
 /// for quantiles on the landing page and in terminal mode.
@@ -232,21 +236,36 @@ fn other() -> Arc<str> {
     Arc::from(OTHER)
 }
 
+/// Folded label sets keep container labels (as `other`) if they had them.
+fn other_container(c: &Container) -> Container {
+    c.as_ref().map(|_| Arc::new(ContainerLabels::other()))
+}
+
+/// The label set of a series: `base`, then the container labels if any.
+fn with_container<'a, const N: usize>(base: [(&'static str, &'a str); N], c: &'a Container) -> Vec<(&'static str, &'a str)> {
+    let mut labels = Vec::with_capacity(N + 4);
+    labels.extend(base);
+    if let Some(c) = c {
+        labels.extend(c.pairs());
+    }
+    labels
+}
+
 /// The labeled anomaly series, each metric under its own label-set budget.
 #[derive(Debug)]
 pub struct Aggregates {
     pub failures: Budgeted<FailureKey, FailureSeries>,
     pub slow: Budgeted<SlowKey, SlowSeries>,
-    pub slow_duration: Budgeted<Arc<str>, BucketHistogram>,
+    pub slow_duration: Budgeted<CommKey, BucketHistogram>,
     started: Instant,
 }
 
 impl Aggregates {
     pub fn new(max_label_sets: usize, ttl: Duration) -> Aggregates {
         Aggregates {
-            failures: Budgeted::new(max_label_sets, ttl, |k| (k.0, other(), other())),
-            slow: Budgeted::new(max_label_sets, ttl, |_| (other(), other())),
-            slow_duration: Budgeted::new(max_label_sets, ttl, |_| other()),
+            failures: Budgeted::new(max_label_sets, ttl, |k| (k.0, other(), other(), other_container(&k.3))),
+            slow: Budgeted::new(max_label_sets, ttl, |k| (other(), other(), other_container(&k.2))),
+            slow_duration: Budgeted::new(max_label_sets, ttl, |k| (other(), other_container(&k.1))),
             started: Instant::now(),
         }
     }
@@ -258,20 +277,20 @@ impl Aggregates {
     pub fn record(&mut self, a: &Anomaly) {
         let now = self.now();
         if let Some(e) = a.event.errno() {
-            let f = self.failures.get_mut(&(e, a.comm.clone(), a.path_prefix.clone()), now);
+            let f = self.failures.get_mut(&(e, a.comm.clone(), a.path_prefix.clone(), a.container_labels.clone()), now);
             f.count += 1;
             if a.record_id.is_some() {
                 f.last_record = a.record_id;
             }
         }
         if a.event.slow() {
-            let s = self.slow.get_mut(&(a.comm.clone(), a.path_prefix.clone()), now);
+            let s = self.slow.get_mut(&(a.comm.clone(), a.path_prefix.clone(), a.container_labels.clone()), now);
             s.count += 1;
             if a.record_id.is_some() {
                 s.last_record = a.record_id;
             }
             s.latency_us.saturating_record((a.event.latency_ns / 1000).max(1));
-            self.slow_duration.get_mut(&a.comm, now).observe_ns(a.event.latency_ns);
+            self.slow_duration.get_mut(&(a.comm.clone(), a.container_labels.clone()), now).observe_ns(a.event.latency_ns);
         }
     }
 
@@ -287,7 +306,7 @@ impl Aggregates {
         let mut rows: Vec<OffenderRow> = self
             .slow
             .iter()
-            .map(|((comm, prefix), s)| OffenderRow {
+            .map(|((comm, prefix, _), s)| OffenderRow {
                 comm: comm.to_string(),
                 path_prefix: prefix.to_string(),
                 errno: None,
@@ -307,7 +326,7 @@ impl Aggregates {
         let mut rows: Vec<OffenderRow> = self
             .failures
             .iter()
-            .map(|((e, comm, prefix), f)| OffenderRow {
+            .map(|((e, comm, prefix, _), f)| OffenderRow {
                 comm: comm.to_string(),
                 path_prefix: prefix.to_string(),
                 errno: Some(errno::name(*e)),
@@ -358,15 +377,16 @@ impl Collector for AggregatesCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
         let a = self.aggregates.lock().unwrap_or_else(|e| e.into_inner());
         let mut m = encoder.encode_descriptor("anomaly_failures", "Failed opens streamed as anomalies, by errno, comm and path prefix (label sets bounded; see badfd_label_sets_folded_total).", None, MetricType::Counter)?;
-        for ((e, comm, prefix), f) in a.failures.iter() {
-            counter_with_exemplar(&mut m, &[("errno", errno::name(*e)), ("comm", comm), ("path_prefix", prefix)], f.count, f.last_record)?;
+        for ((e, comm, prefix, c), f) in a.failures.iter() {
+            let labels = with_container([("errno", errno::name(*e)), ("comm", comm), ("path_prefix", prefix)], c);
+            counter_with_exemplar(&mut m, &labels, f.count, f.last_record)?;
         }
         let mut m = encoder.encode_descriptor("anomaly_slow_opens", "Opens at or over the slow threshold streamed as anomalies, by comm and path prefix.", None, MetricType::Counter)?;
-        for ((comm, prefix), s) in a.slow.iter() {
-            counter_with_exemplar(&mut m, &[("comm", &**comm), ("path_prefix", &**prefix)], s.count, s.last_record)?;
+        for ((comm, prefix, c), s) in a.slow.iter() {
+            counter_with_exemplar(&mut m, &with_container([("comm", &**comm), ("path_prefix", &**prefix)], c), s.count, s.last_record)?;
         }
         let mut m = encoder.encode_descriptor("anomaly_slow_open_duration_seconds", "Latency of slow opens streamed as anomalies, by comm.", None, MetricType::Histogram)?;
-        for (comm, h) in a.slow_duration.iter() {
+        for ((comm, c), h) in a.slow_duration.iter() {
             // Per-bucket counts: the encoder accumulates them.
             let buckets: Vec<(f64, u64)> = h
                 .buckets
@@ -374,7 +394,7 @@ impl Collector for AggregatesCollector {
                 .enumerate()
                 .map(|(i, &n)| (SLOW_BUCKETS_SECONDS.get(i).copied().unwrap_or(f64::INFINITY), n))
                 .collect();
-            m.encode_family(&[("comm", &**comm)])?.encode_histogram::<NoLabelSet>(h.sum_ns as f64 / 1e9, h.count, &buckets, None)?;
+            m.encode_family(&with_container([("comm", &**comm)], c))?.encode_histogram::<NoLabelSet>(h.sum_ns as f64 / 1e9, h.count, &buckets, None)?;
         }
         let mut m = encoder.encode_descriptor("label_sets_folded", "Label sets folded into comm=\"other\"/path_prefix=\"other\" because the metric was at its label-set budget.", None, MetricType::Counter)?;
         counter(&mut m, &[("metric", FAILURES_METRIC)], a.failures.folded)?;
@@ -582,5 +602,72 @@ mod tests {
         assert_eq!(h.buckets[4], 1);
         assert_eq!(h.buckets[SLOW_BUCKETS_SECONDS.len()], 1);
         assert_eq!(h.count, 3);
+    }
+
+    fn anomaly(comm: &str, prefix: &str, container: Option<ContainerLabels>) -> Anomaly {
+        Anomaly {
+            event: crate::OpenEvent {
+                ret: -2,
+                latency_ns: 20_000_000,
+                flags: exporter_common::EVENT_FAILED | exporter_common::EVENT_SLOW,
+                ..Default::default()
+            },
+            resolved: crate::resolve::ResolvedPath { path: prefix.as_bytes().to_vec(), how: crate::resolve::Resolution::Absolute },
+            comm: Arc::from(comm),
+            path_prefix: Arc::from(prefix),
+            record_id: None,
+            container: None,
+            container_attributes: None,
+            container_labels: container.map(Arc::new),
+        }
+    }
+
+    fn render(aggregates: Aggregates) -> String {
+        let mut registry = Registry::with_prefix("badfd");
+        registry.register_collector(Box::new(AggregatesCollector { aggregates: Arc::new(Mutex::new(aggregates)) }));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        text
+    }
+
+    #[test]
+    fn container_labels_only_when_asked_and_folded_within_the_budget() {
+        let mut a = Aggregates::new(3, Duration::from_secs(3600));
+        a.record(&anomaly("app", "/etc", None));
+        let text = render(a);
+        assert!(text.contains("badfd_anomaly_failures_total{errno=\"ENOENT\",comm=\"app\",path_prefix=\"/etc\"} 1\n"), "{text}");
+        assert!(!text.contains("namespace="), "no container labels unless asked for: {text}");
+
+        let web = |pod: &str| ContainerLabels {
+            namespace: "shop".into(),
+            pod: pod.into(),
+            container: "nginx".into(),
+            container_id: "containerd://8f2c".into(),
+        };
+        let mut a = Aggregates::new(3, Duration::from_secs(3600));
+        a.record(&anomaly("nginx", "/etc", Some(web("web-1"))));
+        a.record(&anomaly("nginx", "/etc", Some(web("web-1"))));
+        a.record(&anomaly("sh", "/tmp", Some(ContainerLabels::default())));
+        let text = render(a);
+        assert!(
+            text.contains("badfd_anomaly_failures_total{errno=\"ENOENT\",comm=\"nginx\",path_prefix=\"/etc\",namespace=\"shop\",pod=\"web-1\",container=\"nginx\",container_id=\"containerd://8f2c\"} 2\n"),
+            "{text}"
+        );
+        assert!(text.contains("comm=\"sh\",path_prefix=\"/tmp\",namespace=\"\",pod=\"\",container=\"\",container_id=\"\"} 1\n"), "a host process: {text}");
+        assert!(text.contains("badfd_anomaly_slow_open_duration_seconds_count{comm=\"nginx\",namespace=\"shop\",pod=\"web-1\""), "{text}");
+
+        // Pods past the budget fold into `other`, container labels too.
+        let mut a = Aggregates::new(3, Duration::from_secs(3600));
+        for i in 0..10 {
+            a.record(&anomaly("nginx", "/etc", Some(web(&format!("web-{i}")))));
+        }
+        assert!(a.failures.len() <= 3);
+        assert_eq!(a.failures.folded, 8);
+        assert_eq!(a.failures.iter().map(|(_, f)| f.count).sum::<u64>(), 10, "nothing lost in the folding");
+        let text = render(a);
+        assert!(
+            text.contains("{errno=\"ENOENT\",comm=\"other\",path_prefix=\"other\",namespace=\"other\",pod=\"other\",container=\"other\",container_id=\"other\"} 8\n"),
+            "{text}"
+        );
     }
 }

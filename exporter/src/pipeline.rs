@@ -6,10 +6,16 @@
 //! (it implements [`Sink`] and registers its self-metrics into the shared
 //! registry at start-up).
 
-use std::sync::{
-    atomic::{AtomicUsize, Ordering},
-    Arc,
+use std::{
+    num::NonZeroUsize,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
 };
+
+use lru::LruCache;
 
 use prometheus_client::{
     metrics::{counter::Counter, family::Family},
@@ -17,7 +23,9 @@ use prometheus_client::{
 };
 
 use crate::{
-    labels::{path_prefix_into, CommInterner, Interner},
+    containers::{ContainerInfo, Containers},
+    labels::{path_prefix_into, CommInterner, ContainerLabels, Interner},
+    otlp::Otlp,
     resolve::{ResolvedPath, Resolution, Resolver},
     OpenEvent,
 };
@@ -35,7 +43,18 @@ pub struct Anomaly {
     /// The trace id of this anomaly's OTLP log record, once a sink has sent
     /// one: the metrics attach it as an exemplar, to jump to the record.
     pub record_id: Option<[u8; 16]>,
+    /// What is known of the opener's container and pod (when the pipeline
+    /// has a container lookup: with OTLP or container labels on).
+    pub container: Option<Arc<ContainerInfo>>,
+    /// Its OpenTelemetry attributes (`container.id`, `k8s.pod.name`, ...),
+    /// made once per cgroup.
+    pub container_attributes: Option<OtelAttributes>,
+    /// Its metric labels, with `--metrics.container-labels` only.
+    pub container_labels: Option<Arc<ContainerLabels>>,
 }
+
+/// Semantic-convention attributes of a container, shared between anomalies.
+pub type OtelAttributes = Arc<[(&'static str, String)]>;
 
 /// A consumer of anomalies. Called from the event thread with batches of up to
 /// [`BATCH`] anomalies; must not block for long (hand slow work to a thread).
@@ -80,7 +99,63 @@ impl PipelineStats {
     }
 }
 
+/// How long the pipeline trusts what it found about a cgroup before asking
+/// again (pod names arrive from the API a little after the pod starts; the
+/// cgroup cache below rechecks that the cgroup still exists).
+const CONTAINER_RECHECK: Duration = Duration::from_secs(5);
+/// Cgroups whose container the pipeline remembers.
+const CONTAINER_CACHE: usize = 4096;
+
+/// What the pipeline found about one cgroup.
+#[derive(Clone)]
+struct CgroupEntry {
+    checked: Instant,
+    info: Option<Arc<ContainerInfo>>,
+    attributes: Option<OtelAttributes>,
+    labels: Option<Arc<ContainerLabels>>,
+}
+
+/// The container lookup of the pipeline: a small cache by cgroup id in front
+/// of [`Containers`] (whose own caches are shared and locked), so an event
+/// costs one hash lookup.
+struct ContainerLookup {
+    containers: Arc<Containers>,
+    labels: bool,
+    /// (cgroup id, pid or 0) to what was found.
+    by_cgroup: LruCache<(u64, u32), CgroupEntry>,
+}
+
+impl ContainerLookup {
+    /// Keyed by cgroup id, and by pid too where the v2 cgroup says nothing
+    /// (a task in the v2 root, as on cgroup v1 hosts: `/proc/PID/cgroup` tells).
+    fn entry(&mut self, event: &OpenEvent) -> CgroupEntry {
+        let now = Instant::now();
+        for key in [(event.cgroup_id, 0), (event.cgroup_id, event.pid)] {
+            if let Some(e) = self.by_cgroup.get(&key) {
+                if now.duration_since(e.checked) < CONTAINER_RECHECK {
+                    return e.clone();
+                }
+            }
+        }
+        let found = self.containers.lookup(event.cgroup_id);
+        let (info, key) = if found.as_ref().is_some_and(|i| i.cgroup_path != "/") {
+            (found, (event.cgroup_id, 0))
+        } else {
+            (self.containers.lookup_event(event), (event.cgroup_id, event.pid))
+        };
+        let entry = CgroupEntry {
+            checked: now,
+            attributes: info.as_ref().map(|i| i.otel_attributes(self.containers.node_name()).into()),
+            labels: self.labels.then(|| Arc::new(info.as_ref().map(ContainerInfo::metric_labels).unwrap_or_default())),
+            info: info.map(Arc::new),
+        };
+        self.by_cgroup.put(key, entry.clone());
+        entry
+    }
+}
+
 pub struct Pipeline {
+    containers: Option<ContainerLookup>,
     resolver: Resolver,
     comms: CommInterner,
     prefixes: Interner,
@@ -95,6 +170,7 @@ impl Pipeline {
     /// `depth` is the `path_prefix` depth, shared so a reload can change it.
     pub fn new(depth: Arc<AtomicUsize>, sinks: Vec<Box<dyn Sink>>, stats: PipelineStats) -> Pipeline {
         Pipeline {
+            containers: None,
             resolver: Resolver::new(),
             comms: CommInterner::default(),
             prefixes: Interner::default(),
@@ -104,6 +180,14 @@ impl Pipeline {
             batch: Vec::with_capacity(BATCH),
             stats,
         }
+    }
+
+    /// Looks up each anomaly's container and pod (for OTLP records), and with
+    /// `labels` adds them to the metrics' label sets.
+    pub fn with_containers(mut self, containers: Arc<Containers>, labels: bool) -> Pipeline {
+        let capacity = NonZeroUsize::new(CONTAINER_CACHE).expect("nonzero");
+        self.containers = Some(ContainerLookup { containers, labels, by_cgroup: LruCache::new(capacity) });
+        self
     }
 
     /// Takes one ring-buffer record; hands a full batch to the sinks.
@@ -126,7 +210,23 @@ impl Pipeline {
         path_prefix_into(&mut self.prefix_buf, &resolved.path, self.depth.load(Ordering::Relaxed));
         let path_prefix = self.prefixes.intern(&self.prefix_buf);
         let comm = self.comms.intern(&event.comm);
-        self.batch.push(Anomaly { event, resolved, comm, path_prefix, record_id: None });
+        let (container, container_attributes, container_labels) = match &mut self.containers {
+            Some(lookup) => {
+                let e = lookup.entry(&event);
+                (e.info, e.attributes, e.labels)
+            }
+            None => (None, None, None),
+        };
+        self.batch.push(Anomaly {
+            event,
+            resolved,
+            comm,
+            path_prefix,
+            record_id: None,
+            container,
+            container_attributes,
+            container_labels,
+        });
         if self.batch.len() >= BATCH {
             self.flush();
         }
@@ -147,6 +247,21 @@ impl Pipeline {
     pub fn collect_garbage(&mut self) {
         self.prefixes.collect();
         self.comms.collect();
+    }
+}
+
+/// One OTLP log record per anomaly, with its container's attributes; `emit`
+/// never blocks and counts every record it cannot queue.
+pub struct OtlpSink {
+    pub otlp: Arc<Otlp>,
+}
+
+impl Sink for OtlpSink {
+    fn accept(&mut self, batch: &mut [Anomaly]) {
+        for a in batch {
+            a.record_id =
+                self.otlp.emit_with_container(&a.event, &a.resolved, a.container_attributes.clone()).map(|id| id.to_bytes());
+        }
     }
 }
 
@@ -195,7 +310,8 @@ mod tests {
         assert_eq!(stats.resolutions[0].get(), N as u64, "all absolute");
         // One shared string per distinct prefix.
         assert_eq!(pipeline.prefixes.len(), 50);
-        let ((_, _, prefix), _) = a.failures.iter().next().unwrap();
+        let ((_, _, prefix, container), _) = a.failures.iter().next().unwrap();
+        assert_eq!(*container, None, "no container labels unless asked for");
         assert!(prefix.starts_with("/var/lib/app"));
     }
 }

@@ -6,7 +6,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use exporter_common::{Config, CONFIG_FAILURES_ONLY, FILTER_ANY, SLOW_DISABLED};
+use exporter_common::{Config, CGROUP_FILTER_IGNORE, CGROUP_FILTER_OFF, CGROUP_FILTER_WATCH, CONFIG_FAILURES_ONLY, FILTER_ANY, SLOW_DISABLED};
 use serde::{Deserialize, Serialize};
 
 /// The default port: outside the fully allocated 9100-9999 exporter range,
@@ -41,6 +41,24 @@ pub struct SettingsArgs {
     /// Address to listen on (`:PORT` for every interface). [default: :19435]
     #[arg(long = "web.listen-address", env = "BADFD_WEB_LISTEN_ADDRESS")]
     pub listen_address: Option<String>,
+    /// Stream anomalies of this cgroup and below it only, decided in the kernel (repeatable;
+    /// env: comma-separated): a cgroup v2 directory (/sys/fs/cgroup/kubepods.slice/...) or a
+    /// path as /proc/PID/cgroup shows it. Resolved again on SIGHUP.
+    #[arg(long = "filter.cgroup", env = "BADFD_FILTER_CGROUP", value_delimiter = ',')]
+    pub filter_cgroup: Vec<PathBuf>,
+    /// Stream no anomaly of this cgroup or below it (repeatable; env: comma-separated);
+    /// they are still counted in the exact metrics. Not together with --filter.cgroup.
+    #[arg(long = "filter.cgroup-ignore", env = "BADFD_FILTER_CGROUP_IGNORE", value_delimiter = ',')]
+    pub filter_cgroup_ignore: Vec<PathBuf>,
+    /// Add `namespace`, `pod`, `container` and `container_id` labels to the anomaly metrics
+    /// (within the same label-set budget). Takes effect at restart.
+    #[arg(long = "metrics.container-labels", env = "BADFD_METRICS_CONTAINER_LABELS", num_args = 0..=1, default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    pub container_labels: Option<bool>,
+    /// In a Kubernetes pod: watch this node's pods (needs NODE_NAME and RBAC to
+    /// get/list/watch pods) for pod, namespace and container names. `false` turns it off.
+    /// Outside a cluster it is always off. Takes effect at restart. [default: true]
+    #[arg(long = "kubernetes.pod-metadata", env = "BADFD_KUBERNETES_POD_METADATA", num_args = 0..=1, default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    pub kubernetes_pod_metadata: Option<bool>,
 }
 
 /// The config file: the same keys, snake_case.
@@ -55,6 +73,10 @@ pub struct FileSettings {
     pub max_label_sets: Option<usize>,
     pub label_set_ttl: Option<String>,
     pub listen_address: Option<String>,
+    pub filter_cgroup: Option<Vec<PathBuf>>,
+    pub filter_cgroup_ignore: Option<Vec<PathBuf>>,
+    pub container_labels: Option<bool>,
+    pub kubernetes_pod_metadata: Option<bool>,
 }
 
 /// Validated settings.
@@ -71,6 +93,12 @@ pub struct Settings {
     #[serde(with = "duration_str")]
     pub label_set_ttl: Duration,
     pub listen_address: SocketAddr,
+    /// Cgroup v2 directories to watch (only these and below are streamed).
+    pub filter_cgroup: Vec<PathBuf>,
+    /// Cgroup v2 directories to ignore; at most one of the two lists is non-empty.
+    pub filter_cgroup_ignore: Vec<PathBuf>,
+    pub container_labels: bool,
+    pub kubernetes_pod_metadata: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +150,18 @@ impl Settings {
         }
         let listen = args.listen_address.clone().or(f.listen_address).unwrap_or_else(|| DEFAULT_LISTEN_ADDRESS.into());
         let listen_address = parse_listen_address(&listen).map_err(|m| invalid("listen_address", m))?;
+        let cgroups = |flag: &[PathBuf], file: Option<Vec<PathBuf>>, key: &'static str| -> Result<Vec<PathBuf>, SettingsError> {
+            let paths = if flag.is_empty() { file.unwrap_or_default() } else { flag.to_vec() };
+            paths.iter().map(|p| crate::containers::cgroup_dir(p).map_err(|m| invalid(key, m))).collect()
+        };
+        let filter_cgroup = cgroups(&args.filter_cgroup, f.filter_cgroup, "filter_cgroup")?;
+        let filter_cgroup_ignore = cgroups(&args.filter_cgroup_ignore, f.filter_cgroup_ignore, "filter_cgroup_ignore")?;
+        if !filter_cgroup.is_empty() && !filter_cgroup_ignore.is_empty() {
+            return Err(invalid(
+                "filter_cgroup",
+                "give filter_cgroup (watch only these) or filter_cgroup_ignore (all but these), not both",
+            ));
+        }
         Ok(Settings {
             slow_threshold,
             failures_only: args.failures_only.or(f.failures_only).unwrap_or(false),
@@ -131,6 +171,10 @@ impl Settings {
             max_label_sets: max,
             label_set_ttl,
             listen_address,
+            filter_cgroup,
+            filter_cgroup_ignore,
+            container_labels: args.container_labels.or(f.container_labels).unwrap_or(false),
+            kubernetes_pod_metadata: args.kubernetes_pod_metadata.or(f.kubernetes_pod_metadata).unwrap_or(true),
         })
     }
 
@@ -143,7 +187,17 @@ impl Settings {
         }
         c.filter_pid = self.filter_pid.unwrap_or(FILTER_ANY);
         c.filter_uid = self.filter_uid.unwrap_or(FILTER_ANY);
+        c.cgroup_filter = match (self.filter_cgroup.is_empty(), self.filter_cgroup_ignore.is_empty()) {
+            (false, _) => CGROUP_FILTER_WATCH,
+            (true, false) => CGROUP_FILTER_IGNORE,
+            (true, true) => CGROUP_FILTER_OFF,
+        };
         c
+    }
+
+    /// The cgroup directories the kernel's cgroup filter lists (watched or ignored).
+    pub fn filter_cgroups(&self) -> &[PathBuf] {
+        if self.filter_cgroup.is_empty() { &self.filter_cgroup_ignore } else { &self.filter_cgroup }
     }
 }
 
@@ -251,5 +305,42 @@ mod tests {
 
         let off = Settings::resolve(&SettingsArgs { slow_threshold: Some("off".into()), ..Default::default() }, None).unwrap();
         assert_eq!(off.probe_config().slow_threshold_ns, SLOW_DISABLED);
+    }
+
+    #[test]
+    fn cgroup_filter_and_container_settings() {
+        let defaults = Settings::resolve(&SettingsArgs::default(), None).unwrap();
+        assert!(!defaults.container_labels, "container labels are opt-in");
+        assert!(defaults.kubernetes_pod_metadata);
+        assert_eq!(defaults.probe_config().cgroup_filter, CGROUP_FILTER_OFF);
+
+        let bad = SettingsArgs { filter_cgroup: vec!["/no/such/cgroup".into()], ..Default::default() };
+        let e = Settings::resolve(&bad, None).unwrap_err().to_string();
+        assert!(e.starts_with("filter_cgroup: /no/such/cgroup: not a cgroup v2 directory") && !e.contains('\n'), "{e}");
+        // A plain directory is no cgroup either.
+        let plain = SettingsArgs { filter_cgroup_ignore: vec![std::env::temp_dir()], ..Default::default() };
+        let e = Settings::resolve(&plain, None).unwrap_err().to_string();
+        assert!(e.starts_with("filter_cgroup_ignore: ") && e.contains("not a cgroup v2 directory"), "{e}");
+
+        // The root of the hierarchy is a cgroup, by its directory or as /proc spells it.
+        let Some(root) = crate::containers::cgroup2_mount() else { panic!("this machine has a cgroup v2 hierarchy") };
+        let watch = SettingsArgs { filter_cgroup: vec![root.clone(), "/".into()], ..Default::default() };
+        let s = Settings::resolve(&watch, None).unwrap();
+        assert_eq!(s.filter_cgroup, [root.clone(), root.clone()]);
+        assert_eq!(s.probe_config().cgroup_filter, CGROUP_FILTER_WATCH);
+        assert_eq!(s.filter_cgroups(), [root.clone(), root.clone()]);
+        let ignore = SettingsArgs { filter_cgroup_ignore: vec!["/".into()], ..Default::default() };
+        assert_eq!(Settings::resolve(&ignore, None).unwrap().probe_config().cgroup_filter, CGROUP_FILTER_IGNORE);
+        let both = SettingsArgs { filter_cgroup: vec!["/".into()], filter_cgroup_ignore: vec!["/".into()], ..Default::default() };
+        let e = Settings::resolve(&both, None).unwrap_err().to_string();
+        assert!(e.contains("not both"), "{e}");
+
+        let dir = std::env::temp_dir().join(format!("badfd-settings-cg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("badfd.toml");
+        std::fs::write(&file, "filter_cgroup_ignore = [\"/\"]\ncontainer_labels = true\nkubernetes_pod_metadata = false\n").unwrap();
+        let s = Settings::resolve(&SettingsArgs::default(), Some(&file)).unwrap();
+        assert_eq!((s.filter_cgroup_ignore.len(), s.container_labels, s.kubernetes_pod_metadata), (1, true, false));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -16,12 +16,12 @@ use std::{
 
 use anyhow::Context as _;
 use badfd::{
+    containers::{cgroup_id_of_dir, k8s, Containers, ContainersOptions, PodWatcher},
     http::{router, AppState},
     metrics::{AggregatesCollector, Aggregates, AnomalyMetrics, Exposition, KernelCollector, SharedProbe},
-    pipeline::{Pipeline, PipelineStats, Sink},
+    pipeline::{OtlpSink, Pipeline, PipelineStats, Sink},
     probe::{ringbuf_size, EventReader, POLL_INTERVAL},
     otlp::{Otlp, OtlpArgs},
-    pipeline::Anomaly,
     privileges::{drop_capabilities, PrivilegeArgs},
     settings::{Settings, SettingsArgs},
     Probe, ProbeOptions,
@@ -63,18 +63,58 @@ fn sinks(aggregates: &Arc<Mutex<Aggregates>>, otlp: Option<Arc<Otlp>>) -> Vec<Bo
     sinks
 }
 
-/// One OTLP log record per anomaly; `emit` never blocks and counts every
-/// record it cannot queue.
-struct OtlpSink {
-    otlp: Arc<Otlp>,
-}
-
-impl Sink for OtlpSink {
-    fn accept(&mut self, batch: &mut [Anomaly]) {
-        for a in batch {
-            a.record_id = self.otlp.emit(&a.event, &a.resolved).map(|id| id.to_bytes());
+/// The container lookup, when something uses it (OTLP records always carry
+/// the container; metrics only with `--metrics.container-labels`), with pod
+/// names from the Kubernetes API when running in a pod of a cluster.
+/// Returns the watcher too: dropping it stops the watch.
+fn containers(settings: &Settings, used: bool) -> (Option<Arc<Containers>>, Option<PodWatcher>) {
+    if !used {
+        return (None, None);
+    }
+    let containers = Containers::new(ContainersOptions::default());
+    if !settings.kubernetes_pod_metadata {
+        tracing::info!("Kubernetes pod metadata turned off (kubernetes.pod-metadata=false)");
+        return (Some(Arc::new(containers)), None);
+    }
+    if !k8s::in_cluster() {
+        tracing::info!("not in a Kubernetes pod (no KUBERNETES_SERVICE_HOST): no pod names, containers from cgroups only");
+        return (Some(Arc::new(containers)), None);
+    }
+    match PodWatcher::from_env() {
+        Ok(Some(watcher)) => {
+            tracing::info!(node = watcher.node_name(), "watching this node's pods for pod, namespace and container names");
+            let containers = containers.with_pods(watcher.cache(), watcher.node_name());
+            (Some(Arc::new(containers)), Some(watcher))
+        }
+        Ok(None) => (Some(Arc::new(containers)), None),
+        Err(error) => {
+            tracing::warn!("Kubernetes pod metadata off: {error}");
+            (Some(Arc::new(containers)), None)
         }
     }
+}
+
+/// Points the kernel's cgroup filter at the settings' cgroups: their ids now
+/// (a cgroup made again has a new id, hence again on each reload), the new
+/// ones added before the stale ones go so a watched cgroup never drops out.
+fn apply_cgroup_filter(probe: &mut badfd::Probe, settings: &Settings) -> anyhow::Result<()> {
+    let mut wanted = Vec::new();
+    for dir in settings.filter_cgroups() {
+        wanted.push(cgroup_id_of_dir(dir).with_context(|| format!("cgroup filter: {}", dir.display()))?);
+    }
+    for &id in &wanted {
+        probe.add_cgroup(id)?;
+    }
+    for id in probe.cgroups()? {
+        if !wanted.contains(&id) {
+            probe.remove_cgroup(id)?;
+        }
+    }
+    if !wanted.is_empty() {
+        let how = if settings.filter_cgroup.is_empty() { "ignoring" } else { "watching only" };
+        tracing::info!(cgroups = ?settings.filter_cgroups(), ids = ?wanted, "{how} these cgroups (in the kernel)");
+    }
+    Ok(())
 }
 
 /// How long SIGTERM waits for queued OTLP records to be exported.
@@ -121,6 +161,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => None,
     };
     let sinks = sinks(&aggregates, otlp.clone());
+    let (containers, _pod_watcher) = containers(&settings, otlp.is_some() || settings.container_labels);
     let exposition = Arc::new(exposition);
 
     let shared_settings = Arc::new(Mutex::new(settings.clone()));
@@ -145,6 +186,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // (the server task above has not run yet): capabilities are per thread, so
     // they are dropped right after attaching, while badfd has a single thread.
     let mut loaded = Probe::load(&options)?;
+    apply_cgroup_filter(&mut loaded, &settings)?;
     drop_capabilities(&args.privileges, &mut loaded).context("dropping capabilities after attach")?;
     let reader = loaded.take_events()?;
     tracing::info!(mode = %loaded.attach_mode(), fallback_reason = loaded.fallback_reason().unwrap_or(""), "attached");
@@ -153,7 +195,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let depth = Arc::new(AtomicUsize::new(settings.path_prefix_depth));
     let stop = Arc::new(AtomicBool::new(false));
     let events = {
-        let pipeline = Pipeline::new(depth.clone(), sinks, stats);
+        let mut pipeline = Pipeline::new(depth.clone(), sinks, stats);
+        if let Some(containers) = containers {
+            pipeline = pipeline.with_containers(containers, settings.container_labels);
+        }
         let stop = stop.clone();
         let aggregates = aggregates.clone();
         std::thread::Builder::new()
@@ -201,6 +246,10 @@ fn reload(args: &ServeArgs, probe: &SharedProbe, running: &Mutex<Settings>, dept
     };
     let mut running = running.lock().unwrap();
     if let Some(p) = probe.lock().unwrap().as_mut() {
+        if let Err(error) = apply_cgroup_filter(p, &new) {
+            tracing::error!("reload failed, keeping the running configuration: {error:#}");
+            return false;
+        }
         if let Err(error) = p.set_config(new.probe_config()) {
             tracing::error!("reload failed, keeping the running configuration: writing the kernel config: {error}");
             return false;
@@ -211,16 +260,19 @@ fn reload(args: &ServeArgs, probe: &SharedProbe, running: &Mutex<Settings>, dept
         ("metrics.max-label-sets", new.max_label_sets != running.max_label_sets),
         ("metrics.label-set-ttl", new.label_set_ttl != running.label_set_ttl),
         ("web.listen-address", new.listen_address != running.listen_address),
+        ("metrics.container-labels", new.container_labels != running.container_labels),
+        ("kubernetes.pod-metadata", new.kubernetes_pod_metadata != running.kubernetes_pod_metadata),
     ] {
         if changed {
             tracing::warn!("{what} changed in the config; it takes effect at the next restart");
         }
     }
-    let restart_only = (running.max_label_sets, running.label_set_ttl, running.listen_address);
     *running = Settings {
-        max_label_sets: restart_only.0,
-        label_set_ttl: restart_only.1,
-        listen_address: restart_only.2,
+        max_label_sets: running.max_label_sets,
+        label_set_ttl: running.label_set_ttl,
+        listen_address: running.listen_address,
+        container_labels: running.container_labels,
+        kubernetes_pod_metadata: running.kubernetes_pod_metadata,
         ..new
     };
     tracing::info!(settings = %serde_json::to_string(&*running).unwrap_or_default(), "configuration reloaded");

@@ -75,6 +75,27 @@ pub fn cgroup_id_of_dir(dir: &Path) -> std::io::Result<u64> {
     Ok(meta.ino())
 }
 
+/// The cgroup v2 directory a user names: a directory of the cgroup v2
+/// hierarchy (`/sys/fs/cgroup/kubepods.slice/...`), or a path as
+/// `/proc/PID/cgroup` spells it (`/kubepods.slice/...`), under the mount.
+/// The error is one line, saying what is wrong.
+pub fn cgroup_dir(path: &Path) -> Result<PathBuf, String> {
+    let is_cgroup2 = |dir: &Path| {
+        dir.is_dir() && nix::sys::statfs::statfs(dir).is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+    };
+    if path.is_absolute() && is_cgroup2(path) {
+        return Ok(path.to_path_buf());
+    }
+    let Some(root) = cgroup2_mount() else {
+        return Err(format!("{}: not a cgroup v2 directory (and no cgroup v2 hierarchy is mounted)", path.display()));
+    };
+    let under_root = root.join(path.strip_prefix("/").unwrap_or(path));
+    if is_cgroup2(&under_root) {
+        return Ok(under_root);
+    }
+    Err(format!("{}: not a cgroup v2 directory (nor one under the cgroup v2 mount {})", path.display(), root.display()))
+}
+
 #[derive(Clone, Debug)]
 pub struct CgroupPathsOptions {
     /// Paths kept at most (least recently used dropped first).

@@ -19,11 +19,11 @@ use std::{
 
 use lru::LruCache;
 
-pub use cgroupfs::{cgroup2_mount, cgroup_id_of_dir, Cgroup, CgroupPaths, CgroupPathsOptions, CgroupPathsStats};
+pub use cgroupfs::{cgroup2_mount, cgroup_dir, cgroup_id_of_dir, Cgroup, CgroupPaths, CgroupPathsOptions, CgroupPathsStats};
 pub use k8s::{PodCache, PodMeta, PodWatcher};
 pub use path::{owner_from_proc_cgroup, parse_cgroup_path, CgroupOwner, Runtime};
 
-use crate::OpenEvent;
+use crate::{labels::ContainerLabels, OpenEvent};
 
 /// Everything known about the cgroup of an event. Fields are `None` where not
 /// known (a host process has no container; outside a cluster there are no pod
@@ -62,7 +62,27 @@ impl ContainerInfo {
         if self.pod_uid.is_some() {
             put("k8s.node.name", &node_name.map(String::from));
         }
+        // `container.runtime.name` (it replaced `container.runtime` in the
+        // semantic conventions); a systemd unit is no container.
+        if let Some(runtime) = self.runtime.filter(|_| self.container_id.is_some()) {
+            out.push(("container.runtime.name", runtime.name().to_string()));
+        }
         out
+    }
+
+    /// The container label values of a metric series (see [`ContainerLabels`]).
+    pub fn metric_labels(&self) -> ContainerLabels {
+        let id = match (&self.container_id, self.runtime) {
+            (Some(id), Some(runtime)) if runtime != Runtime::Systemd => format!("{}://{id}", runtime.name()),
+            (Some(id), _) => id.clone(),
+            (None, _) => String::new(),
+        };
+        ContainerLabels {
+            namespace: self.namespace.clone().unwrap_or_default(),
+            pod: self.pod_name.clone().unwrap_or_default(),
+            container: self.container_name.clone().unwrap_or_default(),
+            container_id: id,
+        }
     }
 
     fn from_owner(cgroup_id: u64, cgroup_path: String, owner: CgroupOwner) -> ContainerInfo {

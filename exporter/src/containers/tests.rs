@@ -194,7 +194,18 @@ fn lookup_joins_the_cgroup_path_and_the_api() {
             ("k8s.namespace.name", "shop".into()),
             ("k8s.container.name", "nginx".into()),
             ("k8s.node.name", "node-a".into()),
+            ("container.runtime.name", "containerd".into()),
         ]
+    );
+    // The metric labels, named as kube-state-metrics names them.
+    assert_eq!(
+        info.metric_labels(),
+        crate::labels::ContainerLabels {
+            namespace: "shop".into(),
+            pod: "web-7d4b9c6f8-x2k9p".into(),
+            container: "nginx".into(),
+            container_id: format!("containerd://{NGINX_ID}"),
+        }
     );
 
     let info = containers.lookup(dns).unwrap();
@@ -231,7 +242,13 @@ fn lookup_without_a_cluster_gives_what_the_path_says() {
     let info = containers.lookup(id).unwrap();
     assert_eq!((info.container_id.as_deref(), info.runtime), (Some(NGINX_ID), Some(Runtime::Docker)));
     assert_eq!(info.pod_uid, None);
-    assert_eq!(info.otel_attributes(None), [("container.id", NGINX_ID.to_string())]);
+    assert_eq!(
+        info.otel_attributes(None),
+        [("container.id", NGINX_ID.to_string()), ("container.runtime.name", "docker".into())]
+    );
+    let labels = info.metric_labels();
+    assert_eq!((labels.namespace.as_str(), labels.pod.as_str()), ("", ""), "no names outside a cluster");
+    assert_eq!(labels.container_id, format!("docker://{NGINX_ID}"));
     assert_eq!(containers.node_name(), None);
 }
 

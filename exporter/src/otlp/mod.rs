@@ -176,6 +176,17 @@ impl Otlp {
     /// by the rate limit or dropped because the queue is full (both counted). A
     /// queued record can still fail to export later; that is counted too.
     pub fn emit(&self, event: &OpenEvent, resolved: &ResolvedPath) -> Option<TraceId> {
+        self.emit_with_container(event, resolved, None)
+    }
+
+    /// As `emit`, with the attributes of the opener's container and pod
+    /// (`container.id`, `k8s.pod.name`, ...) added to the record.
+    pub fn emit_with_container(
+        &self,
+        event: &OpenEvent,
+        resolved: &ResolvedPath,
+        container: Option<crate::pipeline::OtelAttributes>,
+    ) -> Option<TraceId> {
         let errno = event.errno().filter(|_| event.failed());
         let wall = record::monotonic_to_wall(event.start_ns);
         let admitted = self.limiter.lock().unwrap_or_else(|p| p.into_inner()).admit(
@@ -205,6 +216,7 @@ impl Otlp {
             time: wall,
             trace_id,
             span_id: SpanId::from_bytes(ids[16..].try_into().expect("8 bytes")),
+            container,
         };
         // Added before sending so that the task never subtracts first.
         self.queued_bytes.fetch_add(bytes, Ordering::Relaxed);

@@ -16,7 +16,9 @@
 //! | `badfd.syscall` | open, openat, openat2 or creat |
 //! | `badfd.open.flags` | the open flags as a number, and `badfd.open.flags.names` as `O_WRONLY\|O_CREAT` |
 //! | `badfd.open.duration` | seconds from syscall entry to exit |
-//! | `badfd.cgroup.id` | the opener's cgroup v2 id (`container.id` is for later) |
+//! | `badfd.cgroup.id` | the opener's cgroup v2 id |
+//! | `container.id`, `container.runtime.name` | the opener's container, where it runs in one |
+//! | `k8s.pod.name`, `k8s.pod.uid`, `k8s.namespace.name`, `k8s.container.name`, `k8s.node.name` | its pod, where known (the UID from the cgroup path, names from the API in a cluster) |
 //!
 //! `file.path` is the resolved path because that is the file a user looks for;
 //! paths are raw bytes in the kernel and are written lossily as UTF-8 (U+FFFD for bad bytes).
@@ -48,6 +50,8 @@ pub(crate) struct QueuedAnomaly {
     pub time: SystemTime,
     pub trace_id: TraceId,
     pub span_id: SpanId,
+    /// The container's attributes (see `ContainerInfo::otel_attributes`).
+    pub container: Option<crate::pipeline::OtelAttributes>,
 }
 
 /// Records of one (command, errno or slow) that the rate limit held back.
@@ -186,6 +190,9 @@ pub(crate) fn fill_anomaly(record: &mut SdkLogRecord, a: &QueuedAnomaly) {
     record.add_attribute("badfd.open.flags.names", AnyValue::String(open_flags_names(e.open_flags).into()));
     record.add_attribute("badfd.open.duration", AnyValue::Double(e.latency_ns as f64 / 1e9));
     record.add_attribute("badfd.cgroup.id", AnyValue::Int(e.cgroup_id as i64));
+    for (key, value) in a.container.iter().flat_map(|c| c.iter()) {
+        record.add_attribute(*key, AnyValue::String(value.clone().into()));
+    }
 }
 
 /// Fills a fresh record with the summary of suppressed records.
