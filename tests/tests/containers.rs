@@ -374,3 +374,309 @@ fn rbac_manifest_validates_and_grants_exactly_pod_reads() {
     let subject = &binding["subjects"][0];
     assert_eq!((subject["kind"].as_str(), subject["name"].as_str(), subject["namespace"].as_str()), (Some("ServiceAccount"), Some("badfd"), Some("badfd")));
 }
+
+// --- badfd serve: the cgroup filter flags, container labels, OTLP attributes ---
+
+/// The stream counters of a scrape: (submitted, filtered).
+fn stream_counters(scrape: &badfd_tests::Scrape) -> (f64, f64) {
+    let outcome = |o| scrape.one("badfd_kernel_events_total", &[("outcome", o)]);
+    (outcome("submitted"), outcome("filtered"))
+}
+
+/// Runs `f`, waits until the kernel has counted as many more streamed
+/// anomalies as `f` says it expects (or 5 s), and returns the counter deltas
+/// and the scrape after.
+fn serve_delta(serve: &badfd_tests::Serve, f: impl FnOnce() -> f64) -> (f64, f64, badfd_tests::Scrape) {
+    let before = stream_counters(&serve.scrape());
+    let want = f();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        // The kernel counts at the syscall's exit: give the last ones a moment.
+        std::thread::sleep(Duration::from_millis(200));
+        let scrape = serve.scrape();
+        let after = stream_counters(&scrape);
+        let delta = (after.0 - before.0, after.1 - before.1);
+        if delta.0 >= want || std::time::Instant::now() > deadline {
+            return (delta.0, delta.1, scrape);
+        }
+    }
+}
+
+/// A scrape of `serve` once `ready` says so (the event thread aggregates a
+/// little after the kernel counts), or the last one after 5 s.
+fn scrape_when(serve: &badfd_tests::Serve, ready: impl Fn(&badfd_tests::Scrape) -> bool) -> badfd_tests::Scrape {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let scrape = serve.scrape();
+        if ready(&scrape) || std::time::Instant::now() > deadline {
+            return scrape;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `badfd serve --config.file` with the cgroup filter, container labels and
+/// OTLP to a real receiver: a workload in a kubelet-shaped container scope and
+/// one outside it. Watch mode streams exactly the first (counted as submitted
+/// in the kernel; the other's failures as filtered); its records carry the
+/// container and pod; a cgroup made again gets a new id, which a SIGHUP picks
+/// up; switching the file to ignore mode on SIGHUP turns it around.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_filters_by_cgroup_and_labels_containers() {
+    use badfd_tests::otlp_receiver::{Receiver, Transport};
+
+    let mut cgroups = Cgroups::new();
+    let (container, uid) = ids(6);
+    let uid_ = uid.replace('-', "_");
+    let pod_rel = format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid_}.slice");
+    let pod = cgroups.make(&pod_rel);
+    let scope_rel = format!("{pod_rel}/cri-containerd-{container}.scope");
+    let scope = cgroups.make(&scope_rel);
+    let receiver = Receiver::bind(Transport::Grpc, true).await;
+    let tmp = TempDir::new("serve-cgroup");
+    let file = tmp.path().join("badfd.toml");
+    // As /proc/PID/cgroup spells it: resolved under the cgroup v2 mount.
+    std::fs::write(&file, format!("filter_cgroup = [{pod_rel:?}]\ncontainer_labels = true\nslow_threshold = \"off\"\n")).unwrap();
+    let endpoint = receiver.endpoint();
+    let serve = tokio::task::spawn_blocking(move || {
+        badfd_tests::Serve::start(&[
+            "--config.file",
+            file.to_str().unwrap(),
+            "--otlp-endpoint",
+            &endpoint,
+            "--otlp-protocol",
+            "grpc",
+            "--otlp-batch-delay-ms",
+            "50",
+        ])
+    })
+    .await
+    .unwrap();
+    let file = tmp.path().join("badfd.toml");
+
+    // Watch the pod: only the workload in its container is streamed.
+    let mut inside = None;
+    let mut outside = None;
+    let (submitted, filtered, _) = tokio::task::block_in_place(|| {
+        let (i, o) = (&mut inside, &mut outside);
+        serve_delta(&serve, || {
+            *i = Some(failures(Some(&scope)));
+            *o = Some(failures(None));
+            i.as_ref().unwrap().failures().len() as f64
+        })
+    });
+    let (inside, outside) = (inside.unwrap(), outside.unwrap());
+    // The workload's own failures and the dynamic loader's before them (both
+    // in the cgroup): every record below is of its pid.
+    let n = inside.failures().len();
+    assert!(submitted >= n as f64, "the watched workload's failures are streamed: {submitted} < {n}");
+    assert!(filtered >= outside.failures().len() as f64, "filtered {filtered} < {}", outside.failures().len());
+    let labels = [
+        ("namespace", ""),
+        ("pod", ""),
+        ("container", ""),
+        ("container_id", &*format!("containerd://{container}")),
+    ];
+    let failures_sum = |s: &badfd_tests::Scrape| s.sum("badfd_anomaly_failures_total", &[]);
+    let scrape = tokio::task::block_in_place(|| scrape_when(&serve, |s| failures_sum(s) >= submitted));
+    assert_eq!(scrape.sum("badfd_anomaly_failures_total", &labels), submitted, "the container's series: {:?}", scrape.matching("badfd_anomaly_failures_total", &[]).collect::<Vec<_>>());
+    assert_eq!(scrape.sum("badfd_anomaly_failures_total", &[]), submitted, "and nothing else");
+    let first = submitted;
+
+    // Its OTLP records carry the container and the pod UID (no names outside a cluster).
+    assert_eq!(receiver.wait_for(first as u64, WAIT).await, first as u64);
+    let scope_id = cgroup_id_of_dir(&scope).unwrap();
+    for r in receiver.records() {
+        assert_eq!(r.str_attr("container.id"), Some(container.as_str()));
+        assert_eq!(r.str_attr("container.runtime.name"), Some("containerd"));
+        assert_eq!(r.str_attr("k8s.pod.uid"), Some(uid.as_str()));
+        assert_eq!(r.int_attr("badfd.cgroup.id"), Some(scope_id as i64));
+        assert_eq!(r.int_attr("process.pid"), Some(inside.pid as i64));
+        for absent in ["k8s.pod.name", "k8s.namespace.name", "k8s.container.name", "k8s.node.name"] {
+            assert_eq!(r.attr(absent), None, "{absent}: not known outside a cluster");
+        }
+    }
+
+    // The pod's slice made again has a new id: the filter misses it until a
+    // SIGHUP resolves the path again.
+    let old_id = cgroup_id_of_dir(&pod).unwrap();
+    std::fs::remove_dir(&scope).unwrap();
+    std::fs::remove_dir(&pod).unwrap();
+    std::fs::create_dir(&pod).unwrap();
+    std::fs::create_dir(&scope).unwrap();
+    assert_ne!(cgroup_id_of_dir(&pod).unwrap(), old_id);
+    let (submitted, _, _) = tokio::task::block_in_place(|| serve_delta(&serve, || {
+        failures(Some(&scope));
+        1.0
+    }));
+    assert_eq!(submitted, 0.0, "the stale id matches nothing");
+    serve.signal(libc::SIGHUP);
+    let (submitted, _, _) = tokio::task::block_in_place(|| {
+        let deadline = std::time::Instant::now() + WAIT;
+        while serve.scrape().sum("badfd_config_reloads_total", &[("result", "success")]) < 1.0 {
+            assert!(std::time::Instant::now() < deadline, "no successful reload");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        serve_delta(&serve, || {
+            failures(Some(&scope));
+            n as f64
+        })
+    });
+    assert!(submitted >= n as f64, "after SIGHUP the new cgroup is watched: {submitted} < {n}");
+    let scrape = tokio::task::block_in_place(|| scrape_when(&serve, |s| failures_sum(s) >= first + submitted));
+    assert_eq!(scrape.sum("badfd_anomaly_failures_total", &labels), first + submitted);
+    let watched = first + submitted;
+
+    // Ignore mode from the file on SIGHUP: the container is dropped in the
+    // kernel, everyone else streams.
+    std::fs::write(&file, format!("filter_cgroup_ignore = [{:?}]\ncontainer_labels = true\nslow_threshold = \"off\"\n", pod.to_str().unwrap())).unwrap();
+    serve.signal(libc::SIGHUP);
+    tokio::task::block_in_place(|| {
+        let deadline = std::time::Instant::now() + WAIT;
+        while serve.scrape().sum("badfd_config_reloads_total", &[("result", "success")]) < 2.0 {
+            assert!(std::time::Instant::now() < deadline, "no second successful reload");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    let mut ignored = None;
+    let mut streamed = None;
+    let (submitted, filtered, _) = tokio::task::block_in_place(|| {
+        let (i, s) = (&mut ignored, &mut streamed);
+        serve_delta(&serve, || {
+            *i = Some(failures(Some(&scope)));
+            *s = Some(failures(None));
+            s.as_ref().unwrap().failures().len() as f64
+        })
+    });
+    let (ignored, streamed) = (ignored.unwrap(), streamed.unwrap());
+    assert!(filtered >= ignored.failures().len() as f64, "filtered {filtered}");
+    assert!(submitted >= streamed.failures().len() as f64, "submitted {submitted}");
+    let scrape = tokio::task::block_in_place(|| scrape_when(&serve, |s| failures_sum(s) >= watched + submitted));
+    assert_eq!(scrape.sum("badfd_anomaly_failures_total", &labels), watched, "nothing more from the ignored container");
+    assert!(
+        scrape.sum("badfd_anomaly_failures_total", &[]) >= watched + streamed.failures().len() as f64,
+        "the workload outside streams"
+    );
+
+    // A reload naming no cgroup fails and keeps the running filter.
+    std::fs::write(&file, "filter_cgroup = [\"/no/such/cgroup\"]\n").unwrap();
+    serve.signal(libc::SIGHUP);
+    tokio::task::block_in_place(|| {
+        let deadline = std::time::Instant::now() + WAIT;
+        while serve.scrape().sum("badfd_config_reloads_total", &[("result", "failure")]) < 1.0 {
+            assert!(std::time::Instant::now() < deadline, "the bad reload is counted as failed");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    drop(serve);
+    receiver.stop().await;
+    drop(cgroups);
+}
+
+/// A cgroup filter path that is no cgroup: one clear line, before anything loads.
+#[test]
+fn serve_refuses_a_filter_path_that_is_no_cgroup() {
+    let badfd = badfd_tests::badfd_path();
+    for (flag, key) in [("--filter.cgroup", "filter_cgroup"), ("--filter.cgroup-ignore", "filter_cgroup_ignore")] {
+        let out = Command::new(&badfd).args(["serve", flag, "/no/such/cgroup", "--config.check"]).output().unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let line = format!("{key}: /no/such/cgroup: not a cgroup v2 directory");
+        assert!(stderr.contains(&line), "{stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    }
+    let both = Command::new(&badfd)
+        .args(["serve", "--filter.cgroup", "/", "--filter.cgroup-ignore", "/", "--config.check"])
+        .output()
+        .unwrap();
+    assert!(!both.status.success());
+    assert!(String::from_utf8_lossy(&both.stderr).contains("not both"));
+}
+
+const WEB_UID: &str = "3f0c2a4e-7b1d-4c8e-9a6f-5d2b1e0c9a87";
+const NGINX_ID: &str = "8f2c7d5b4a3e19c0d6b7a8e9f0123456789abcdef0123456789abcdef0a1b2c3";
+
+/// The pod cache filled from the recorded PodList (tests/fixtures/k8s).
+fn recorded_pods() -> std::sync::Arc<std::sync::RwLock<badfd::containers::PodCache>> {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::runtime::watcher::Event;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/k8s/podlist-node-a.recorded-example.json");
+    let list: k8s_openapi::List<Pod> = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut cache = badfd::containers::PodCache::new();
+    cache.apply(Event::Init);
+    for pod in list.items {
+        cache.apply(Event::InitApply(pod));
+    }
+    cache.apply(Event::InitDone);
+    std::sync::Arc::new(std::sync::RwLock::new(cache))
+}
+
+/// Real events of a workload in the nginx container of the recorded `web`
+/// pod (its kubelet cgroup made here), through the serve pipeline with the pod
+/// cache of the recorded API answers: the OTLP records at a real receiver carry
+/// every container and k8s attribute, the metrics the container labels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_records_carry_the_pod_from_the_api() {
+    use badfd::{
+        metrics::{Aggregates, AnomalyMetrics},
+        otlp::{Otlp, OtlpArgs, Protocol},
+        pipeline::{OtlpSink, Pipeline, PipelineStats, Sink},
+    };
+    use badfd_tests::otlp_receiver::{Receiver, Transport};
+    use std::sync::{atomic::AtomicUsize, Arc, Mutex};
+
+    let mut cgroups = Cgroups::new();
+    let scope = cgroups.make(&format!(
+        "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{NGINX_ID}.scope",
+        WEB_UID.replace('-', "_")
+    ));
+    let mut probe = load_probe(config());
+    let collector = Collector::start(&mut probe);
+    let run = tokio::task::block_in_place(|| failures(Some(&scope)));
+    let n = run.failures().len();
+    let events = tokio::task::block_in_place(|| collector.wait_for(&run, n, WAIT));
+    assert_eq!(events.len(), n);
+
+    let receiver = Receiver::bind(Transport::Grpc, true).await;
+    let mut args = OtlpArgs::with_endpoint(&receiver.endpoint(), Protocol::Grpc);
+    args.otlp_batch_delay_ms = 50;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let otlp = Arc::new(Otlp::start(args.resolve_with(|_| None).unwrap().unwrap(), &mut registry).unwrap());
+    let aggregates = Arc::new(Mutex::new(Aggregates::new(100, Duration::from_secs(3600))));
+    let sinks: Vec<Box<dyn Sink>> =
+        vec![Box::new(OtlpSink { otlp: otlp.clone() }), Box::new(AnomalyMetrics { aggregates: aggregates.clone() })];
+    let containers = Containers::new(ContainersOptions::default()).with_pods(recorded_pods(), "node-a");
+    let mut pipeline = Pipeline::new(Arc::new(AtomicUsize::new(3)), sinks, PipelineStats::register(&mut registry))
+        .with_containers(Arc::new(containers), true);
+    for e in events {
+        pipeline.push(e);
+    }
+    pipeline.flush();
+    assert_eq!(receiver.wait_for(n as u64, WAIT).await, n as u64, "one record per failure");
+    for r in receiver.records() {
+        for (key, value) in [
+            ("container.id", NGINX_ID),
+            ("container.runtime.name", "containerd"),
+            ("k8s.pod.name", "web-7d4b9c6f8-x2k9p"),
+            ("k8s.pod.uid", WEB_UID),
+            ("k8s.namespace.name", "shop"),
+            ("k8s.container.name", "nginx"),
+            ("k8s.node.name", "node-a"),
+        ] {
+            assert_eq!(r.str_attr(key), Some(value), "{key}");
+        }
+    }
+    let a = aggregates.lock().unwrap();
+    let labeled: Vec<_> = a.failures.iter().map(|((_, _, _, c), f)| (c.clone().expect("container labels on"), f.count)).collect();
+    assert_eq!(labeled.iter().map(|(_, n)| n).sum::<u64>(), n as u64);
+    for (c, _) in &labeled {
+        assert_eq!(
+            (c.namespace.as_str(), c.pod.as_str(), c.container.as_str(), c.container_id.clone()),
+            ("shop", "web-7d4b9c6f8-x2k9p", "nginx", format!("containerd://{NGINX_ID}"))
+        );
+    }
+    drop(a);
+    otlp.shutdown(Duration::from_secs(2)).await;
+    receiver.stop().await;
+    drop(cgroups);
+}
