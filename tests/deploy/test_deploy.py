@@ -44,6 +44,9 @@ VENV_BIN = Path(sys.executable).parent
 KUBERNETES_VERSIONS = ["1.25.0", kubernetes_validate.latest_version()]
 # Labels only the chart sets (release bookkeeping), ignored when comparing.
 HELM_LABELS = {"helm.sh/chart", "app.kubernetes.io/instance", "app.kubernetes.io/version", "app.kubernetes.io/managed-by"}
+# Objects without a namespace.
+CLUSTER_KINDS = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
+RBAC_KINDS = {"ClusterRole", "ClusterRoleBinding"}
 ALL_TOGGLES = {
     "prometheus": {"monitor": {"enabled": True}, "podMonitor": {"enabled": True}},
     "prometheusRule": {"enabled": True},
@@ -119,12 +122,14 @@ def validate_object(obj: dict) -> None:
 def test_plain_manifests_are_valid_kubernetes_objects():
     objects = plain_objects()
     assert {o["kind"] for o in objects} == {
-        "Namespace", "ServiceAccount", "DaemonSet", "Service", "ServiceMonitor", "PrometheusRule"
+        "Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "DaemonSet", "Service", "ServiceMonitor", "PrometheusRule"
     }
     for obj in objects:
         validate_object(obj)
-        if obj["kind"] != "Namespace":
+        if obj["kind"] not in CLUSTER_KINDS:
             assert obj["metadata"]["namespace"] == "badfd"
+        else:
+            assert "namespace" not in obj["metadata"], obj["kind"]
 
 
 def test_schema_validation_catches_a_bad_field():
@@ -156,7 +161,11 @@ def test_daemonset_is_least_privilege():
         assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in env, f"{source}: OTLP must be off by default"
         assert container["ports"][0]["containerPort"] == 19435, source
         assert "--web.listen-address=:19435" in container["args"], source
-        assert pod["automountServiceAccountToken"] is False, source
+        # The token, to watch this node's pods (and nothing more: see the RBAC test).
+        assert pod["automountServiceAccountToken"] is True, source
+        assert env["BADFD_KUBERNETES_POD_METADATA"]["value"] == "true", source
+        assert env["BADFD_METRICS_CONTAINER_LABELS"]["value"] == "false", f"{source}: container labels are opt-in"
+        assert by_kind(objects)["ServiceAccount"]["automountServiceAccountToken"] is False, source
 
 
 def test_daemonset_comments_say_why_each_capability():
@@ -192,6 +201,9 @@ def test_values_match_their_schema():
         {"hostPaths": {"tracing": "sys/kernel/tracing"}},
         {"imaeg": {}},
         {"seccompProfile": {"type": "Localhost"}},
+        {"kubernetes": {"podMetadata": {"enabled": "yes"}}},
+        {"kubernetes": {"podMetdata": {"enabled": True}}},
+        {"metrics": {"containerLabels": 1}},
     ],
 )
 def test_schema_rejects_bad_values(bad):
@@ -211,7 +223,7 @@ def normalize(obj: dict) -> dict:
 
 def test_default_rendering_is_valid_and_equals_the_plain_manifests():
     rendered = by_kind(rendered_objects())
-    assert set(rendered) == {"ServiceAccount", "DaemonSet", "Service"}, "toggles default off"
+    assert set(rendered) == {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "DaemonSet", "Service"}, "toggles default off, pod metadata on"
     plain = by_kind(plain_objects())
     for kind, obj in rendered.items():
         validate_object(obj)
@@ -225,7 +237,9 @@ def test_default_rendering_is_valid_and_equals_the_plain_manifests():
 
 def test_toggles_render_valid_monitors_rules_and_dashboard():
     rendered = by_kind(rendered_objects(ALL_TOGGLES))
-    assert set(rendered) == {"ServiceAccount", "DaemonSet", "Service", "ServiceMonitor", "PodMonitor", "PrometheusRule", "ConfigMap"}
+    assert set(rendered) == {
+        "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "DaemonSet", "Service", "ServiceMonitor", "PodMonitor", "PrometheusRule", "ConfigMap"
+    }
     plain = by_kind(plain_objects())
     for kind, obj in rendered.items():
         validate_object(obj)
@@ -236,6 +250,31 @@ def test_toggles_render_valid_monitors_rules_and_dashboard():
     assert json.loads(dashboard["data"]["badfd.json"]) == json.loads((CHART / "dashboards/badfd.json").read_text())
     pod_monitor = rendered["PodMonitor"]["spec"]["podMetricsEndpoints"][0]
     assert pod_monitor["port"] == "metrics" and pod_monitor["path"] == "/metrics"
+
+
+def test_rbac_grants_only_pod_reads_to_the_daemonsets_account():
+    for source, objects in [("plain", plain_objects()), ("chart", rendered_objects({"fullnameOverride": "opens", "namespaceOverride": "monitoring"}))]:
+        kinds = by_kind(objects)
+        role, binding, ds = kinds["ClusterRole"], kinds["ClusterRoleBinding"], kinds["DaemonSet"]
+        assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}], source
+        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role["metadata"]["name"]}, source
+        pod = ds["spec"]["template"]["spec"]
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": pod["serviceAccountName"], "namespace": ds["metadata"]["namespace"]}
+        ], source
+        assert kinds["ServiceAccount"]["metadata"]["name"] == pod["serviceAccountName"], source
+
+
+def test_pod_metadata_can_be_turned_off():
+    rendered = by_kind(rendered_objects({"kubernetes": {"podMetadata": {"enabled": False}}, "metrics": {"containerLabels": True}}))
+    assert not RBAC_KINDS & set(rendered), "no RBAC without pod metadata"
+    ds = rendered["DaemonSet"]
+    validate_object(ds)
+    pod = ds["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False, "no token without pod metadata"
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["BADFD_KUBERNETES_POD_METADATA"]["value"] == "false"
+    assert env["BADFD_METRICS_CONTAINER_LABELS"]["value"] == "true"
 
 
 def test_seccomp_profile_is_configurable():

@@ -347,7 +347,7 @@ fn trace_watches_one_cgroup_and_shows_the_container_id() {
 fn rbac_manifest_validates_and_grants_exactly_pod_reads() {
     const VALIDATE: &str = "/opt/badfd-venv/bin/kubernetes-validate";
     assert!(Path::new(VALIDATE).exists(), "{VALIDATE} is missing: run scripts/setup.sh --test");
-    let rbac = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/pod-metadata/rbac.yaml");
+    let rbac = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/rbac.yaml");
     let validate = |file: &Path, version: &str| {
         Command::new(VALIDATE).args(["--strict", "-k", version]).arg(file).output().expect("run kubernetes-validate")
     };
