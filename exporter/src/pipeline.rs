@@ -314,4 +314,52 @@ mod tests {
         assert_eq!(*container, None, "no container labels unless asked for");
         assert!(prefix.starts_with("/var/lib/app"));
     }
+
+    /// The container lookup of the pipeline over a fake hierarchy (plain
+    /// directories: their inode numbers play the cgroup ids): each anomaly
+    /// gets its container's attributes and labels, made once per cgroup.
+    #[test]
+    fn anomalies_get_their_container_once_per_cgroup() {
+        use crate::containers::{cgroup_id_of_dir, ContainersOptions};
+        let root = std::env::temp_dir().join(format!("badfd-pipeline-containers-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let uid = "3f0c2a4e-7b1d-4c8e-9a6f-5d2b1e0c9a87";
+        let id = "8f2c7d5b4a3e19c0d6b7a8e9f0123456789abcdef0123456789abcdef0a1b2c3";
+        let scope = root.join(format!("kubepods.slice/kubepods-pod{}.slice/cri-containerd-{id}.scope", uid.replace('-', "_")));
+        std::fs::create_dir_all(&scope).unwrap();
+        let cgroup_id = cgroup_id_of_dir(&scope).unwrap();
+        let options = ContainersOptions { cgroup_root: Some(root.clone()), proc_fallback: false, ..Default::default() };
+        let containers = Arc::new(Containers::new(options));
+
+        struct Keep(Arc<std::sync::Mutex<Vec<Anomaly>>>);
+        impl Sink for Keep {
+            fn accept(&mut self, batch: &mut [Anomaly]) {
+                self.0.lock().unwrap().extend(batch.iter().cloned());
+            }
+        }
+        let kept = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stats = PipelineStats::register(&mut Registry::default());
+        let mut pipeline = Pipeline::new(Arc::new(AtomicUsize::new(3)), vec![Box::new(Keep(kept.clone()))], stats)
+            .with_containers(containers, true);
+        for i in 0..3 {
+            pipeline.push(OpenEvent { cgroup_id, ..event(i, b"/etc/app.conf") });
+        }
+        // A host process: a cgroup this hierarchy does not have.
+        pipeline.push(OpenEvent { cgroup_id: u64::MAX - 3, ..event(4, b"/etc/app.conf") });
+        pipeline.flush();
+        let kept = kept.lock().unwrap();
+        assert_eq!(kept.len(), 4);
+        let first = kept[0].container.as_ref().expect("the container");
+        assert_eq!((first.container_id.as_deref(), first.pod_uid.as_deref()), (Some(id), Some(uid)));
+        let attributes = kept[0].container_attributes.as_ref().unwrap();
+        assert!(attributes.contains(&("container.id", id.to_string())) && attributes.contains(&("k8s.pod.uid", uid.to_string())));
+        assert_eq!(kept[0].container_labels.as_ref().unwrap().container_id, format!("containerd://{id}"));
+        for a in &kept[1..3] {
+            assert!(Arc::ptr_eq(a.container.as_ref().unwrap(), first), "one lookup per cgroup, shared");
+            assert!(Arc::ptr_eq(a.container_labels.as_ref().unwrap(), kept[0].container_labels.as_ref().unwrap()));
+        }
+        assert!(kept[3].container.is_none() && kept[3].container_attributes.is_none());
+        assert_eq!(**kept[3].container_labels.as_ref().unwrap(), ContainerLabels::default(), "empty labels for the host");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 }

@@ -558,6 +558,14 @@ async fn serve_filters_by_cgroup_and_labels_containers() {
         "the workload outside streams"
     );
 
+    // Outside a cluster: one info line about pod names, no error, no retry loop.
+    if std::env::var_os("KUBERNETES_SERVICE_HOST").is_none() {
+        let log = std::env::temp_dir().join(format!("badfd-serve-{}-{}.log", std::process::id(), serve.address.port()));
+        let log = std::fs::read_to_string(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+        assert_eq!(log.matches("not in a Kubernetes pod").count(), 1, "{log}");
+        assert!(!log.contains("pods failed"), "{log}");
+    }
+
     // A reload naming no cgroup fails and keeps the running filter.
     std::fs::write(&file, "filter_cgroup = [\"/no/such/cgroup\"]\n").unwrap();
     serve.signal(libc::SIGHUP);
