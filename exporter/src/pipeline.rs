@@ -18,6 +18,7 @@ use prometheus_client::{
 
 use crate::{
     labels::{path_prefix_into, CommInterner, Interner},
+    redact::Redactor,
     resolve::{ResolvedPath, Resolution, Resolver},
     OpenEvent,
 };
@@ -89,6 +90,7 @@ pub struct Pipeline {
     sinks: Vec<Box<dyn Sink>>,
     batch: Vec<Anomaly>,
     stats: PipelineStats,
+    redactor: Redactor,
 }
 
 impl Pipeline {
@@ -103,7 +105,15 @@ impl Pipeline {
             sinks,
             batch: Vec::with_capacity(BATCH),
             stats,
+            redactor: Redactor::off(),
         }
+    }
+
+    /// Redacts every anomaly's paths (`--paths.redact`) before any sink or
+    /// label sees them: the one place where redaction happens in `serve`.
+    pub fn with_redactor(mut self, redactor: Redactor) -> Pipeline {
+        self.redactor = redactor;
+        self
     }
 
     /// Takes one ring-buffer record; hands a full batch to the sinks.
@@ -118,11 +128,12 @@ impl Pipeline {
         }
     }
 
-    pub fn push(&mut self, event: OpenEvent) {
-        let resolved = self.resolver.resolve(&event);
+    pub fn push(&mut self, mut event: OpenEvent) {
+        let mut resolved = self.resolver.resolve(&event);
         if let Some(i) = Resolution::ALL.iter().position(|&r| r == resolved.how) {
             self.stats.resolutions[i].inc();
         }
+        self.redactor.apply(&mut event, &mut resolved);
         path_prefix_into(&mut self.prefix_buf, &resolved.path, self.depth.load(Ordering::Relaxed));
         let path_prefix = self.prefixes.intern(&self.prefix_buf);
         let comm = self.comms.intern(&event.comm);

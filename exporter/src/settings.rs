@@ -9,6 +9,8 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use exporter_common::{Config, CONFIG_FAILURES_ONLY, FILTER_ANY, SLOW_DISABLED};
 use serde::{Deserialize, Serialize};
 
+use crate::redact::{RedactArgs, RedactMode, RedactSettings};
+
 /// The default port: outside the fully allocated 9100-9999 exporter range,
 /// not kubelet/kube-proxy's 10248-10259, below the ephemeral range, and ending
 /// in 435 like ebpf_exporter's 9435.
@@ -41,6 +43,12 @@ pub struct SettingsArgs {
     /// Address to listen on (`:PORT` for every interface). [default: :19435]
     #[arg(long = "web.listen-address", env = "BADFD_WEB_LISTEN_ADDRESS")]
     pub listen_address: Option<String>,
+    /// Prometheus exporter-toolkit web config (YAML): TLS (tls_server_config) and
+    /// basic auth (basic_auth_users, bcrypt hashes); re-read on SIGHUP.
+    #[arg(long = "web.config.file", env = "BADFD_WEB_CONFIG_FILE")]
+    pub web_config_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub redact: RedactArgs,
 }
 
 /// The config file: the same keys, snake_case.
@@ -55,6 +63,11 @@ pub struct FileSettings {
     pub max_label_sets: Option<usize>,
     pub label_set_ttl: Option<String>,
     pub listen_address: Option<String>,
+    pub web_config_file: Option<PathBuf>,
+    pub paths_redact: Option<RedactMode>,
+    pub paths_redact_under: Option<Vec<String>>,
+    pub paths_redact_keep: Option<usize>,
+    pub paths_redact_key_file: Option<PathBuf>,
 }
 
 /// Validated settings.
@@ -71,6 +84,8 @@ pub struct Settings {
     #[serde(with = "duration_str")]
     pub label_set_ttl: Duration,
     pub listen_address: SocketAddr,
+    pub web_config_file: Option<PathBuf>,
+    pub paths_redact: RedactSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +137,8 @@ impl Settings {
         }
         let listen = args.listen_address.clone().or(f.listen_address).unwrap_or_else(|| DEFAULT_LISTEN_ADDRESS.into());
         let listen_address = parse_listen_address(&listen).map_err(|m| invalid("listen_address", m))?;
+        let paths_redact = RedactSettings::resolve(&args.redact, f.paths_redact, f.paths_redact_under, f.paths_redact_keep, f.paths_redact_key_file)
+            .map_err(|(key, message)| invalid(key, message))?;
         Ok(Settings {
             slow_threshold,
             failures_only: args.failures_only.or(f.failures_only).unwrap_or(false),
@@ -131,6 +148,8 @@ impl Settings {
             max_label_sets: max,
             label_set_ttl,
             listen_address,
+            web_config_file: args.web_config_file.clone().or(f.web_config_file),
+            paths_redact,
         })
     }
 
