@@ -93,6 +93,19 @@ fn micros(us: u64) -> String {
     }
 }
 
+fn redaction_summary(r: &crate::redact::RedactSettings) -> String {
+    use crate::redact::RedactMode;
+    let mode = match r.mode {
+        RedactMode::None => return "none".into(),
+        RedactMode::Hash => "hash",
+        RedactMode::Drop => "drop",
+    };
+    match r.under.is_empty() {
+        true => format!("{mode}, after the first {} name(s) of every path", r.keep),
+        false => format!("{mode}, below {}", r.under.join(", ")),
+    }
+}
+
 async fn landing(State(state): State<AppState>) -> Html<String> {
     let (mode, fallback, config) = {
         let probe = state.probe.lock().unwrap_or_else(|e| e.into_inner());
@@ -130,6 +143,8 @@ async fn landing(State(state): State<AppState>) -> Html<String> {
         ("max label sets per metric", settings.max_label_sets.to_string()),
         ("label set TTL", format_duration(settings.label_set_ttl)),
         ("listen address", settings.listen_address.to_string()),
+        ("web config file (TLS, basic auth)", settings.web_config_file.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(none): plain HTTP, no authentication".into())),
+        ("path redaction", redaction_summary(&settings.paths_redact)),
     ];
     for (k, v) in rows {
         let _ = write!(h, "<tr><th>{k}</th><td><code>{}</code></td></tr>", escape(&v));

@@ -13,7 +13,7 @@
 //!   (default 1) of every path: `/home/alice/x` -> `/home/<...>`.
 //!
 //! How (`--paths.redact`):
-//! - `hash`: each redacted component becomes `#` and 12 letters of a keyed
+//! - `hash`: each redacted component becomes `#` and 13 letters of a keyed
 //!   hash (HMAC-SHA256), so one name is always one hash (failures of one file
 //!   still group, `/home/#x/.config` and `/home/#x/.cache` share the user)
 //!   without the name being guessable from a list of names. The key is random
@@ -42,8 +42,8 @@ use crate::{
 /// What `drop` leaves where the redacted components were.
 pub const DROPPED: &str = "<redacted>";
 
-/// Letters of the keyed hash kept per component (base32: 60 bits).
-const HASH_LETTERS: usize = 12;
+/// Letters of the keyed hash kept per component (26^13: 61 bits).
+const HASH_LETTERS: usize = 13;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -287,14 +287,15 @@ impl Redactor {
         }
     }
 
+    /// `#` and lowercase letters only: no digits, so the `path_prefix`
+    /// templating (which replaces digit runs and hex ids) keeps it whole.
     fn push_hash(&self, out: &mut Vec<u8>, name: &[u8]) {
-        const BASE32: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
         let tag = hmac::sign(&self.key, name);
-        let mut bits = u64::from_be_bytes(tag.as_ref()[..8].try_into().expect("HMAC-SHA256 has 32 bytes"));
+        let mut value = u64::from_be_bytes(tag.as_ref()[..8].try_into().expect("HMAC-SHA256 has 32 bytes"));
         out.push(b'#');
         for _ in 0..HASH_LETTERS {
-            out.push(BASE32[(bits >> 59) as usize]);
-            bits <<= 5;
+            out.push(b'a' + (value % 26) as u8);
+            value /= 26;
         }
     }
 }
@@ -349,6 +350,9 @@ mod tests {
         let parts: Vec<&str> = a.split('/').collect();
         assert_eq!(parts[1], "home");
         assert!(parts[2].starts_with('#') && parts[2].len() == 1 + HASH_LETTERS, "{a}");
+        assert!(parts[2][1..].bytes().all(|b| b.is_ascii_lowercase()), "{a}");
+        // Label templating leaves it whole.
+        assert_eq!(crate::labels::path_prefix(a.as_bytes(), 2), format!("/home/{}", parts[2]));
         assert!(!a.contains("alice") && !a.contains("config"), "{a}");
         assert_eq!(a.split('/').nth(2), b.split('/').nth(2), "one name, one hash");
         assert_ne!(a, b);
