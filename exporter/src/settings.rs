@@ -266,6 +266,19 @@ mod tests {
         std::fs::write(&file, "slow_treshold = \"5ms\"\n").unwrap();
         let e = Settings::resolve(&SettingsArgs::default(), Some(&file)).unwrap_err().to_string();
         assert!(e.contains("unknown field") && !e.contains('\n'), "{e}");
+
+        // Redaction and the web config from the file; a bad mode is one line naming the key.
+        std::fs::write(&file, "paths_redact = \"drop\"\npaths_redact_under = [\"/home\", \"/root\"]\nweb_config_file = \"/etc/badfd/web.yml\"\n").unwrap();
+        let s = Settings::resolve(&SettingsArgs::default(), Some(&file)).unwrap();
+        assert_eq!(s.paths_redact.mode, RedactMode::Drop);
+        assert_eq!(s.paths_redact.under, ["/home", "/root"]);
+        assert_eq!(s.web_config_file.as_deref(), Some(std::path::Path::new("/etc/badfd/web.yml")));
+        std::fs::write(&file, "paths_redact = \"mask\"\n").unwrap();
+        let e = Settings::resolve(&SettingsArgs::default(), Some(&file)).unwrap_err().to_string();
+        assert!(e.contains("paths_redact") && e.contains("unknown variant") && !e.contains('\n'), "{e}");
+        std::fs::write(&file, "paths_redact_under = [\"home\"]\n").unwrap();
+        let e = Settings::resolve(&SettingsArgs::default(), Some(&file)).unwrap_err().to_string();
+        assert!(e.starts_with("paths_redact_under: \"home\": not an absolute directory"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
 
         let off = Settings::resolve(&SettingsArgs { slow_threshold: Some("off".into()), ..Default::default() }, None).unwrap();
