@@ -302,18 +302,39 @@ fn tls_and_basic_auth_from_an_exporter_toolkit_web_config() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(curl(d, &url("/metrics"), &["--cacert", "ca.crt", "-u", "alice:alice-password"]).status, 401);
+    // SIGHUP: a rotated certificate (here from another CA) serves the next connection.
+    make_cert(d, "otherca", "rotated", "IP:127.0.0.1", "serverAuth");
+    std::fs::write(&web, format!("tls_server_config:\n  cert_file: rotated.crt\n  key_file: rotated.key\nbasic_auth_users:\n  bob: '{bob}'\n")).unwrap();
+    serve.signal(libc::SIGHUP);
+    let deadline = Instant::now() + WAIT;
+    while curl(d, &url("/metrics"), &["--cacert", "otherca.crt", "-u", "bob:bob-password"]).status != 200 {
+        assert!(Instant::now() < deadline, "the rotated certificate never served");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(curl(d, &url("/metrics"), &["--cacert", "ca.crt", "-u", "bob:bob-password"]).exit, 60, "the old certificate is gone");
     std::fs::write(&web, "basic_auth_users:\n  bob: not-a-hash\n").unwrap();
     serve.signal(libc::SIGHUP);
     let reloads = |result: &str| {
-        Scrape::parse(&curl(d, &url("/metrics"), &["--cacert", "ca.crt", "-u", "bob:bob-password"]).body).sum("badfd_config_reloads_total", &[("result", result)])
+        Scrape::parse(&curl(d, &url("/metrics"), &["--cacert", "otherca.crt", "-u", "bob:bob-password"]).body).sum("badfd_config_reloads_total", &[("result", result)])
     };
     let deadline = Instant::now() + WAIT;
     while reloads("failure") < 1.0 {
         assert!(Instant::now() < deadline, "the broken reload was never counted");
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(reloads("success"), 1.0);
-    assert_eq!(curl(d, &url("/metrics"), &["--cacert", "ca.crt", "-u", "bob:bob-password"]).status, 200, "the running config stays");
+    assert_eq!(reloads("success"), 2.0);
+    assert_eq!(curl(d, &url("/metrics"), &["--cacert", "otherca.crt", "-u", "bob:bob-password"]).status, 200, "the running config stays");
+    // A valid file without TLS: turning TLS off takes a restart, so this
+    // reload fails too and TLS stays.
+    std::fs::write(&web, format!("basic_auth_users:\n  bob: '{bob}'\n")).unwrap();
+    serve.signal(libc::SIGHUP);
+    let deadline = Instant::now() + WAIT;
+    while reloads("failure") < 2.0 {
+        assert!(Instant::now() < deadline, "turning TLS off by SIGHUP was not refused");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let plain = curl(d, &format!("http://127.0.0.1:{port}/-/ready"), &[]);
+    assert!(plain.exit != 0 && plain.status != 200, "TLS was turned off by a reload");
 }
 
 #[test]
