@@ -17,6 +17,8 @@ if (( want_test_tools )); then
     apt_packages+=(prometheus)
     # tmux: tests/trace.rs checks badfd trace's live table in a real terminal.
     apt_packages+=(tmux)
+    # tests/security.rs: certificates (openssl) and a real TLS client (curl).
+    apt_packages+=(openssl curl)
     # The deployment tests (tests/deploy): systemd-analyze verifies the unit,
     # strace records badfd's system calls for its filter, a venv for Python tools.
     apt_packages+=(systemd strace python3-venv)

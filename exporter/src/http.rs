@@ -16,6 +16,7 @@ use axum::{
 use crate::{
     metrics::{Aggregates, Exposition, Format, SharedProbe},
     settings::{format_duration, Settings},
+    web_config::{require_auth, WebState},
 };
 
 #[derive(Clone)]
@@ -28,13 +29,20 @@ pub struct AppState {
     pub config_file: Option<std::path::PathBuf>,
 }
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
+/// Every endpoint. `/metrics` and the landing page (it shows the running
+/// configuration and path prefixes) need the web config's basic auth when it
+/// has users; the health checks never do (they tell only up/ready, and a
+/// kubelet probe should need no password in the pod spec).
+pub fn router(state: AppState, web: Arc<WebState>) -> Router {
+    let protected = Router::new()
         .route("/", get(landing))
         .route("/metrics", get(metrics))
+        .route_layer(axum::middleware::from_fn_with_state(web, require_auth));
+    Router::new()
         .route("/-/healthy", get(|| async { "Healthy\n" }))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/-/ready", get(ready))
+        .merge(protected)
         .with_state(state)
 }
 
@@ -85,6 +93,19 @@ fn micros(us: u64) -> String {
     }
 }
 
+fn redaction_summary(r: &crate::redact::RedactSettings) -> String {
+    use crate::redact::RedactMode;
+    let mode = match r.mode {
+        RedactMode::None => return "none".into(),
+        RedactMode::Hash => "hash",
+        RedactMode::Drop => "drop",
+    };
+    match r.under.is_empty() {
+        true => format!("{mode}, after the first {} name(s) of every path", r.keep),
+        false => format!("{mode}, below {}", r.under.join(", ")),
+    }
+}
+
 async fn landing(State(state): State<AppState>) -> Html<String> {
     let (mode, fallback, config) = {
         let probe = state.probe.lock().unwrap_or_else(|e| e.into_inner());
@@ -122,6 +143,8 @@ async fn landing(State(state): State<AppState>) -> Html<String> {
         ("max label sets per metric", settings.max_label_sets.to_string()),
         ("label set TTL", format_duration(settings.label_set_ttl)),
         ("listen address", settings.listen_address.to_string()),
+        ("web config file (TLS, basic auth)", settings.web_config_file.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(none): plain HTTP, no authentication".into())),
+        ("path redaction", redaction_summary(&settings.paths_redact)),
     ];
     for (k, v) in rows {
         let _ = write!(h, "<tr><th>{k}</th><td><code>{}</code></td></tr>", escape(&v));
@@ -191,7 +214,8 @@ mod tests {
         };
         let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
         let address = listener.local_addr().unwrap();
-        runtime.spawn(async move { axum::serve(listener, router(state)).await });
+        let web = Arc::new(WebState::load(None).unwrap());
+        runtime.spawn(async move { axum::serve(listener, router(state, web)).await });
         assert_eq!(get(address, "/-/ready").0, 503);
         assert_eq!(get(address, "/-/healthy").0, 200);
         assert_eq!(get(address, "/healthz").0, 200);

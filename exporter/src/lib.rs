@@ -15,9 +15,11 @@ pub mod otlp;
 pub mod preflight;
 pub mod privileges;
 pub mod probe;
+pub mod redact;
 pub mod render;
 pub mod resolve;
 pub mod settings;
+pub mod web_config;
 
 pub use event::{KernelDir, OpenEvent};
 pub use probe::{AttachMode, AttachPreference, Probe, ProbeOptions};

@@ -26,6 +26,7 @@ use crate::{
     containers::{ContainerInfo, Containers},
     labels::{path_prefix_into, CommInterner, ContainerLabels, Interner},
     otlp::Otlp,
+    redact::Redactor,
     resolve::{ResolvedPath, Resolution, Resolver},
     OpenEvent,
 };
@@ -164,6 +165,7 @@ pub struct Pipeline {
     sinks: Vec<Box<dyn Sink>>,
     batch: Vec<Anomaly>,
     stats: PipelineStats,
+    redactor: Redactor,
 }
 
 impl Pipeline {
@@ -179,6 +181,7 @@ impl Pipeline {
             sinks,
             batch: Vec::with_capacity(BATCH),
             stats,
+            redactor: Redactor::off(),
         }
     }
 
@@ -187,6 +190,13 @@ impl Pipeline {
     pub fn with_containers(mut self, containers: Arc<Containers>, labels: bool) -> Pipeline {
         let capacity = NonZeroUsize::new(CONTAINER_CACHE).expect("nonzero");
         self.containers = Some(ContainerLookup { containers, labels, by_cgroup: LruCache::new(capacity) });
+        self
+    }
+
+    /// Redacts every anomaly's paths (`--paths.redact`) before any sink or
+    /// label sees them: the one place where redaction happens in `serve`.
+    pub fn with_redactor(mut self, redactor: Redactor) -> Pipeline {
+        self.redactor = redactor;
         self
     }
 
@@ -202,11 +212,12 @@ impl Pipeline {
         }
     }
 
-    pub fn push(&mut self, event: OpenEvent) {
-        let resolved = self.resolver.resolve(&event);
+    pub fn push(&mut self, mut event: OpenEvent) {
+        let mut resolved = self.resolver.resolve(&event);
         if let Some(i) = Resolution::ALL.iter().position(|&r| r == resolved.how) {
             self.stats.resolutions[i].inc();
         }
+        self.redactor.apply(&mut event, &mut resolved);
         path_prefix_into(&mut self.prefix_buf, &resolved.path, self.depth.load(Ordering::Relaxed));
         let path_prefix = self.prefixes.intern(&self.prefix_buf);
         let comm = self.comms.intern(&event.comm);

@@ -9,6 +9,8 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use exporter_common::{Config, CGROUP_FILTER_IGNORE, CGROUP_FILTER_OFF, CGROUP_FILTER_WATCH, CONFIG_FAILURES_ONLY, FILTER_ANY, SLOW_DISABLED};
 use serde::{Deserialize, Serialize};
 
+use crate::redact::{RedactArgs, RedactMode, RedactSettings};
+
 /// The default port: outside the fully allocated 9100-9999 exporter range,
 /// not kubelet/kube-proxy's 10248-10259, below the ephemeral range, and ending
 /// in 435 like ebpf_exporter's 9435.
@@ -59,6 +61,12 @@ pub struct SettingsArgs {
     /// Outside a cluster it is always off. Takes effect at restart. [default: true]
     #[arg(long = "kubernetes.pod-metadata", env = "BADFD_KUBERNETES_POD_METADATA", num_args = 0..=1, default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
     pub kubernetes_pod_metadata: Option<bool>,
+    /// Prometheus exporter-toolkit web config (YAML): TLS (tls_server_config) and
+    /// basic auth (basic_auth_users, bcrypt hashes); re-read on SIGHUP.
+    #[arg(long = "web.config.file", env = "BADFD_WEB_CONFIG_FILE")]
+    pub web_config_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub redact: RedactArgs,
 }
 
 /// The config file: the same keys, snake_case.
@@ -77,6 +85,11 @@ pub struct FileSettings {
     pub filter_cgroup_ignore: Option<Vec<PathBuf>>,
     pub container_labels: Option<bool>,
     pub kubernetes_pod_metadata: Option<bool>,
+    pub web_config_file: Option<PathBuf>,
+    pub paths_redact: Option<RedactMode>,
+    pub paths_redact_under: Option<Vec<String>>,
+    pub paths_redact_keep: Option<usize>,
+    pub paths_redact_key_file: Option<PathBuf>,
 }
 
 /// Validated settings.
@@ -99,6 +112,8 @@ pub struct Settings {
     pub filter_cgroup_ignore: Vec<PathBuf>,
     pub container_labels: bool,
     pub kubernetes_pod_metadata: bool,
+    pub web_config_file: Option<PathBuf>,
+    pub paths_redact: RedactSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -162,6 +177,8 @@ impl Settings {
                 "give filter_cgroup (watch only these) or filter_cgroup_ignore (all but these), not both",
             ));
         }
+        let paths_redact = RedactSettings::resolve(&args.redact, f.paths_redact, f.paths_redact_under, f.paths_redact_keep, f.paths_redact_key_file)
+            .map_err(|(key, message)| invalid(key, message))?;
         Ok(Settings {
             slow_threshold,
             failures_only: args.failures_only.or(f.failures_only).unwrap_or(false),
@@ -175,6 +192,8 @@ impl Settings {
             filter_cgroup_ignore,
             container_labels: args.container_labels.or(f.container_labels).unwrap_or(false),
             kubernetes_pod_metadata: args.kubernetes_pod_metadata.or(f.kubernetes_pod_metadata).unwrap_or(true),
+            web_config_file: args.web_config_file.clone().or(f.web_config_file),
+            paths_redact,
         })
     }
 
@@ -301,6 +320,19 @@ mod tests {
         std::fs::write(&file, "slow_treshold = \"5ms\"\n").unwrap();
         let e = Settings::resolve(&SettingsArgs::default(), Some(&file)).unwrap_err().to_string();
         assert!(e.contains("unknown field") && !e.contains('\n'), "{e}");
+
+        // Redaction and the web config from the file; a bad mode is one line naming the key.
+        std::fs::write(&file, "paths_redact = \"drop\"\npaths_redact_under = [\"/home\", \"/root\"]\nweb_config_file = \"/etc/badfd/web.yml\"\n").unwrap();
+        let s = Settings::resolve(&SettingsArgs::default(), Some(&file)).unwrap();
+        assert_eq!(s.paths_redact.mode, RedactMode::Drop);
+        assert_eq!(s.paths_redact.under, ["/home", "/root"]);
+        assert_eq!(s.web_config_file.as_deref(), Some(std::path::Path::new("/etc/badfd/web.yml")));
+        std::fs::write(&file, "paths_redact = \"mask\"\n").unwrap();
+        let e = Settings::resolve(&SettingsArgs::default(), Some(&file)).unwrap_err().to_string();
+        assert!(e.contains("paths_redact") && e.contains("unknown variant") && !e.contains('\n'), "{e}");
+        std::fs::write(&file, "paths_redact_under = [\"home\"]\n").unwrap();
+        let e = Settings::resolve(&SettingsArgs::default(), Some(&file)).unwrap_err().to_string();
+        assert!(e.starts_with("paths_redact_under: \"home\": not an absolute directory"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
 
         let off = Settings::resolve(&SettingsArgs { slow_threshold: Some("off".into()), ..Default::default() }, None).unwrap();

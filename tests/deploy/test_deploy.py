@@ -564,3 +564,62 @@ def test_containerfile_stages():
     for flag in ["--pid=host", "--cap-drop=ALL", "--cap-add=BPF", "--cap-add=PERFMON",
                  "/sys/kernel/tracing:/sys/kernel/tracing:ro", "/sys/kernel/btf:/sys/kernel/btf:ro"]:
         assert flag in readme, flag
+
+
+# --- security options (issue 10) ----------------------------------------------------
+
+
+SECURE = {
+    "web": {"configSecret": {"name": "badfd-web", "key": "web.yml"}, "tls": True},
+    "paths": {"redact": "hash", "redactUnder": ["/home", "/var/lib/kubelet/pods/*/volumes"], "redactKeep": 1,
+              "redactKeySecret": {"name": "badfd-redact", "key": "key"}},
+    "prometheus": {
+        "monitor": {"enabled": True, "tlsConfig": {"ca": {"secret": {"name": "badfd-ca", "key": "ca.crt"}}, "serverName": "badfd"},
+                    "basicAuth": {"username": {"name": "badfd-scrape", "key": "user"}, "password": {"name": "badfd-scrape", "key": "password"}}},
+        "podMonitor": {"enabled": True, "tlsConfig": {"ca": {"secret": {"name": "badfd-ca", "key": "ca.crt"}}}},
+    },
+}
+
+
+def test_web_config_and_redaction_values_render_valid_objects():
+    objects = by_kind(rendered_objects(SECURE))
+    for obj in objects.values():
+        validate_object(obj)
+    pod = objects["DaemonSet"]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["args"] == [
+        "serve", "--web.listen-address=:19435", "--web.config.file=/etc/badfd/web/web.yml",
+        "--paths.redact=hash", "--paths.redact-keep=1", "--paths.redact-under=/home",
+        "--paths.redact-under=/var/lib/kubelet/pods/*/volumes", "--paths.redact-key-file=/etc/badfd/redact-key/key",
+    ]
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert mounts["/etc/badfd/web"]["readOnly"] and mounts["/etc/badfd/redact-key"]["readOnly"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["web-config"]["secret"] == {"secretName": "badfd-web", "defaultMode": 0o400}
+    assert volumes["redact-key"]["secret"] == {"secretName": "badfd-redact", "defaultMode": 0o400}
+    # The probes speak TLS and need no credentials (health checks stay open).
+    for probe in ["livenessProbe", "readinessProbe"]:
+        assert container[probe]["httpGet"]["scheme"] == "HTTPS", probe
+    # Capabilities are unchanged by TLS and auth.
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["BPF", "PERFMON"]}
+    endpoint = objects["ServiceMonitor"]["spec"]["endpoints"][0]
+    assert endpoint["scheme"] == "https"
+    assert endpoint["tlsConfig"]["serverName"] == "badfd" and endpoint["basicAuth"]["password"]["key"] == "password"
+    pod_endpoint = objects["PodMonitor"]["spec"]["podMetricsEndpoints"][0]
+    assert pod_endpoint["scheme"] == "https" and "basicAuth" not in pod_endpoint
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"paths": {"redact": "mask"}},
+        {"paths": {"redactUnder": ["home"]}},
+        {"paths": {"redactKeep": 40}},
+        {"web": {"configSecret": {"name": "x", "key": ""}}},
+        {"web": {"tls": "yes"}},
+    ],
+)
+def test_schema_rejects_bad_security_values(bad):
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(deep_merge(chart_values(), bad), schema)

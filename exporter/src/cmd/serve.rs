@@ -23,6 +23,8 @@ use badfd::{
     probe::{ringbuf_size, EventReader, POLL_INTERVAL},
     otlp::{Otlp, OtlpArgs},
     privileges::{drop_capabilities, PrivilegeArgs},
+    redact::Redactor,
+    web_config::{TlsListener, WebState},
     settings::{Settings, SettingsArgs},
     Probe, ProbeOptions,
 };
@@ -125,6 +127,8 @@ const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(10);
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let settings = Settings::resolve(&args.settings, args.config_file.as_deref())?;
+    let redactor = Redactor::new(&settings.paths_redact)?;
+    let web = Arc::new(WebState::load(settings.web_config_file.clone())?);
     if args.config_check {
         println!("config OK: {}", serde_json::to_string(&settings)?);
         return Ok(());
@@ -146,6 +150,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         "Configuration reloads (SIGHUP) by result; a failed one keeps the running configuration",
         reloads.clone(),
     );
+    web.register(&mut exposition.registry);
     let probe: SharedProbe = Arc::new(Mutex::new(None));
     exposition.registry.register_collector(Box::new(KernelCollector { probe: probe.clone() }));
     let aggregates = Arc::new(Mutex::new(Aggregates::new(settings.max_label_sets, settings.label_set_ttl)));
@@ -173,8 +178,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         config_file: args.config_file.clone(),
     };
     let address = listener.local_addr()?;
-    let server = tokio::spawn(async move { axum::serve(listener, router(state)).await });
-    tracing::info!(%address, "serving /metrics");
+    let app = router(state, web.clone());
+    let server = match web.current().tls() {
+        Some(_) => {
+            let listener = TlsListener::new(listener, web.clone())?;
+            tokio::spawn(async move { axum::serve(listener, app).await })
+        }
+        None => tokio::spawn(async move { axum::serve(listener, app).await }),
+    };
+    tracing::info!(%address, web = %web.current().description, "serving /metrics");
 
     let options = ProbeOptions {
         attach: args.probe.attach,
@@ -195,7 +207,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let depth = Arc::new(AtomicUsize::new(settings.path_prefix_depth));
     let stop = Arc::new(AtomicBool::new(false));
     let events = {
-        let mut pipeline = Pipeline::new(depth.clone(), sinks, stats);
+        let mut pipeline = Pipeline::new(depth.clone(), sinks, stats).with_redactor(redactor);
         if let Some(containers) = containers {
             pipeline = pipeline.with_containers(containers, settings.container_labels);
         }
@@ -210,7 +222,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             _ = hangup.recv() => {
-                let result = reload(&args, &probe, &shared_settings, &depth);
+                let settings_reloaded = reload(&args, &probe, &shared_settings, &depth);
+                let web_reloaded = web.reload().map_err(|error| tracing::error!("reload failed, keeping the running web config: {error}")).is_ok();
+                let result = settings_reloaded && web_reloaded;
                 reloads.get_or_create(&[("result", if result { "success" } else { "failure" })]).inc();
             }
             _ = terminate.recv() => break,
@@ -262,15 +276,20 @@ fn reload(args: &ServeArgs, probe: &SharedProbe, running: &Mutex<Settings>, dept
         ("web.listen-address", new.listen_address != running.listen_address),
         ("metrics.container-labels", new.container_labels != running.container_labels),
         ("kubernetes.pod-metadata", new.kubernetes_pod_metadata != running.kubernetes_pod_metadata),
+        ("web.config.file", new.web_config_file != running.web_config_file),
+        ("paths.redact", new.paths_redact != running.paths_redact),
     ] {
         if changed {
             tracing::warn!("{what} changed in the config; it takes effect at the next restart");
         }
     }
+    let restart_only = (running.max_label_sets, running.label_set_ttl, running.listen_address, running.web_config_file.clone(), running.paths_redact.clone());
     *running = Settings {
-        max_label_sets: running.max_label_sets,
-        label_set_ttl: running.label_set_ttl,
-        listen_address: running.listen_address,
+        max_label_sets: restart_only.0,
+        label_set_ttl: restart_only.1,
+        listen_address: restart_only.2,
+        web_config_file: restart_only.3,
+        paths_redact: restart_only.4,
         container_labels: running.container_labels,
         kubernetes_pod_metadata: running.kubernetes_pod_metadata,
         ..new

@@ -25,6 +25,7 @@ use badfd::{
     errno,
     containers::{Containers, ContainersOptions},
     probe::{ringbuf_size, CgroupFilterMode},
+    redact::{RedactArgs, RedactSettings, Redactor},
     render::{self, Anomaly, Summary, TableStyle, WallClock},
     resolve::Resolver,
     OpenEvent, Probe, ProbeOptions,
@@ -101,6 +102,8 @@ pub struct TraceArgs {
     /// No summary at the end.
     #[arg(long)]
     no_summary: bool,
+    #[command(flatten)]
+    redact: RedactArgs,
     /// The command to run and follow, with every process it starts.
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<OsString>,
@@ -320,6 +323,9 @@ struct Session {
     style: TableStyle,
     /// Container ids for `--json` (None for the table).
     containers: Option<Containers>,
+    /// `--paths.redact`: applied after the filters (which see the real path)
+    /// and before the table, the JSON and the summary.
+    redactor: Redactor,
 }
 
 impl Session {
@@ -356,11 +362,12 @@ impl Session {
             }
         };
         let resolved = self.resolver.resolve(&event);
-        let anomaly = Anomaly { wall_ns: self.clock.wall_ns(event.start_ns), event, resolved };
+        let mut anomaly = Anomaly { wall_ns: self.clock.wall_ns(event.start_ns), event, resolved };
         if !self.filters.keep(&anomaly) {
             self.summary.hidden_by_filters += 1;
             return;
         }
+        self.redactor.apply(&mut anomaly.event, &mut anomaly.resolved);
         self.summary.record(&anomaly);
         let line = if self.json {
             let container = self.containers.as_ref().and_then(|c| c.lookup_event(&anomaly.event));
@@ -374,6 +381,8 @@ impl Session {
 
 pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
     let config = args.config()?;
+    let redact = RedactSettings::resolve(&args.redact, None, None, None, None).map_err(|(key, message)| anyhow::anyhow!("--{}: {message}", key.replacen('_', ".", 1).replace('_', "-")))?;
+    let redactor = Redactor::new(&redact)?;
     let options = ProbeOptions {
         attach: args.probe.attach,
         ringbuf_bytes: ringbuf_size(args.probe.ringbuf_bytes),
@@ -392,6 +401,7 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
         summary: Summary::new(),
         style: TableStyle { width: None, wide: args.wide, color },
         containers: args.json.then(|| Containers::new(ContainersOptions::default())),
+        redactor,
     };
     session.refresh_width();
 
