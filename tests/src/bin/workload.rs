@@ -487,7 +487,9 @@ fn oddbytes(dir: &Path) {
             long.push(0xff);
         }
         long.push(b'/');
-        long.extend(std::iter::repeat_n(b'f', len - long.len()));
+        // Different last bytes: the kernel's cut of the longer path must not
+        // look like the shorter one.
+        long.extend(std::iter::repeat_n(if len == 4095 { b'f' } else { b'g' }, len - long.len()));
         assert_eq!(long.len(), len);
         openat(libc::AT_FDCWD, &long, libc::O_RDONLY, 0);
     }
