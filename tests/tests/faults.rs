@@ -288,7 +288,7 @@ fn bpffs_entries() -> BTreeSet<String> {
 /// The programs and maps of a running exporter: it holds them by fd and pins nothing.
 fn held_bpf(serve: &Serve) -> (BTreeSet<u32>, BTreeSet<u32>) {
     let (progs, maps) = bpf_ids_held_by(serve.child.id());
-    assert!(progs.len() >= 6, "the exporter holds its programs: {progs:?}");
+    assert!(progs.len() >= 2, "the exporter holds its programs (fentry and fexit at least): {progs:?}");
     assert!(!maps.is_empty(), "and its maps");
     let (loaded_progs, _) = loaded_bpf_ids();
     assert!(progs.is_subset(&loaded_progs), "fdinfo ids are loaded programs");

@@ -107,7 +107,8 @@ fn soak_mixed_load_with_scrapes_every_second() {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let receiver = runtime.block_on(Receiver::bind(Transport::Http, false));
     let base = TempDir::lettered("soak");
-    let depth = base.path().components().count() + 1;
+    // One label set per directory the `prefixes` workload opens under: 100 new ones a round.
+    let depth = base.path().components().count() + 2;
     let serve = Serve::start(&[
         "--slow-threshold",
         "20ms",
