@@ -23,9 +23,28 @@ PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 /opt/badfd-venv/bin/python -m pytest tests/depl
 # lighter subset: the oldest kernel in auto mode (the fallback to tracepoints
 # is asserted, with its reason) and 6.12 in fentry mode (fentry asserted);
 # BADFD_VM_KERNELS=all runs everything (see README, "Kernels").
+#
+# The soak (tests/tests/soak.rs, ignored in the run above: ten minutes of
+# mixed load with a scrape every second; BADFD_SOAK_SECS sets its length)
+# runs beside the matrix, which waits on qemu most of the time, so that CI
+# does not get ten minutes longer. Its output goes to a log, shown at the end.
+# The test binary runs by itself, not under cargo, so that it holds no cargo
+# lock while the matrix builds its static test binaries.
+soak_log=$(mktemp -t badfd-soak.XXXXXX.log)
+soak_bin=$(cargo test -p badfd-tests --test soak --no-run 2>&1 | sed -n 's|^ *Executable tests/soak\.rs (\(.*\))$|\1|p' | tail -n1)
+if [[ -n "$soak_bin" ]]; then
+    "$soak_bin" --ignored --nocapture >"$soak_log" 2>&1 &
+    soak_pid=$!
+else
+    echo "test: no soak test binary" >"$soak_log"
+    soak_pid=
+fi
 BADFD_VM_KERNELS=${BADFD_VM_KERNELS:-5.10:auto 6.12:fentry} \
 tests/vm/run.sh || failed+=(matrix)
-suites=3
+if [[ -z "$soak_pid" ]] || ! wait "$soak_pid"; then failed+=(soak); fi
+echo "--- soak (${BADFD_SOAK_SECS:-600} s; log $soak_log)"
+grep -E '^(soak |warm-up|test |test result|thread .* panicked|  left|  right)|RssAnon' "$soak_log" || tail -n 40 "$soak_log"
+suites=4
 echo "suites: $(( suites - ${#failed[@]} )) passed, ${#failed[@]} failed"
 if (( ${#failed[@]} )); then
     echo "test: FAILED: ${failed[*]}" >&2

@@ -11,6 +11,8 @@ pub enum PreflightError {
     NoBtf,
     #[error("tracefs is not mounted: mount it with `mount -t tracefs nodev /sys/kernel/tracing` (in a container, bind-mount the host's /sys/kernel/tracing)")]
     NoTracefs,
+    #[error("tracefs at {0} is there but badfd may not read it (permission denied): run badfd as root, or let its user read tracefs, e.g. `mount -o remount,mode=755 {0}` (or grant CAP_DAC_READ_SEARCH)")]
+    TracefsUnreadable(PathBuf),
     #[error("cannot read the sched_process_fork tracepoint format at {0}: {1}")]
     ForkFormat(PathBuf, String),
 }
@@ -31,15 +33,29 @@ pub fn check() -> Result<PathBuf, PreflightError> {
     if !Path::new(BTF_PATH).exists() {
         return Err(PreflightError::NoBtf);
     }
-    tracefs().ok_or(PreflightError::NoTracefs)
+    tracefs_checked()
 }
 
-/// The tracefs mount point, if tracefs is mounted.
+/// The tracefs mount point, if tracefs is mounted and readable.
 pub fn tracefs() -> Option<PathBuf> {
-    TRACEFS_CANDIDATES
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.join("events").is_dir())
+    tracefs_checked().ok()
+}
+
+/// The tracefs mount point; a mount badfd may not look into (a user with
+/// CAP_BPF and CAP_PERFMON but not root: tracefs is mode 700) is told apart
+/// from no mount at all, because the fixes differ.
+fn tracefs_checked() -> Result<PathBuf, PreflightError> {
+    let mut unreadable = None;
+    for candidate in TRACEFS_CANDIDATES.iter().map(PathBuf::from) {
+        match std::fs::metadata(candidate.join("events")) {
+            Ok(m) if m.is_dir() => return Ok(candidate),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                unreadable.get_or_insert(candidate);
+            }
+            _ => {}
+        }
+    }
+    Err(unreadable.map_or(PreflightError::NoTracefs, PreflightError::TracefsUnreadable))
 }
 
 fn has_bpf_capabilities() -> bool {

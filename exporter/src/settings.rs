@@ -118,16 +118,16 @@ pub struct Settings {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
-    #[error("config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    /// Not `source`: the message carries the cause already, and a chained
+    /// source would print it twice on the one error line (`{:#}`).
+    #[error("config file {path}: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
+    /// `key`: the flag (`--slow-threshold`) when the value came from the
+    /// flag or its variable, else the file and its key.
     #[error("{key}: {message}")]
-    Invalid { key: &'static str, message: String },
-}
-
-fn invalid(key: &'static str, message: impl Into<String>) -> SettingsError {
-    SettingsError::Invalid { key, message: message.into() }
+    Invalid { key: String, message: String },
 }
 
 impl Settings {
@@ -135,50 +135,78 @@ impl Settings {
     pub fn resolve(args: &SettingsArgs, file: Option<&std::path::Path>) -> Result<Settings, SettingsError> {
         let f = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read { path: path.into(), source })?;
-                toml::from_str::<FileSettings>(&text).map_err(|e| SettingsError::Parse {
-                    path: path.into(),
-                    message: e.to_string().replace('\n', " ").trim().to_string(),
-                })?
+                let text = std::fs::read_to_string(path).map_err(|error| SettingsError::Read { path: path.into(), error })?;
+                toml::from_str::<FileSettings>(&text)
+                    .map_err(|e| SettingsError::Parse { path: path.into(), message: toml_error_line(&text, &e) })?
             }
             None => FileSettings::default(),
+        };
+        // Names where a bad value came from, so that the one error line points at it.
+        let invalid = |from_args: bool, flag: &str, key: &str, message: String| SettingsError::Invalid {
+            key: match (from_args, file) {
+                (false, Some(path)) => format!("config file {}: {key}", path.display()),
+                (false, None) => key.to_string(),
+                (true, _) => flag.to_string(),
+            },
+            message,
         };
         let slow = args.slow_threshold.clone().or(f.slow_threshold).unwrap_or_else(|| "10ms".into());
         let slow_threshold = if slow == "0" || slow == "off" {
             None
         } else {
-            let d = parse_duration(&slow).map_err(|m| invalid("slow_threshold", m))?;
+            let d = parse_duration(&slow).map_err(|m| invalid(args.slow_threshold.is_some(), "--slow-threshold", "slow_threshold", m))?;
             if d.is_zero() { None } else { Some(d) }
         };
         let depth = args.path_prefix_depth.or(f.path_prefix_depth).unwrap_or(3);
         if !(1..=32).contains(&depth) {
-            return Err(invalid("path_prefix_depth", format!("{depth} is not between 1 and 32")));
+            return Err(invalid(
+                args.path_prefix_depth.is_some(),
+                "--path-prefix.depth",
+                "path_prefix_depth",
+                format!("{depth} is not between 1 and 32"),
+            ));
         }
         let max = args.max_label_sets.or(f.max_label_sets).unwrap_or(2000);
         if max < 2 {
-            return Err(invalid("max_label_sets", format!("{max}: at least 2 (one named label set and `other`)")));
+            return Err(invalid(
+                args.max_label_sets.is_some(),
+                "--metrics.max-label-sets",
+                "max_label_sets",
+                format!("{max}: at least 2 (one named label set and `other`)"),
+            ));
         }
         let ttl_text = args.label_set_ttl.clone().or(f.label_set_ttl).unwrap_or_else(|| "1h".into());
-        let label_set_ttl = parse_duration(&ttl_text).map_err(|m| invalid("label_set_ttl", m))?;
+        let label_set_ttl = parse_duration(&ttl_text).map_err(|m| invalid(args.label_set_ttl.is_some(), "--metrics.label-set-ttl", "label_set_ttl", m))?;
         if label_set_ttl < Duration::from_secs(1) {
-            return Err(invalid("label_set_ttl", format!("{ttl_text}: at least 1s")));
+            return Err(invalid(
+                args.label_set_ttl.is_some(),
+                "--metrics.label-set-ttl",
+                "label_set_ttl",
+                format!("{ttl_text:?}: at least 1s"),
+            ));
         }
         let listen = args.listen_address.clone().or(f.listen_address).unwrap_or_else(|| DEFAULT_LISTEN_ADDRESS.into());
-        let listen_address = parse_listen_address(&listen).map_err(|m| invalid("listen_address", m))?;
-        let cgroups = |flag: &[PathBuf], file: Option<Vec<PathBuf>>, key: &'static str| -> Result<Vec<PathBuf>, SettingsError> {
+        let listen_address = parse_listen_address(&listen).map_err(|m| invalid(args.listen_address.is_some(), "--web.listen-address", "listen_address", m))?;
+        let cgroups = |flag: &[PathBuf], file: Option<Vec<PathBuf>>, name: &'static str, key: &'static str| -> Result<Vec<PathBuf>, SettingsError> {
             let paths = if flag.is_empty() { file.unwrap_or_default() } else { flag.to_vec() };
-            paths.iter().map(|p| crate::containers::cgroup_dir(p).map_err(|m| invalid(key, m))).collect()
+            paths.iter().map(|p| crate::containers::cgroup_dir(p).map_err(|m| invalid(!flag.is_empty(), name, key, m))).collect()
         };
-        let filter_cgroup = cgroups(&args.filter_cgroup, f.filter_cgroup, "filter_cgroup")?;
-        let filter_cgroup_ignore = cgroups(&args.filter_cgroup_ignore, f.filter_cgroup_ignore, "filter_cgroup_ignore")?;
+        let filter_cgroup = cgroups(&args.filter_cgroup, f.filter_cgroup, "--filter.cgroup", "filter_cgroup")?;
+        let filter_cgroup_ignore = cgroups(&args.filter_cgroup_ignore, f.filter_cgroup_ignore, "--filter.cgroup-ignore", "filter_cgroup_ignore")?;
         if !filter_cgroup.is_empty() && !filter_cgroup_ignore.is_empty() {
             return Err(invalid(
+                !args.filter_cgroup.is_empty(),
+                "--filter.cgroup",
                 "filter_cgroup",
-                "give filter_cgroup (watch only these) or filter_cgroup_ignore (all but these), not both",
+                "give filter_cgroup (watch only these) or filter_cgroup_ignore (all but these), not both".into(),
             ));
         }
         let paths_redact = RedactSettings::resolve(&args.redact, f.paths_redact, f.paths_redact_under, f.paths_redact_keep, f.paths_redact_key_file)
-            .map_err(|(key, message)| invalid(key, message))?;
+            .map_err(|(key, message)| match key {
+                "paths_redact_under" => invalid(!args.redact.under.is_empty(), "--paths.redact-under", key, message),
+                "paths_redact_keep" => invalid(args.redact.keep.is_some(), "--paths.redact-keep", key, message),
+                _ => invalid(false, key, key, message),
+            })?;
         Ok(Settings {
             slow_threshold,
             failures_only: args.failures_only.or(f.failures_only).unwrap_or(false),
@@ -217,6 +245,22 @@ impl Settings {
     /// The cgroup directories the kernel's cgroup filter lists (watched or ignored).
     pub fn filter_cgroups(&self) -> &[PathBuf] {
         if self.filter_cgroup.is_empty() { &self.filter_cgroup_ignore } else { &self.filter_cgroup }
+    }
+}
+
+/// A TOML error as one line that names the line and the key: `line 2:
+/// failures_only: invalid type: string "yes", expected a boolean` (the
+/// library's own rendering draws the line with a caret, over several lines).
+fn toml_error_line(text: &str, error: &toml::de::Error) -> String {
+    let message = error.message().trim().replace('\n', " ");
+    let Some(span) = error.span() else { return message };
+    let start = span.start.min(text.len());
+    let line_number = text[..start].matches('\n').count() + 1;
+    let line = text.lines().nth(line_number - 1).unwrap_or("");
+    let key = line.split_once('=').map(|(k, _)| k.trim()).filter(|k| !k.is_empty() && !k.starts_with('['));
+    match key {
+        Some(key) if !message.contains(&format!("`{key}`")) => format!("line {line_number}: {key}: {message}"),
+        _ => format!("line {line_number}: {message}"),
     }
 }
 
@@ -316,7 +360,10 @@ mod tests {
 
         std::fs::write(&file, "slow_threshold = \"fast\"\n").unwrap();
         let e = Settings::resolve(&SettingsArgs::default(), Some(&file)).unwrap_err().to_string();
-        assert!(e.starts_with("slow_threshold: \"fast\""), "{e}");
+        assert!(e.starts_with(&format!("config file {}: slow_threshold: \"fast\"", file.display())), "{e}");
+        let flag = SettingsArgs { slow_threshold: Some("fast".into()), ..Default::default() };
+        let e = Settings::resolve(&flag, Some(&file)).unwrap_err().to_string();
+        assert!(e.starts_with("--slow-threshold: \"fast\""), "the flag's value is the bad one: {e}");
         std::fs::write(&file, "slow_treshold = \"5ms\"\n").unwrap();
         let e = Settings::resolve(&SettingsArgs::default(), Some(&file)).unwrap_err().to_string();
         assert!(e.contains("unknown field") && !e.contains('\n'), "{e}");

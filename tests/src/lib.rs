@@ -263,7 +263,12 @@ impl Serve {
     /// programs are attached; panics (with its log) if it never does.
     pub fn start(args: &[&str]) -> Serve {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let address: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+        Serve::start_at(([127, 0, 0, 1], port).into(), args)
+    }
+
+    /// As `start`, listening on `address`.
+    pub fn start_at(address: std::net::SocketAddr, args: &[&str]) -> Serve {
+        let port = address.port();
         let attach = match test_attach_mode() {
             AttachPreference::Auto => "auto",
             AttachPreference::Fentry => "fentry",
@@ -472,4 +477,39 @@ pub fn without_missed_runs<T>(probe: &Probe, mut attempt: impl FnMut() -> T) -> 
         assert!(tries < 3, "the kernel skipped badfd's programs {missed} times in each of {tries} runs");
         eprintln!("the kernel skipped badfd's programs {missed} times during the run; running it again");
     }
+}
+
+// ---------------------------------------------------------------------------
+// Reliability (tests/tests/faults.rs, soak.rs, oddbytes.rs).
+// ---------------------------------------------------------------------------
+
+impl Serve {
+    /// The log file `start` sends the exporter's stderr to.
+    pub fn log_path(&self) -> PathBuf {
+        std::env::temp_dir().join(format!("badfd-serve-{}-{}.log", std::process::id(), self.address.port()))
+    }
+
+    /// The exporter's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+}
+
+/// The ids of the BPF programs and maps a process holds file descriptors of
+/// (from /proc/PID/fdinfo: `prog_id:` and `map_id:`).
+pub fn bpf_ids_held_by(pid: u32) -> (std::collections::BTreeSet<u32>, std::collections::BTreeSet<u32>) {
+    let (mut progs, mut maps) = (std::collections::BTreeSet::new(), std::collections::BTreeSet::new());
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).expect("/proc/PID/fdinfo").flatten() {
+        let Ok(info) = std::fs::read_to_string(entry.path()) else { continue };
+        for line in info.lines() {
+            let id = |key: &str| line.strip_prefix(key).and_then(|v| v.trim().parse::<u32>().ok());
+            if let Some(id) = id("prog_id:") {
+                progs.insert(id);
+            }
+            if let Some(id) = id("map_id:") {
+                maps.insert(id);
+            }
+        }
+    }
+    (progs, maps)
 }

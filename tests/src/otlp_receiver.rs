@@ -268,3 +268,13 @@ impl Drop for Receiver {
         }
     }
 }
+
+impl ReceivedRecord {
+    /// A bytes-valued attribute (reliability tests: paths that are not UTF-8).
+    pub fn bytes_attr(&self, key: &str) -> Option<&[u8]> {
+        match self.attr(key) {
+            Some(Value::BytesValue(b)) => Some(b),
+            _ => None,
+        }
+    }
+}

@@ -35,6 +35,8 @@ use tokio::signal::unix::{signal, SignalKind};
 use super::ProbeArgs;
 
 #[derive(Args)]
+// `--ringbuf-bytes -1` is a bad value of that flag, not an unknown flag `-1`.
+#[command(allow_negative_numbers = true)]
 pub struct ServeArgs {
     #[command(flatten)]
     probe: ProbeArgs,
@@ -129,6 +131,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let settings = Settings::resolve(&args.settings, args.config_file.as_deref())?;
     let redactor = Redactor::new(&settings.paths_redact)?;
     let web = Arc::new(WebState::load(settings.web_config_file.clone())?);
+    // Checked here too, so that --config.check catches a bad OTLP setting.
+    let otlp_config = args.otlp.resolve()?;
     if args.config_check {
         println!("config OK: {}", serde_json::to_string(&settings)?);
         return Ok(());
@@ -156,7 +160,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let aggregates = Arc::new(Mutex::new(Aggregates::new(settings.max_label_sets, settings.label_set_ttl)));
     exposition.registry.register_collector(Box::new(AggregatesCollector { aggregates: aggregates.clone() }));
     // OTLP is off (and costs nothing) without an endpoint.
-    let otlp = match args.otlp.resolve()? {
+    let otlp = match otlp_config {
         Some(config) => {
             let endpoint = config.endpoint.clone();
             let otlp = Arc::new(Otlp::start(config, &mut exposition.registry)?);

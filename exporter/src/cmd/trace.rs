@@ -39,6 +39,8 @@ use tokio::signal::unix::{signal, SignalKind};
 use super::ProbeArgs;
 
 #[derive(Args)]
+// `--pid -1` is a bad value of that flag, not an unknown flag `-1`.
+#[command(allow_negative_numbers = true)]
 #[command(after_help = "\
 Examples:
   badfd trace                         every failed or slow open on the host
@@ -406,6 +408,9 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
     session.refresh_width();
 
     // Checked before loading, so that a typo is one clear line.
+    if let Some(relative) = args.path_prefix.iter().find(|p| !p.is_absolute()) {
+        bail!("--path-prefix {}: not an absolute path (paths are matched once resolved, e.g. /var/lib)", relative.display());
+    }
     let cgroups: Vec<PathBuf> = args.cgroup.iter().map(|p| cgroup_dir(p)).collect::<anyhow::Result<_>>()?;
     let mut probe = Probe::load(&options)?;
     // The kernel streams nothing until these are in (watch mode, empty map).

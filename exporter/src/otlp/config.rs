@@ -126,6 +126,8 @@ pub enum ConfigError {
     KeyValues { source_name: String, entry: String, problem: &'static str },
     #[error("--otlp-{what} must be at least 1")]
     Zero { what: &'static str },
+    #[error("{source_name}: the service name must not be empty")]
+    EmptyServiceName { source_name: &'static str },
 }
 
 /// The logs path the OTLP/HTTP specification appends to a base endpoint.
@@ -224,6 +226,9 @@ impl OtlpArgs {
             .or(service_from_attributes)
             .unwrap_or_else(|| DEFAULT_SERVICE_NAME.to_string());
 
+        if self.otlp_service_name.as_deref().is_some_and(|n| n.trim().is_empty()) {
+            return Err(ConfigError::EmptyServiceName { source_name: "--otlp-service-name" });
+        }
         if self.otlp_queue_size == 0 {
             return Err(ConfigError::Zero { what: "queue-size" });
         }

@@ -20,8 +20,12 @@
 //! | `container.id`, `container.runtime.name` | the opener's container, where it runs in one |
 //! | `k8s.pod.name`, `k8s.pod.uid`, `k8s.namespace.name`, `k8s.container.name`, `k8s.node.name` | its pod, where known (the UID from the cgroup path, names from the API in a cluster) |
 //!
-//! `file.path` is the resolved path because that is the file a user looks for;
-//! paths are raw bytes in the kernel and are written lossily as UTF-8 (U+FFFD for bad bytes).
+//! | `badfd.file.path.bytes`, `badfd.file.path.opened.bytes` | the exact bytes of `file.path` and `badfd.file.path.opened`, only when they are not valid UTF-8 |
+//!
+//! `file.path` is the resolved path because that is the file a user looks for.
+//! Paths are raw bytes in the kernel; the string attributes are UTF-8 with
+//! U+FFFD for each invalid sequence, so a path that is not UTF-8 also gets its
+//! exact bytes in a bytes-valued attribute (as `badfd trace --json` adds base64).
 
 use std::{
     borrow::Cow,
@@ -178,6 +182,12 @@ pub(crate) fn fill_anomaly(record: &mut SdkLogRecord, a: &QueuedAnomaly) {
     record.add_attribute("process.user.id", int(e.uid));
     record.add_attribute("file.path", AnyValue::String(resolved.into()));
     record.add_attribute("badfd.file.path.opened", AnyValue::String(lossy(&e.path).into()));
+    // Lossless where the strings are not.
+    for (key, bytes) in [("badfd.file.path.bytes", &a.resolved), ("badfd.file.path.opened.bytes", &e.path)] {
+        if std::str::from_utf8(bytes).is_err() {
+            record.add_attribute(key, AnyValue::Bytes(Box::new(bytes.clone())));
+        }
+    }
     record.add_attribute("badfd.file.path.resolution", AnyValue::String(Cow::Borrowed(a.resolution.name()).into()));
     if e.path_truncated() {
         record.add_attribute("badfd.file.path.truncated", AnyValue::Boolean(true));

@@ -19,6 +19,8 @@
 //!   workload exporter DIR        known failures per errno and directory, relative
 //!                                ones (dirfd, chdir) by a process that stays a second
 //!   workload flood DIR COUNT     COUNT failed opens of distinct names (not recorded)
+//!   workload oddbytes DIR        failed opens of names with invalid UTF-8, newlines,
+//!                                quotes, backslashes, control bytes; 4095- and 4096-byte paths
 
 use std::{
     ffi::CString,
@@ -381,6 +383,7 @@ fn main() {
         "kdetach" => kdetach(&dir),
         "exporter" => exporter(&dir),
         "flood" => flood(&dir, n as usize),
+        "oddbytes" => oddbytes(&dir),
         other => panic!("unknown scenario {other}"),
     }
     let manifest = MANIFEST.lock().unwrap();
@@ -449,5 +452,45 @@ fn flood(dir: &Path, count: usize) {
         // SAFETY: valid C string.
         let fd = unsafe { libc::syscall(libc::SYS_openat, libc::AT_FDCWD, c.as_ptr(), libc::O_RDONLY, 0) };
         assert!(fd < 0, "flood paths do not exist");
+    }
+}
+
+/// The names `oddbytes` opens under DIR (each missing: ENOENT), one directory
+/// component each so that each lands in a `path_prefix` of its own.
+const ODD_NAMES: [&[u8]; 9] = [
+    b"inv\xff\xfeutf8",
+    b"new\nline",
+    b"quo\"te",
+    b"back\\slash",
+    b"ctl\x01\x02\x1b\x7f\t\r",
+    b"uni-\xc3\xa9\xe2\x9c\x93",
+    b"brace{x=\"y\",z}",
+    b"hash # EOF",
+    b"%41-percent",
+];
+
+/// Failed opens of odd names, then of the longest path the kernel takes (4095
+/// bytes and its NUL: ENOENT) and of one a byte longer (ENAMETOOLONG, which
+/// the kernel copies cut).
+fn oddbytes(dir: &Path) {
+    for name in ODD_NAMES {
+        let mut path = join(dir, name);
+        path.extend_from_slice(b"/missing");
+        openat(libc::AT_FDCWD, &path, libc::O_RDONLY, 0);
+    }
+    for len in [4095, 4096] {
+        let mut long = join(dir, b"long");
+        while long.len() + 201 <= len {
+            long.push(b'/');
+            long.extend(std::iter::repeat_n(b'd', 199));
+            // An odd byte deep in the path too.
+            long.push(0xff);
+        }
+        long.push(b'/');
+        // Different last bytes: the kernel's cut of the longer path must not
+        // look like the shorter one.
+        long.extend(std::iter::repeat_n(if len == 4095 { b'f' } else { b'g' }, len - long.len()));
+        assert_eq!(long.len(), len);
+        openat(libc::AT_FDCWD, &long, libc::O_RDONLY, 0);
     }
 }
