@@ -415,6 +415,10 @@ fn scrape_when(serve: &badfd_tests::Serve, ready: impl Fn(&badfd_tests::Scrape) 
     }
 }
 
+/// Room for every label set: another process's flood of distinct paths on a
+/// shared test machine must not fold the container's series into `other`.
+const ROOMY: &str = "max_label_sets = 1000000\n";
+
 /// `badfd serve --config.file` with the cgroup filter, container labels and
 /// OTLP to a real receiver: a workload in a kubelet-shaped container scope and
 /// one outside it. Watch mode streams exactly the first (counted as submitted
@@ -436,7 +440,7 @@ async fn serve_filters_by_cgroup_and_labels_containers() {
     let tmp = TempDir::new("serve-cgroup");
     let file = tmp.path().join("badfd.toml");
     // As /proc/PID/cgroup spells it: resolved under the cgroup v2 mount.
-    std::fs::write(&file, format!("filter_cgroup = [{pod_rel:?}]\ncontainer_labels = true\nslow_threshold = \"off\"\n")).unwrap();
+    std::fs::write(&file, format!("filter_cgroup = [{pod_rel:?}]\ncontainer_labels = true\nslow_threshold = \"off\"\n{ROOMY}")).unwrap();
     let endpoint = receiver.endpoint();
     let serve = tokio::task::spawn_blocking(move || {
         badfd_tests::Serve::start(&[
@@ -529,7 +533,7 @@ async fn serve_filters_by_cgroup_and_labels_containers() {
 
     // Ignore mode from the file on SIGHUP: the container is dropped in the
     // kernel, everyone else streams.
-    std::fs::write(&file, format!("filter_cgroup_ignore = [{:?}]\ncontainer_labels = true\nslow_threshold = \"off\"\n", pod.to_str().unwrap())).unwrap();
+    std::fs::write(&file, format!("filter_cgroup_ignore = [{:?}]\ncontainer_labels = true\nslow_threshold = \"off\"\n{ROOMY}", pod.to_str().unwrap())).unwrap();
     serve.signal(libc::SIGHUP);
     tokio::task::block_in_place(|| {
         let deadline = std::time::Instant::now() + WAIT;

@@ -170,7 +170,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => None,
     };
     let sinks = sinks(&aggregates, otlp.clone());
-    let (containers, _pod_watcher) = containers(&settings, otlp.is_some() || settings.container_labels);
     let exposition = Arc::new(exposition);
 
     let shared_settings = Arc::new(Mutex::new(settings.clone()));
@@ -208,6 +207,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(mode = %loaded.attach_mode(), fallback_reason = loaded.fallback_reason().unwrap_or(""), "attached");
     *probe.lock().unwrap() = Some(loaded);
 
+    // After the drop: the pod watch's client (DNS lookups on the blocking
+    // pool) must never start a thread before it.
+    let (containers, _pod_watcher) = containers(&settings, otlp.is_some() || settings.container_labels);
     let depth = Arc::new(AtomicUsize::new(settings.path_prefix_depth));
     let stop = Arc::new(AtomicBool::new(false));
     let events = {
