@@ -50,7 +50,7 @@ fn largest_mappings(pid: u32, n: usize) -> Vec<(u64, String)> {
             }
         }
     }
-    maps.sort_by(|a, b| b.0.cmp(&a.0));
+    maps.sort_by_key(|m| std::cmp::Reverse(m.0));
     maps.truncate(n);
     maps
 }

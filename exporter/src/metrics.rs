@@ -392,9 +392,13 @@ pub struct AggregatesCollector {
 /// values are shared strings, so this is a few ns per label set) so that
 /// encoding, which takes ms at many label sets, does not hold up the event
 /// thread.
+/// A label set's key (see [`FailureKey`], [`SlowKey`]), its count, and the
+/// OTLP record id of its exemplar.
+type SeriesCopy<K> = (K, u64, Option<[u8; 16]>);
+
 struct AggregatesSnapshot {
-    failures: Vec<(i32, Arc<str>, Arc<str>, u64, Option<[u8; 16]>)>,
-    slow: Vec<(Arc<str>, Arc<str>, u64, Option<[u8; 16]>)>,
+    failures: Vec<SeriesCopy<FailureKey>>,
+    slow: Vec<SeriesCopy<SlowKey>>,
     slow_duration: Vec<(Arc<str>, BucketHistogram)>,
     folded: [u64; 3],
     expired: [u64; 3],
@@ -403,8 +407,8 @@ struct AggregatesSnapshot {
 impl AggregatesSnapshot {
     fn of(a: &Aggregates) -> AggregatesSnapshot {
         AggregatesSnapshot {
-            failures: a.failures.iter().map(|((e, c, p), f)| (*e, c.clone(), p.clone(), f.count, f.last_record)).collect(),
-            slow: a.slow.iter().map(|((c, p), s)| (c.clone(), p.clone(), s.count, s.last_record)).collect(),
+            failures: a.failures.iter().map(|(k, f)| (k.clone(), f.count, f.last_record)).collect(),
+            slow: a.slow.iter().map(|(k, s)| (k.clone(), s.count, s.last_record)).collect(),
             slow_duration: a
                 .slow_duration
                 .iter()
@@ -420,11 +424,11 @@ impl Collector for AggregatesCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
         let a = AggregatesSnapshot::of(&self.aggregates.lock().unwrap_or_else(|e| e.into_inner()));
         let mut m = encoder.encode_descriptor("anomaly_failures", "Failed opens streamed as anomalies, by errno, comm and path prefix (label sets bounded; see badfd_label_sets_folded_total).", None, MetricType::Counter)?;
-        for (e, comm, prefix, count, record) in &a.failures {
+        for ((e, comm, prefix), count, record) in &a.failures {
             counter_with_exemplar(&mut m, &[("errno", errno::name(*e)), ("comm", comm), ("path_prefix", prefix)], *count, *record)?;
         }
         let mut m = encoder.encode_descriptor("anomaly_slow_opens", "Opens at or over the slow threshold streamed as anomalies, by comm and path prefix.", None, MetricType::Counter)?;
-        for (comm, prefix, count, record) in &a.slow {
+        for ((comm, prefix), count, record) in &a.slow {
             counter_with_exemplar(&mut m, &[("comm", &**comm), ("path_prefix", &**prefix)], *count, *record)?;
         }
         let mut m = encoder.encode_descriptor("anomaly_slow_open_duration_seconds", "Latency of slow opens streamed as anomalies, by comm.", None, MetricType::Histogram)?;
