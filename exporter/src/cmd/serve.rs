@@ -193,8 +193,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 /// Hands free heap pages back to the system. Loading parses the kernel's BTF
 /// and the eBPF object: about 20 MiB of heap that is free again afterwards but
 /// that glibc keeps (idle RSS 54 MiB before this, 38 MiB after; see
-/// bench/RESULTS.md); a flood of anomalies leaves the same behind. Takes
-/// about a millisecond, well inside what the ring buffer holds.
+/// bench/RESULTS.md); a flood of anomalies leaves the same behind. It walks
+/// glibc's free lists (a few MiB after a flood), once per housekeeping; the
+/// ring buffer holds tens of ms of events meanwhile.
 fn release_free_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free heap pages to the kernel.
