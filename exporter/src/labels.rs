@@ -107,6 +107,31 @@ pub fn path_prefix_into(out: &mut String, path: &[u8], depth: usize) {
     cut(out);
 }
 
+/// The part of `path` that [`path_prefix_into`] reads: up to the end of its
+/// `depth`-th component. Paths with the same raw prefix have the same label, so
+/// the pipeline caches labels by it instead of templating every event.
+pub fn raw_prefix(path: &[u8], depth: usize) -> &[u8] {
+    if depth == 0 {
+        // No component is read, only whether the path is absolute.
+        return &path[..path.len().min(1)];
+    }
+    let mut taken = 0;
+    let mut i = 0;
+    while i < path.len() {
+        if path[i] == b'/' {
+            i += 1;
+            continue;
+        }
+        let end = path[i..].iter().position(|&b| b == b'/').map_or(path.len(), |n| i + n);
+        taken += 1;
+        if taken == depth {
+            return &path[..end];
+        }
+        i = end;
+    }
+    path
+}
+
 /// [`path_prefix_into`] into a new string.
 pub fn path_prefix(path: &[u8], depth: usize) -> String {
     let mut s = String::new();
@@ -268,6 +293,14 @@ impl CommInterner {
 
     pub fn collect(&mut self) {
         self.comms.retain(|_, a| Arc::strong_count(a) > 1);
+    }
+
+    pub fn len(&self) -> usize {
+        self.comms.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.comms.is_empty()
     }
 }
 
@@ -436,6 +469,23 @@ mod tests {
         assert_eq!(p(b"/"), "/");
         assert_eq!(p(b"relative/dir/name/more"), "relative/dir/name", "unresolved stays relative");
         assert_eq!(p(b"missing"), "missing");
+    }
+
+    #[test]
+    fn raw_prefix_is_all_the_label_depends_on() {
+        let paths: [&[u8]; 9] = [
+            b"/etc/ssl/certs/ca.pem", b"/etc/passwd", b"//proc//123/fd/4", b"/", b"", b"relative/dir/name/more",
+            b"/tmp/bad\xff\nname/x/y", b"/a/b/c/", b"missing",
+        ];
+        for path in paths {
+            for depth in 0..5 {
+                let raw = raw_prefix(path, depth);
+                assert!(path.starts_with(raw));
+                assert_eq!(path_prefix(raw, depth), path_prefix(path, depth), "{:?} at depth {depth}", String::from_utf8_lossy(path));
+            }
+        }
+        assert_eq!(raw_prefix(b"/etc/ssl/certs/ca.pem", 3), b"/etc/ssl/certs");
+        assert_eq!(raw_prefix(b"//proc//123/fd/4", 2), b"//proc//123");
     }
 
     #[test]

@@ -50,19 +50,41 @@ fn counter<L: EncodeLabelSet>(encoder: &mut prometheus_client::encoding::MetricE
 /// `record` (a trace id): OpenMetrics shows it as the exemplar
 /// `{trace_id="<32 hex digits>"} 1`, the same id the record carries, so a user
 /// can jump from the series to the record. (prometheus-client builds exemplars
-/// only inside its own metric types, hence the counter made here.)
+/// only inside its own metric types, hence the counter made here.) The classic
+/// format has no exemplars: while it renders, none are made.
 fn counter_with_exemplar<L: EncodeLabelSet>(
     encoder: &mut prometheus_client::encoding::MetricEncoder,
     labels: &L,
     v: u64,
     record: Option<[u8; 16]>,
 ) -> std::fmt::Result {
-    let Some(id) = record.filter(|_| v > 0) else { return counter(encoder, labels, v) };
-    let c = prometheus_client::metrics::exemplar::CounterWithExemplar::<Vec<(String, String)>>::default();
+    let Some(id) = record.filter(|_| v > 0 && !RENDERING_CLASSIC.get()) else { return counter(encoder, labels, v) };
+    let c = prometheus_client::metrics::exemplar::CounterWithExemplar::<[(&'static str, TraceIdHex); 1]>::default();
     c.inc_by(v - 1, None, None);
-    let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
-    c.inc_by(1, Some(vec![("trace_id".to_string(), hex)]), None);
+    c.inc_by(1, Some([("trace_id", TraceIdHex(id))]), None);
     prometheus_client::encoding::EncodeMetric::encode(&c, encoder.encode_family(labels)?)
+}
+
+/// A trace id as an exemplar label value: 32 lowercase hex digits written
+/// straight into the exposition (no strings per series at scrape time).
+#[derive(Clone, Debug)]
+struct TraceIdHex([u8; 16]);
+
+impl prometheus_client::encoding::EncodeLabelValue for TraceIdHex {
+    fn encode(&self, encoder: &mut prometheus_client::encoding::LabelValueEncoder) -> std::fmt::Result {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut hex = [0u8; 32];
+        for (i, b) in self.0.iter().enumerate() {
+            hex[2 * i] = HEX[(b >> 4) as usize];
+            hex[2 * i + 1] = HEX[(b & 15) as usize];
+        }
+        encoder.write_str(std::str::from_utf8(&hex).map_err(|_| std::fmt::Error)?)
+    }
+}
+
+thread_local! {
+    /// Set while this thread renders the classic format (see [`Exposition::render`]).
+    static RENDERING_CLASSIC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// The exact per-CPU kernel counters and the probe's state, read at each scrape.
@@ -274,8 +296,19 @@ impl Aggregates {
         self.started.elapsed().as_secs()
     }
 
+    /// The aggregates' clock (seconds), for [`Aggregates::record_at`].
+    pub fn clock(&self) -> u64 {
+        self.now()
+    }
+
     pub fn record(&mut self, a: &Anomaly) {
         let now = self.now();
+        self.record_at(a, now);
+    }
+
+    /// [`Aggregates::record`] with the clock read once per batch by the caller
+    /// (`now` from [`Aggregates::clock`]).
+    pub fn record_at(&mut self, a: &Anomaly, now: u64) {
         if let Some(e) = a.event.errno() {
             let f = self.failures.get_mut(&(e, a.comm.clone(), a.path_prefix.clone(), a.container_labels.clone()), now);
             f.count += 1;
@@ -361,8 +394,9 @@ pub struct AnomalyMetrics {
 impl Sink for AnomalyMetrics {
     fn accept(&mut self, batch: &mut [Anomaly]) {
         let mut a = self.aggregates.lock().unwrap_or_else(|e| e.into_inner());
+        let now = a.clock();
         for anomaly in batch {
-            a.record(anomaly);
+            a.record_at(anomaly, now);
         }
     }
 }
@@ -373,37 +407,67 @@ pub struct AggregatesCollector {
     pub aggregates: Arc<Mutex<Aggregates>>,
 }
 
+/// What a scrape encodes of the aggregates, copied under the lock (label
+/// values are shared strings, so this is a few ns per label set) so that
+/// encoding, which takes ms at many label sets, does not hold up the event
+/// thread.
+/// A label set's key (see [`FailureKey`], [`SlowKey`]), its count, and the
+/// OTLP record id of its exemplar.
+type SeriesCopy<K> = (K, u64, Option<[u8; 16]>);
+
+struct AggregatesSnapshot {
+    failures: Vec<SeriesCopy<FailureKey>>,
+    slow: Vec<SeriesCopy<SlowKey>>,
+    slow_duration: Vec<(CommKey, BucketHistogram)>,
+    folded: [u64; 3],
+    expired: [u64; 3],
+}
+
+impl AggregatesSnapshot {
+    fn of(a: &Aggregates) -> AggregatesSnapshot {
+        AggregatesSnapshot {
+            failures: a.failures.iter().map(|(k, f)| (k.clone(), f.count, f.last_record)).collect(),
+            slow: a.slow.iter().map(|(k, s)| (k.clone(), s.count, s.last_record)).collect(),
+            slow_duration: a
+                .slow_duration
+                .iter()
+                .map(|(c, h)| (c.clone(), BucketHistogram { buckets: h.buckets, sum_ns: h.sum_ns, count: h.count }))
+                .collect(),
+            folded: [a.failures.folded, a.slow.folded, a.slow_duration.folded],
+            expired: [a.failures.expired, a.slow.expired, a.slow_duration.expired],
+        }
+    }
+}
+
 impl Collector for AggregatesCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
-        let a = self.aggregates.lock().unwrap_or_else(|e| e.into_inner());
+        let a = AggregatesSnapshot::of(&self.aggregates.lock().unwrap_or_else(|e| e.into_inner()));
         let mut m = encoder.encode_descriptor("anomaly_failures", "Failed opens streamed as anomalies, by errno, comm and path prefix (label sets bounded; see badfd_label_sets_folded_total).", None, MetricType::Counter)?;
-        for ((e, comm, prefix, c), f) in a.failures.iter() {
+        for ((e, comm, prefix, c), count, record) in &a.failures {
             let labels = with_container([("errno", errno::name(*e)), ("comm", comm), ("path_prefix", prefix)], c);
-            counter_with_exemplar(&mut m, &labels, f.count, f.last_record)?;
+            counter_with_exemplar(&mut m, &labels, *count, *record)?;
         }
         let mut m = encoder.encode_descriptor("anomaly_slow_opens", "Opens at or over the slow threshold streamed as anomalies, by comm and path prefix.", None, MetricType::Counter)?;
-        for ((comm, prefix, c), s) in a.slow.iter() {
-            counter_with_exemplar(&mut m, &with_container([("comm", &**comm), ("path_prefix", &**prefix)], c), s.count, s.last_record)?;
+        for ((comm, prefix, c), count, record) in &a.slow {
+            counter_with_exemplar(&mut m, &with_container([("comm", &**comm), ("path_prefix", &**prefix)], c), *count, *record)?;
         }
         let mut m = encoder.encode_descriptor("anomaly_slow_open_duration_seconds", "Latency of slow opens streamed as anomalies, by comm.", None, MetricType::Histogram)?;
-        for ((comm, c), h) in a.slow_duration.iter() {
+        let mut buckets: Vec<(f64, u64)> = Vec::with_capacity(SLOW_BUCKETS_SECONDS.len() + 1);
+        for ((comm, c), h) in &a.slow_duration {
             // Per-bucket counts: the encoder accumulates them.
-            let buckets: Vec<(f64, u64)> = h
-                .buckets
-                .iter()
-                .enumerate()
-                .map(|(i, &n)| (SLOW_BUCKETS_SECONDS.get(i).copied().unwrap_or(f64::INFINITY), n))
-                .collect();
+            buckets.clear();
+            buckets.extend(h.buckets.iter().enumerate().map(|(i, &n)| (SLOW_BUCKETS_SECONDS.get(i).copied().unwrap_or(f64::INFINITY), n)));
             m.encode_family(&with_container([("comm", &**comm)], c))?.encode_histogram::<NoLabelSet>(h.sum_ns as f64 / 1e9, h.count, &buckets, None)?;
         }
+        let metrics = [FAILURES_METRIC, SLOW_OPENS_METRIC, SLOW_DURATION_METRIC];
         let mut m = encoder.encode_descriptor("label_sets_folded", "Label sets folded into comm=\"other\"/path_prefix=\"other\" because the metric was at its label-set budget.", None, MetricType::Counter)?;
-        counter(&mut m, &[("metric", FAILURES_METRIC)], a.failures.folded)?;
-        counter(&mut m, &[("metric", SLOW_OPENS_METRIC)], a.slow.folded)?;
-        counter(&mut m, &[("metric", SLOW_DURATION_METRIC)], a.slow_duration.folded)?;
+        for (metric, n) in metrics.iter().zip(a.folded) {
+            counter(&mut m, &[("metric", *metric)], n)?;
+        }
         let mut m = encoder.encode_descriptor("label_sets_expired", "Label sets dropped after being idle for the TTL.", None, MetricType::Counter)?;
-        counter(&mut m, &[("metric", FAILURES_METRIC)], a.failures.expired)?;
-        counter(&mut m, &[("metric", SLOW_OPENS_METRIC)], a.slow.expired)?;
-        counter(&mut m, &[("metric", SLOW_DURATION_METRIC)], a.slow_duration.expired)?;
+        for (metric, n) in metrics.iter().zip(a.expired) {
+            counter(&mut m, &[("metric", *metric)], n)?;
+        }
         Ok(())
     }
 }
@@ -424,6 +488,9 @@ impl Collector for BuildInfo {
 pub struct Exposition {
     pub registry: Registry,
     pub encode_seconds: Histogram,
+    /// The size of the last response: the next one starts with room for it
+    /// (a 10 MB exposition otherwise grows through a dozen copies).
+    last_len: std::sync::atomic::AtomicUsize,
 }
 
 impl Exposition {
@@ -432,20 +499,26 @@ impl Exposition {
         let encode_seconds = Histogram::new([0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25]);
         registry.register("scrape_encode_seconds", "Time to encode one /metrics response", encode_seconds.clone());
         registry.register_collector(Box::new(BuildInfo));
-        Exposition { registry, encode_seconds }
+        Exposition { registry, encode_seconds, last_len: std::sync::atomic::AtomicUsize::new(64 * 1024) }
     }
 
     /// The whole exposition, OpenMetrics or classic.
     pub fn render(&self, format: Format) -> String {
+        use std::sync::atomic::Ordering;
         let start = Instant::now();
-        let mut text = String::with_capacity(64 * 1024);
-        if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
+        let last_len = self.last_len.load(Ordering::Relaxed);
+        let mut text = String::with_capacity(last_len + last_len / 8);
+        RENDERING_CLASSIC.set(format == Format::Classic);
+        let encoded = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        RENDERING_CLASSIC.set(false);
+        if let Err(error) = encoded {
             tracing::error!(%error, "encoding metrics failed");
         }
         let text = match format {
             Format::OpenMetrics => text,
             Format::Classic => openmetrics_to_classic(&text),
         };
+        self.last_len.store(text.len(), Ordering::Relaxed);
         self.encode_seconds.observe(start.elapsed().as_secs_f64());
         text
     }
@@ -532,7 +605,8 @@ pub fn openmetrics_to_classic(text: &str) -> String {
         if line[..name_end].ends_with("_created") {
             continue;
         }
-        out.push_str(strip_exemplar(line));
+        // Only a line with a `#` can carry an exemplar (memchr, not a parse).
+        out.push_str(if line.as_bytes().contains(&b'#') { strip_exemplar(line) } else { line });
         out.push('\n');
     }
     out
@@ -578,6 +652,33 @@ mod tests {
              # HELP x_seconds Time.\n# TYPE x_seconds histogram\nx_seconds_bucket{le=\"+Inf\",p=\"a # b\"} 2\n\
              # HELP u What.\n# TYPE u untyped\nu 1\n"
         );
+    }
+
+    /// The exemplar's trace id is the record's id in hex; the classic format
+    /// gets none (not made, not just stripped), and both formats show the same
+    /// counts.
+    #[test]
+    fn exemplars_only_in_openmetrics() {
+        let aggregates = Arc::new(Mutex::new(Aggregates::new(10, Duration::from_secs(60))));
+        {
+            let mut a = aggregates.lock().unwrap();
+            let f = a.failures.get_mut(&(2, Arc::from("app"), Arc::from("/etc"), None), 0);
+            f.count = 3;
+            f.last_record = Some([0x0f; 16]);
+        }
+        let mut exposition = Exposition::new();
+        exposition.registry.register_collector(Box::new(AggregatesCollector { aggregates }));
+        let om = exposition.render(Format::OpenMetrics);
+        let line = om.lines().find(|l| l.starts_with("badfd_anomaly_failures_total{")).unwrap();
+        assert_eq!(
+            line,
+            "badfd_anomaly_failures_total{errno=\"ENOENT\",comm=\"app\",path_prefix=\"/etc\"} 3 # {trace_id=\"0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f\"} 1.0"
+        );
+        let classic = exposition.render(Format::Classic);
+        assert!(classic.contains("\nbadfd_anomaly_failures_total{errno=\"ENOENT\",comm=\"app\",path_prefix=\"/etc\"} 3\n"), "{classic}");
+        assert!(!classic.contains("trace_id"));
+        // The next OpenMetrics render has its exemplars again.
+        assert!(exposition.render(Format::OpenMetrics).contains("trace_id"));
     }
 
     #[test]

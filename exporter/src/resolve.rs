@@ -120,6 +120,11 @@ pub fn join(dir: &[u8], relative: &[u8]) -> Vec<u8> {
 /// view after symlinks is not known here; lexical is what users read).
 pub fn normalize(path: &[u8]) -> Vec<u8> {
     let absolute = path.first() == Some(&b'/');
+    // Most paths are normal already: copy them without splitting (the event
+    // loop's hot path).
+    if absolute && path[1..].split(|&b| b == b'/').all(|p| !matches!(p, b"" | b"." | b"..")) {
+        return path.to_vec();
+    }
     let mut parts: Vec<&[u8]> = Vec::new();
     for part in path.split(|&b| b == b'/') {
         match part {
@@ -160,6 +165,8 @@ mod tests {
         assert_eq!(normalize(b"/../x"), b"/x");
         assert_eq!(normalize(b"a/../../b"), b"../b");
         assert_eq!(normalize(b"/"), b"/");
+        assert_eq!(normalize(b"/a/b/"), b"/a/b");
+        assert_eq!(normalize(b"/a/.b/c..d"), b"/a/.b/c..d");
         assert_eq!(normalize(b"/bad\xff/./n"), b"/bad\xff/n");
         assert_eq!(join(b"/home/u", b"sub/../f"), b"/home/u/f");
     }

@@ -1,0 +1,114 @@
+//! Memory of the real `badfd serve`: RSS idle (30 s after it is ready), then
+//! under a flood of failing opens whose paths keep making new label sets (so
+//! the label-set budget fills and folds), peak RSS (VmHWM); and where it goes
+//! (the largest mappings from /proc/PID/smaps).
+
+#[path = "common.rs"]
+mod common;
+
+use std::time::Duration;
+
+use clap::Parser;
+use common::{status_kib, Generator, Serve};
+
+#[derive(Parser)]
+#[command(about = "RSS of badfd serve, idle and under load")]
+struct Args {
+    /// Seconds idle before the idle figure.
+    #[arg(long, default_value_t = 30)]
+    idle_seconds: u64,
+    /// Seconds of flood.
+    #[arg(long, default_value_t = 30)]
+    load_seconds: u64,
+    /// Port for `badfd serve`.
+    #[arg(long, default_value_t = 19536)]
+    port: u16,
+    /// More `badfd serve` flags (e.g. --ringbuf-bytes 1048576).
+    #[arg(last = true)]
+    serve_args: Vec<String>,
+}
+
+fn mib(kib: Option<u64>) -> String {
+    kib.map(|k| format!("{:.1}", k as f64 / 1024.0)).unwrap_or_else(|| "?".into())
+}
+
+/// The mappings with the most resident memory: (KiB, name).
+fn largest_mappings(pid: u32, n: usize) -> Vec<(u64, String)> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut maps: Vec<(u64, String)> = Vec::new();
+    let mut name = String::new();
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if first.contains('-') && !first.ends_with(':') {
+            // "start-end perms offset dev inode [name]"
+            name = line.split_whitespace().nth(5).unwrap_or("[anon]").to_string();
+        } else if let Some(v) = line.strip_prefix("Rss:") {
+            let kib: u64 = v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0);
+            match maps.iter_mut().find(|m| m.1 == name) {
+                Some(m) => m.0 += kib,
+                None => maps.push((kib, name.clone())),
+            }
+        }
+    }
+    maps.sort_by_key(|m| std::cmp::Reverse(m.0));
+    maps.truncate(n);
+    maps
+}
+
+fn row(what: &str, pid: u32) {
+    println!(
+        "| {what} | {} | {} | {} | {} | {} |",
+        mib(status_kib(pid, "VmRSS")),
+        mib(status_kib(pid, "VmHWM")),
+        mib(status_kib(pid, "RssAnon")),
+        mib(status_kib(pid, "RssFile")),
+        status_kib(pid, "Threads").map_or("?".into(), |t| t.to_string()),
+    );
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let extra: Vec<&str> = args.serve_args.iter().map(String::as_str).collect();
+    let serve = Serve::start(args.port, &extra)?;
+    let pid = serve.pid();
+    println!("badfd bench/rss: {}; badfd serve {}", common::machine_line(), extra.join(" "));
+    println!();
+    println!("| when | VmRSS MiB | VmHWM MiB | RssAnon MiB | RssFile MiB | threads |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    row("ready", pid);
+    std::thread::sleep(Duration::from_secs(args.idle_seconds));
+    // One scrape, as Prometheus would have done by now.
+    serve.scrape()?;
+    row(&format!("idle {} s (after one scrape)", args.idle_seconds), pid);
+    let idle_maps = largest_mappings(pid, 6);
+
+    let g = Generator::start(&[0, 1], 0, true);
+    for _ in 0..args.load_seconds {
+        std::thread::sleep(Duration::from_secs(1));
+        if args.load_seconds >= 10 {
+            // A scrape now and then, as under Prometheus.
+            let _ = serve.scrape();
+        }
+    }
+    let made = g.stop();
+    std::thread::sleep(Duration::from_millis(500));
+    let metrics = serve.scrape()?;
+    row(&format!("after {} s of flood", args.load_seconds), pid);
+    let load_maps = largest_mappings(pid, 6);
+    println!();
+    println!(
+        "flood: {made} failing opens made, {} streamed, {} lost (ring full), {} received; label sets folded: {}",
+        Serve::sample(&metrics, "badfd_kernel_events_total{outcome=\"submitted\"}"),
+        Serve::sample(&metrics, "badfd_kernel_events_lost_total{reason=\"ringbuf_full\"}"),
+        Serve::sample(&metrics, "badfd_events_received_total"),
+        Serve::sample(&metrics, "badfd_label_sets_folded_total{metric=\"badfd_anomaly_failures_total\"}"),
+    );
+    println!();
+    println!("largest resident mappings (KiB): idle | after the flood");
+    for i in 0..idle_maps.len().max(load_maps.len()) {
+        let f = |m: Option<&(u64, String)>| m.map(|(k, n)| format!("{k} {n}")).unwrap_or_default();
+        println!("- {} | {}", f(idle_maps.get(i)), f(load_maps.get(i)));
+    }
+    serve.stop();
+    Ok(())
+}
