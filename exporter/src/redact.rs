@@ -147,9 +147,9 @@ impl std::fmt::Debug for Redactor {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RedactError {
-    #[error("paths_redact_key_file {path}: {source}")]
-    KeyRead { path: PathBuf, source: std::io::Error },
-    #[error("paths_redact_key_file {path}: the key has {len} bytes; at least 16 are needed (e.g. `head -c 32 /dev/urandom > {path}`)")]
+    #[error("redaction key file {path} (--paths.redact-key-file, paths_redact_key_file): {error}")]
+    KeyRead { path: PathBuf, error: std::io::Error },
+    #[error("redaction key file {path} (--paths.redact-key-file, paths_redact_key_file): the key has {len} bytes; at least 16 are needed (e.g. `head -c 32 /dev/urandom > {path}`)")]
     KeyShort { path: PathBuf, len: usize },
 }
 
@@ -162,7 +162,7 @@ impl Redactor {
     pub fn new(settings: &RedactSettings) -> Result<Redactor, RedactError> {
         let key = match &settings.key_file {
             Some(path) => {
-                let mut bytes = std::fs::read(path).map_err(|source| RedactError::KeyRead { path: path.clone(), source })?;
+                let mut bytes = std::fs::read(path).map_err(|error| RedactError::KeyRead { path: path.clone(), error })?;
                 // A key written by `echo` ends in a newline that is not part of it.
                 while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
                     bytes.pop();

@@ -99,7 +99,7 @@ pub struct WebConfig {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("web config file {path}: {message}")]
+#[error("web config file {path} (--web.config.file, web_config_file): {message}")]
 pub struct WebConfigError {
     pub path: PathBuf,
     pub message: String,

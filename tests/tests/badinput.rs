@@ -69,6 +69,15 @@ const SERVE_CASES: &[Case] = &[
     case("--config.file", &["--config.file", "/nonexistent/badfd.toml"], 1, &["config file /nonexistent/badfd.toml", "No such file"]),
     case("--config.file", &["--config.file", "/"], 1, &["config file /", "Is a directory"]),
     case("--config.check", &["--config.check=yes"], 2, &["--config.check", "yes"]),
+    case("--filter.cgroup", &["--filter.cgroup", "/no/such/cgroup"], 1, &["--filter.cgroup", "/no/such/cgroup", "not a cgroup v2 directory"]),
+    case("--filter.cgroup-ignore", &["--filter.cgroup-ignore", "/proc"], 1, &["--filter.cgroup-ignore", "/proc", "not a cgroup v2 directory"]),
+    case("--metrics.container-labels", &["--metrics.container-labels=maybe"], 2, &["--metrics.container-labels", "maybe"]),
+    case("--kubernetes.pod-metadata", &["--kubernetes.pod-metadata=maybe"], 2, &["--kubernetes.pod-metadata", "maybe"]),
+    case("--web.config.file", &["--web.config.file", "/nonexistent/web.yml"], 1, &["web config file /nonexistent/web.yml", "No such file"]),
+    case("--paths.redact", &["--paths.redact", "sometimes"], 2, &["--paths.redact", "sometimes"]),
+    case("--paths.redact-under", &["--paths.redact-under", "home"], 1, &["--paths.redact-under", "not an absolute directory"]),
+    case("--paths.redact-keep", &["--paths.redact-keep", "33"], 1, &["--paths.redact-keep", "more than 32"]),
+    case("--paths.redact-key-file", &["--paths.redact", "hash", "--paths.redact-key-file", "/nonexistent/key"], 1, &["--paths.redact-key-file", "/nonexistent/key", "No such file"]),
 ];
 
 /// `trace` cases run with `--duration 2s`, so that a bad value that slipped
@@ -95,6 +104,10 @@ const TRACE_CASES: &[Case] = &[
     case("--path-prefix", &["--path-prefix", "var/lib"], 1, &["--path-prefix var/lib", "not an absolute path"]),
     case("--duration", &["--duration", "forever"], 2, &["--duration", "forever"]),
     case("--no-summary", &["--no-summary=yes"], 2, &["--no-summary", "yes"]),
+    case("--paths.redact", &["--paths.redact", "sometimes"], 2, &["--paths.redact", "sometimes"]),
+    case("--paths.redact-under", &["--paths.redact-under", "home"], 1, &["--paths.redact-under", "not an absolute directory"]),
+    case("--paths.redact-keep", &["--paths.redact-keep", "33"], 1, &["--paths.redact-keep", "more than 32"]),
+    case("--paths.redact-key-file", &["--paths.redact", "hash", "--paths.redact-key-file", "/nonexistent/key"], 1, &["--paths.redact-key-file", "/nonexistent/key", "No such file"]),
 ];
 
 /// Runs badfd with a clean environment (no BADFD_ or OTEL_ variables) and
@@ -224,6 +237,13 @@ fn every_config_file_field_with_a_bad_value_gets_one_clear_line() {
         ("label_set_ttl", "label_set_ttl = \"0.5s\"\n", &["label_set_ttl", "at least 1s"]),
         ("listen_address", "listen_address = \"localhost\"\n", &["listen_address", "HOST:PORT"]),
         ("listen_address", "listen_address = 19435\n", &["line 1", "listen_address", "expected a string"]),
+        ("filter_cgroup", "filter_cgroup = [\"/no/such/cgroup\"]\n", &["filter_cgroup", "/no/such/cgroup", "not a cgroup v2 directory"]),
+        ("filter_cgroup_ignore", "filter_cgroup_ignore = \"/proc\"\n", &["line 1", "filter_cgroup_ignore", "expected a sequence"]),
+        ("container_labels", "container_labels = \"yes\"\n", &["line 1", "container_labels", "expected a boolean"]),
+        ("kubernetes_pod_metadata", "kubernetes_pod_metadata = 1\n", &["line 1", "kubernetes_pod_metadata", "expected a boolean"]),
+        ("paths_redact", "paths_redact = \"sometimes\"\n", &["line 1", "paths_redact", "`hash`"]),
+        ("paths_redact", "paths_redact_under = [\"home\"]\n", &["paths_redact_under", "not an absolute directory"]),
+        ("paths_redact", "paths_redact_keep = 33\n", &["paths_redact_keep", "more than 32"]),
         ("(unknown key)", "slow_treshold = \"5ms\"\n", &["line 1", "unknown field `slow_treshold`", "slow_threshold"]),
         ("(duplicate key)", "failures_only = true\nfailures_only = false\n", &["line 2", "failures_only", "duplicate key"]),
         ("(not TOML)", "this is not toml\n", &["line 1", "expected `=`"]),
@@ -235,7 +255,7 @@ fn every_config_file_field_with_a_bad_value_gets_one_clear_line() {
     let stdout = String::from_utf8(out.stdout).unwrap();
     let json: serde_json::Value = serde_json::from_str(stdout.strip_prefix("config OK: ").expect("config OK: {json}")).unwrap();
     let fields: BTreeSet<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
-    let covered: BTreeSet<&str> = cases.iter().map(|c| c.0).filter(|k| !k.starts_with('(')).collect();
+    let covered: BTreeSet<&str> = cases.iter().map(|c| c.0).chain(["web_config_file"]).filter(|k| !k.starts_with('(')).collect();
     assert_eq!(fields, covered, "every config field has a bad-value case");
 
     let dir = TempDir::new("badinput-config");
@@ -246,6 +266,17 @@ fn every_config_file_field_with_a_bad_value_gets_one_clear_line() {
         let prefix = format!("badfd: config file {}: ", file.display());
         let line = one_error_line(&format!("{field}: {text:?}"), &out, 1, says);
         assert!(line.starts_with(&prefix), "names the file first: {line}");
+        eprintln!("{field:<18} {line}");
+    }
+    // Files the config names are read after it is parsed: the line names that
+    // file and the key.
+    for (field, text, says) in [
+        ("web_config_file", "web_config_file = \"/nonexistent/web.yml\"\n", &["web config file /nonexistent/web.yml", "web_config_file", "No such file"][..]),
+        ("paths_redact", "paths_redact = \"hash\"\npaths_redact_key_file = \"/nonexistent/key\"\n", &["/nonexistent/key", "paths_redact_key_file", "No such file"][..]),
+    ] {
+        std::fs::write(&file, text).unwrap();
+        let out = badfd(&["serve", "--config.check", "--config.file", file.to_str().unwrap()]);
+        let line = one_error_line(&format!("{field}: {text:?}"), &out, 1, says);
         eprintln!("{field:<18} {line}");
     }
     // Bytes that are not UTF-8: a clear line, not a panic.
