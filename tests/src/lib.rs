@@ -285,18 +285,7 @@ impl Serve {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("start badfd serve");
-        let mut serve = Serve { child, address };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok((200, _)) = serve.try_get("/-/ready", None) {
-                return serve;
-            }
-            if let Ok(Some(status)) = serve.child.try_wait() {
-                panic!("badfd serve exited with {status}: {}", std::fs::read_to_string(&log).unwrap_or_default());
-            }
-            assert!(Instant::now() < deadline, "badfd serve not ready in 30 s: {}", std::fs::read_to_string(&log).unwrap_or_default());
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        Serve { child, address }.wait_until(&log, |s| matches!(s.try_get("/-/ready", None), Ok((200, _))))
     }
 
     /// GET `path`; (status, body).
@@ -512,4 +501,27 @@ pub fn bpf_ids_held_by(pid: u32) -> (std::collections::BTreeSet<u32>, std::colle
         }
     }
     (progs, maps)
+}
+
+// ---------------------------------------------------------------------------
+// Security (tests/security.rs): exporters started with their own listen
+// address and readiness check (TLS, IPv6).
+// ---------------------------------------------------------------------------
+
+impl Serve {
+    /// Waits until `ready` holds (30 s at most); panics with the log at `log`
+    /// if the exporter exits or never gets ready.
+    pub fn wait_until(mut self, log: &Path, ready: impl Fn(&Serve) -> bool) -> Serve {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if ready(&self) {
+                return self;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("badfd serve exited with {status}: {}", std::fs::read_to_string(log).unwrap_or_default());
+            }
+            assert!(Instant::now() < deadline, "badfd serve not ready in 30 s: {}", std::fs::read_to_string(log).unwrap_or_default());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }

@@ -35,18 +35,7 @@ fn serve_with(address: SocketAddr, args: &[&str], ready: impl Fn(&Serve) -> bool
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .expect("start badfd serve");
-    let mut serve = Serve { child, address };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if ready(&serve) {
-            return serve;
-        }
-        if let Ok(Some(status)) = serve.child.try_wait() {
-            panic!("badfd serve exited with {status}: {}", std::fs::read_to_string(&log).unwrap_or_default());
-        }
-        assert!(Instant::now() < deadline, "badfd serve not ready in 30 s: {}", std::fs::read_to_string(&log).unwrap_or_default());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    Serve { child, address }.wait_until(&log, ready)
 }
 
 /// Runs `badfd serve args` that must fail at once; its stderr.

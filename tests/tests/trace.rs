@@ -370,12 +370,20 @@ fn tracked_set_forgets_exited_processes_and_threads() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let shell: u32 = std::fs::read_to_string(&ready).expect("the script got ready").trim().parse().unwrap();
-    let tracked = tracked_set_of(badfd.id());
+    // `mv` made the file before it exited: give its exit a moment to reach
+    // the kernel's sched_process_exit program.
+    let want = std::collections::BTreeSet::from([shell]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut tracked = tracked_set_of(badfd.id());
+    while tracked != want && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        tracked = tracked_set_of(badfd.id());
+    }
     // SIGTERM to badfd goes on to the command.
     // SAFETY: plain syscall.
     assert_eq!(unsafe { libc::kill(badfd.id() as i32, libc::SIGTERM) }, 0);
     let status = badfd.wait().unwrap();
-    assert_eq!(tracked, std::collections::BTreeSet::from([shell]), "only the live command stays tracked");
+    assert_eq!(tracked, want, "only the live command stays tracked");
     assert_eq!(status.code(), Some(128 + libc::SIGTERM), "the command was terminated through badfd");
 }
 
