@@ -125,7 +125,7 @@ fn a_bad_or_busy_listen_address_is_one_clear_line() {
     for (bad, says) in [("localhost", "expected HOST:PORT or :PORT"), ("127.0.0.1:99999", "expected HOST:PORT"), (":http", "bad port")] {
         let stderr = serve_fails(&["--web.listen-address", bad]);
         assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
-        assert!(stderr.contains("listen_address") && stderr.contains(says), "{bad}: {stderr}");
+        assert!(stderr.contains("--web.listen-address") && stderr.contains(says), "{bad}: {stderr}");
     }
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = busy.local_addr().unwrap().to_string();
