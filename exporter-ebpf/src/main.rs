@@ -209,7 +209,8 @@ fn on_exit(syscall_hint: Syscall, ret: i64) {
         count_stream(c, Stream::Filtered);
         return;
     }
-    if !source_may_stream(config, pid, now) {
+    let waiting = EVENTS.query(aya_ebpf::bindings::BPF_RB_AVAIL_DATA as u64);
+    if !source_may_stream(config, pid, now, waiting) {
         count_loss(c, Loss::SourceThrottled);
         return;
     }
@@ -221,23 +222,25 @@ fn on_exit(syscall_hint: Syscall, ret: i64) {
     if slow {
         event_flags |= EVENT_SLOW;
     }
-    emit(c, &entry, config, now, pid, tid, uid, (uid_gid >> 32) as u32, ret, latency_ns, event_flags);
+    emit(c, &entry, config, waiting, pid, tid, uid, (uid_gid >> 32) as u32, ret, latency_ns, event_flags);
 }
 
 /// Per-process fairness: a noisy process must not fill the ring buffer and
-/// starve the others' anomalies (GHSA-wv52-frfv-mfh4). Each process has a
-/// generic cell rate limit (one anomaly per `source_interval_ns`, a burst of
-/// `source_burst_ns` of credit). While less than half the ring buffer is used
-/// everything streams (the limit only keeps track); past half, a process over
-/// its rate is throttled, so the other half stays for processes within theirs.
+/// starve the others' anomalies (GHSA-wv52-frfv-mfh4). While less than half the
+/// ring buffer is used everything streams and nothing else is looked at (one
+/// query of the buffer, which the wakeup decision needs anyway). Past half,
+/// each process has a generic cell rate limit (one anomaly per
+/// `source_interval_ns`, a burst of `source_burst_ns` of credit): a process
+/// over its rate is throttled, so the other half stays for processes within
+/// theirs. `waiting` is the bytes waiting in the ring buffer.
 #[inline(always)]
-fn source_may_stream(config: &Config, pid: u32, now: u64) -> bool {
+fn source_may_stream(config: &Config, pid: u32, now: u64, waiting: u64) -> bool {
     let interval = config.source_interval_ns;
-    if interval == 0 {
+    if interval == 0 || waiting < EVENTS.query(aya_ebpf::bindings::BPF_RB_RING_SIZE as u64) / 2 {
         return true;
     }
     let Some(tat) = SOURCES.get_ptr_mut(pid) else {
-        // First anomaly of this process (or forgotten by the LRU): a full burst.
+        // Not seen past half before (or forgotten by the LRU): a full burst.
         let _ = SOURCES.insert(pid, now + interval, 0);
         return true;
     };
@@ -245,16 +248,11 @@ fn source_may_stream(config: &Config, pid: u32, now: u64) -> bool {
     // two CPUs only blurs the rate, never the counts.
     let tat = unsafe { &mut *tat };
     let next = if *tat > now { *tat } else { now };
-    if next - now <= config.source_burst_ns {
-        *tat = next + interval;
-        return true;
+    if next - now > config.source_burst_ns {
+        return false;
     }
-    // Over its rate: throttled only while the buffer is at least half full.
-    // (Its credit is not charged further meanwhile, so a burst does not keep
-    // it throttled long after it calms down.)
-    let used = EVENTS.query(aya_ebpf::bindings::BPF_RB_AVAIL_DATA as u64);
-    let size = EVENTS.query(aya_ebpf::bindings::BPF_RB_RING_SIZE as u64);
-    used < size / 2
+    *tat = next + interval;
+    true
 }
 
 /// Whether the cgroup filter keeps this task out: in `WATCH` mode unless its
@@ -314,7 +312,7 @@ fn emit(
     c: &mut Counters,
     entry: &Inflight,
     config: &Config,
-    _now: u64,
+    waiting: u64,
     pid: u32,
     tid: u32,
     uid: u32,
@@ -404,7 +402,6 @@ fn emit(
     h._reserved3 = 0;
 
     // Wake the reader only when a batch is waiting; it also polls on a timer.
-    let waiting = EVENTS.query(aya_ebpf::bindings::BPF_RB_AVAIL_DATA as u64);
     let wake = if waiting >= config.wakeup_bytes as u64 { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP };
 
     let len = EVENT_HEADER_SIZE + (path_len & (PATH_MAX - 1)) + (dir_len & (DIR_MAX - 1));
