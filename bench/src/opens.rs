@@ -2,8 +2,10 @@
 //! opens, getpid and a mixed workload, with nothing attached (bare), with an
 //! empty program on the same tracepoints (the floor of the attach mode), with
 //! badfd attached, and with the tools users would pick instead: opensnoop -x
-//! (libbpf-tools; bcc's python version needs kernel headers) and a bpftrace
-//! script doing what badfd does (bench/scripts/badfd-equivalent.bt). Conditions alternate in rounds; the first round is
+//! (libbpf-tools), bcc's opensnoop -x (Debian bpfcc-tools; it compiles its C at
+//! start and needs the running kernel's headers, so it is skipped, saying why,
+//! where there are none) and a bpftrace script doing what badfd does
+//! (bench/scripts/badfd-equivalent.bt). Conditions alternate in rounds; the first round is
 //! discarded; each figure is the median over rounds of (condition - bare in the
 //! same round). Runs as root; pins the workload to one CPU and badfd's reader
 //! to another.
@@ -43,10 +45,17 @@ enum Condition {
     Badfd,
     Opensnoop,
     Bpftrace,
+    BccOpensnoop,
 }
 
-const CONDITIONS: [Condition; 5] =
-    [Condition::Bare, Condition::Floor, Condition::Badfd, Condition::Opensnoop, Condition::Bpftrace];
+const CONDITIONS: [Condition; 6] = [
+    Condition::Bare,
+    Condition::Floor,
+    Condition::Badfd,
+    Condition::Opensnoop,
+    Condition::Bpftrace,
+    Condition::BccOpensnoop,
+];
 
 impl Condition {
     fn name(self) -> &'static str {
@@ -54,8 +63,9 @@ impl Condition {
             Condition::Bare => "bare",
             Condition::Floor => "floor",
             Condition::Badfd => "badfd",
-            Condition::Opensnoop => "opensnoop -x",
+            Condition::Opensnoop => "opensnoop -x (libbpf-tools)",
             Condition::Bpftrace => "bpftrace",
+            Condition::BccOpensnoop => "bcc opensnoop -x",
         }
     }
 
@@ -65,14 +75,39 @@ impl Condition {
         let (bin, args): (&str, Vec<&str>) = match self {
             Condition::Opensnoop => ("/usr/sbin/opensnoop", vec!["-x"]),
             Condition::Bpftrace => ("/usr/bin/bpftrace", vec![script]),
+            Condition::BccOpensnoop => ("/usr/sbin/opensnoop-bpfcc", vec!["-x"]),
             _ => return None,
         };
         if !Path::new(bin).exists() {
-            return Some(Err(format!("{bin} not installed (apt-get install {})",
-                if self == Condition::Opensnoop { "libbpf-tools" } else { "bpftrace" })));
+            let package = match self {
+                Condition::Opensnoop => "libbpf-tools",
+                Condition::BccOpensnoop => "bpfcc-tools",
+                _ => "bpftrace",
+            };
+            return Some(Err(format!("{bin} not installed (apt-get install {package})")));
+        }
+        if self == Condition::BccOpensnoop {
+            if let Err(why) = bcc_kernel_headers() {
+                return Some(Err(why));
+            }
         }
         Some(Ok(std::iter::once(bin).chain(args).map(String::from).collect()))
     }
+}
+
+/// bcc compiles its programs at start against the running kernel's headers:
+/// /lib/modules/RELEASE/build, or the kernel's own copy (CONFIG_IKHEADERS).
+fn bcc_kernel_headers() -> Result<(), String> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let release = release.trim();
+    let build = format!("/lib/modules/{release}/build");
+    if Path::new(&build).exists() || Path::new("/sys/kernel/kheaders.tar.xz").exists() {
+        return Ok(());
+    }
+    Err(format!(
+        "bcc needs the running kernel's headers and this kernel ({release}) has none: no {build} \
+         (no linux-headers package for it) and no /sys/kernel/kheaders.tar.xz (CONFIG_IKHEADERS off)"
+    ))
 }
 
 /// Starts an external tracer with its output drained on another CPU, and
@@ -289,8 +324,8 @@ fn main() -> anyhow::Result<()> {
     for c in &CONDITIONS[1..] {
         print!(" {} +ns |", c.name());
     }
-    println!(" badfd / bare | badfd / bpftrace added | badfd / opensnoop added |");
-    println!("|---|---:|{}---:|---:|---:|", "---:|".repeat(CONDITIONS.len() - 1));
+    println!(" badfd / bare | badfd / bpftrace added | badfd / opensnoop added | badfd / bcc opensnoop added |");
+    println!("|---|---:|{}---:|---:|---:|---:|", "---:|".repeat(CONDITIONS.len() - 1));
     for (wi, w) in WORKLOADS.iter().enumerate() {
         let bare = median(ns[0][wi].clone());
         print!("| {} | {:.0} |", w.name(), bare);
@@ -302,7 +337,7 @@ fn main() -> anyhow::Result<()> {
             (Some(b), Some(o)) if o > 0.0 => format!("{:.2}", b / o),
             _ => "n/a".into(),
         };
-        println!(" {ratio:.2} | {} | {} |", frac(4), frac(3));
+        println!(" {ratio:.2} | {} | {} | {} |", frac(4), frac(3), frac(5));
     }
     for (c, why) in &skipped {
         println!("\n{} skipped: {why}", c.name());

@@ -102,6 +102,29 @@ pub struct Config {
     /// `CGROUP_FILTER_*`: how the `CGROUP_FILTER` map of cgroup ids is used.
     pub cgroup_filter: u32,
     pub _pad2: u32,
+    /// Per-process fairness (GHSA-wv52-frfv-mfh4): once the ring buffer is at
+    /// least half full, a process (tgid) may stream one anomaly per this many
+    /// ns on average; the rest of its anomalies are dropped and counted
+    /// (`Loss::SourceThrottled`), keeping the other half of the buffer for
+    /// quieter processes. 0 turns the limit off.
+    pub source_interval_ns: u64,
+    /// Burst a process may stream above its rate before it is throttled, as a
+    /// time credit in ns (burst events times `source_interval_ns`).
+    pub source_burst_ns: u64,
+}
+
+/// Default per-process rate once the ring buffer is half full (anomalies/s).
+pub const DEFAULT_SOURCE_RATE: u32 = 1000;
+
+/// `source_interval_ns` and `source_burst_ns` for `rate` anomalies per second
+/// with a burst of one second's worth; rate 0 turns fairness off.
+pub const fn source_limit(rate: u32) -> (u64, u64) {
+    if rate == 0 {
+        (0, 0)
+    } else {
+        let interval = 1_000_000_000 / rate as u64;
+        (interval, interval * rate as u64)
+    }
 }
 
 /// The `CGROUP_FILTER` map is not consulted.
@@ -215,6 +238,8 @@ impl Config {
         filter_comm: [0; TASK_COMM_LEN],
         cgroup_filter: CGROUP_FILTER_OFF,
         _pad2: 0,
+        source_interval_ns: source_limit(DEFAULT_SOURCE_RATE).0,
+        source_burst_ns: source_limit(DEFAULT_SOURCE_RATE).1,
     };
 }
 
@@ -391,12 +416,20 @@ pub enum Loss {
     /// A process forked by a followed command could not be added to the
     /// tracked set (full), so its anomalies are not streamed.
     TrackedFull = 7,
+    /// An anomaly was dropped because its process streamed over its fair share
+    /// (`Config::source_interval_ns`) while the ring buffer was half full.
+    SourceThrottled = 8,
+    /// A thread exited with an open in flight whose exit was never seen (its
+    /// exit program missed, e.g. a recursion miss in fentry mode): the slot was
+    /// freed at thread exit and that open is neither timed nor counted.
+    InflightReaped = 9,
 }
 
-pub const LOSS_COUNT: usize = 8;
+/// Slots of `Counters::losses`; room for reasons yet to come.
+pub const LOSS_COUNT: usize = 16;
 
 impl Loss {
-    pub const ALL: [Loss; 8] = [
+    pub const ALL: [Loss; 10] = [
         Loss::RingbufFull,
         Loss::InflightCollision,
         Loss::ExitWithoutEnter,
@@ -405,6 +438,8 @@ impl Loss {
         Loss::DirReadFailed,
         Loss::DirTruncated,
         Loss::TrackedFull,
+        Loss::SourceThrottled,
+        Loss::InflightReaped,
     ];
 
     /// The `reason` label of `badfd_kernel_events_lost_total`.
@@ -418,6 +453,8 @@ impl Loss {
             Loss::DirReadFailed => "dir_read_failed",
             Loss::DirTruncated => "dir_truncated",
             Loss::TrackedFull => "tracked_full",
+            Loss::SourceThrottled => "source_throttled",
+            Loss::InflightReaped => "inflight_reaped",
         }
     }
 }
@@ -471,13 +508,14 @@ impl Counters {
     };
 
     /// Opens whose start is recorded and whose exit has not come yet: entered,
-    /// less those timed at exit, less those whose slot another thread took.
-    /// (A thread that dies mid-open stays counted until its slot is reused.)
+    /// less those timed at exit, less those whose slot another thread took,
+    /// less those of threads that exited without their open's exit being seen.
     pub fn inflight(&self) -> u64 {
         let timed: u64 = self.latency.iter().flatten().sum();
         self.stream[Stream::Entered as usize]
             .saturating_sub(timed)
             .saturating_sub(self.losses[Loss::InflightCollision as usize])
+            .saturating_sub(self.losses[Loss::InflightReaped as usize])
     }
 
     /// Adds another CPU's counters into these.
@@ -529,6 +567,12 @@ pub const MAP_INFLIGHT: &str = "INFLIGHT";
 pub const MAP_TRACKED: &str = "TRACKED";
 pub const MAP_DIR_SCRATCH: &str = "DIR_SCRATCH";
 pub const MAP_CGROUP_FILTER: &str = "CGROUP_FILTER";
+pub const MAP_SOURCES: &str = "SOURCES";
+
+/// Capacity of `SOURCES`, the per-process fairness state (an LRU: the least
+/// recently streaming processes are forgotten first, and start again with a
+/// full burst).
+pub const SOURCES_CAPACITY: u32 = 8192;
 
 /// Capacity of `TRACKED`: processes followed by `badfd trace -- command`.
 pub const TRACKED_CAPACITY: u32 = 16384;
@@ -573,13 +617,24 @@ mod tests {
         assert_eq!(EVENT_HEADER_SIZE % 8, 0);
         assert_eq!(core::mem::size_of::<Inflight>(), 40);
         assert!(INFLIGHT_SLOTS.is_power_of_two());
-        assert_eq!(core::mem::size_of::<Config>(), 152);
+        assert_eq!(core::mem::size_of::<Config>(), 168);
         assert_eq!(core::mem::size_of::<KernelOffsets>(), 96);
         assert!(Loss::ALL.len() <= LOSS_COUNT);
+        for (i, loss) in Loss::ALL.iter().enumerate() {
+            assert_eq!(*loss as usize, i, "Loss::ALL is in index order");
+        }
         // Per-CPU scratch buffers too.
         assert!(core::mem::size_of::<EventBuffer>() <= 32 * 1024);
         // Per-CPU map values are limited to 32 KiB.
         assert!(core::mem::size_of::<Counters>() <= 32 * 1024);
+    }
+
+    #[test]
+    fn source_limit_is_one_second_of_burst() {
+        assert_eq!(source_limit(0), (0, 0));
+        assert_eq!(source_limit(1000), (1_000_000, 1_000_000_000));
+        assert_eq!(source_limit(3), (333_333_333, 999_999_999));
+        assert_eq!(Config::DEFAULT.source_interval_ns, 1_000_000);
     }
 
     #[test]

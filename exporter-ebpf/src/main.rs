@@ -21,7 +21,8 @@ use aya_ebpf::{
         },
     },
     macros::{fentry, fexit, map, tracepoint},
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    EbpfContext,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::{FEntryContext, FExitContext, TracePointContext},
 };
 use exporter_common::{
@@ -31,7 +32,7 @@ use exporter_common::{
     DIR_MAX, DIR_MAX_COMPONENTS, DIR_NAME_MAX, DIR_NOT_ATTEMPTED, DIR_READ_FAILED, DIR_RESOLVED,
     DIR_TRUNCATED, DIR_UNREACHABLE, ERRNO_SLOTS, EVENT_FAILED, EVENT_HEADER_SIZE, EVENT_PATH_TRUNCATED,
     EVENT_PATH_UNREADABLE, EVENT_SLOW, FILTER_ANY, INFLIGHT_SLOTS, INFLIGHT_SLOT_MASK, PATH_MAX, RESULT_FAILED,
-    RESULT_OK, TRACKED_CAPACITY,
+    RESULT_OK, SOURCES_CAPACITY, TRACKED_CAPACITY,
 };
 
 #[map]
@@ -57,6 +58,12 @@ static TRACKED: HashMap<u32, u8> = HashMap::with_max_entries(TRACKED_CAPACITY, 0
 /// `Config::cgroup_filter` says.
 #[map]
 static CGROUP_FILTER: HashMap<u64, u8> = HashMap::with_max_entries(CGROUP_FILTER_CAPACITY, 0);
+
+/// Per-process fairness state: the theoretical arrival time (GCRA) of each
+/// streaming process's next anomaly, in CLOCK_MONOTONIC ns. Touched only for
+/// anomalies, never on the fast path.
+#[map]
+static SOURCES: LruHashMap<u32, u64> = LruHashMap::with_max_entries(SOURCES_CAPACITY, 0);
 
 /// Set (to 1) by userspace at load where tracing programs may call
 /// `bpf_get_current_ancestor_cgroup_id` (not on older kernels, 5.10 among
@@ -202,6 +209,11 @@ fn on_exit(syscall_hint: Syscall, ret: i64) {
         count_stream(c, Stream::Filtered);
         return;
     }
+    let waiting = EVENTS.query(aya_ebpf::bindings::BPF_RB_AVAIL_DATA as u64);
+    if !source_may_stream(config, pid, now, waiting) {
+        count_loss(c, Loss::SourceThrottled);
+        return;
+    }
 
     let mut event_flags = 0u8;
     if failed {
@@ -210,7 +222,37 @@ fn on_exit(syscall_hint: Syscall, ret: i64) {
     if slow {
         event_flags |= EVENT_SLOW;
     }
-    emit(c, &entry, config, now, pid, tid, uid, (uid_gid >> 32) as u32, ret, latency_ns, event_flags);
+    emit(c, &entry, config, waiting, pid, tid, uid, (uid_gid >> 32) as u32, ret, latency_ns, event_flags);
+}
+
+/// Per-process fairness: a noisy process must not fill the ring buffer and
+/// starve the others' anomalies (GHSA-wv52-frfv-mfh4). While less than half the
+/// ring buffer is used everything streams and nothing else is looked at (one
+/// query of the buffer, which the wakeup decision needs anyway). Past half,
+/// each process has a generic cell rate limit (one anomaly per
+/// `source_interval_ns`, a burst of `source_burst_ns` of credit): a process
+/// over its rate is throttled, so the other half stays for processes within
+/// theirs. `waiting` is the bytes waiting in the ring buffer.
+#[inline(always)]
+fn source_may_stream(config: &Config, pid: u32, now: u64, waiting: u64) -> bool {
+    let interval = config.source_interval_ns;
+    if interval == 0 || waiting < EVENTS.query(aya_ebpf::bindings::BPF_RB_RING_SIZE as u64) / 2 {
+        return true;
+    }
+    let Some(tat) = SOURCES.get_ptr_mut(pid) else {
+        // Not seen past half before (or forgotten by the LRU): a full burst.
+        let _ = SOURCES.insert(pid, now + interval, 0);
+        return true;
+    };
+    // SAFETY: a valid map value; a race between two threads of the process on
+    // two CPUs only blurs the rate, never the counts.
+    let tat = unsafe { &mut *tat };
+    let next = if *tat > now { *tat } else { now };
+    if next - now > config.source_burst_ns {
+        return false;
+    }
+    *tat = next + interval;
+    true
 }
 
 /// Whether the cgroup filter keeps this task out: in `WATCH` mode unless its
@@ -270,7 +312,7 @@ fn emit(
     c: &mut Counters,
     entry: &Inflight,
     config: &Config,
-    _now: u64,
+    waiting: u64,
     pid: u32,
     tid: u32,
     uid: u32,
@@ -360,7 +402,6 @@ fn emit(
     h._reserved3 = 0;
 
     // Wake the reader only when a batch is waiting; it also polls on a timer.
-    let waiting = EVENTS.query(aya_ebpf::bindings::BPF_RB_AVAIL_DATA as u64);
     let wake = if waiting >= config.wakeup_bytes as u64 { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP };
 
     let len = EVENT_HEADER_SIZE + (path_len & (PATH_MAX - 1)) + (dir_len & (DIR_MAX - 1));
@@ -530,12 +571,14 @@ fn kernel_dir(o: &KernelOffsets, dirfd: i32, buf: &mut DirBuffer) -> (u8, usize)
 // slow path to every syscall of every process while attached).
 // ---------------------------------------------------------------------------
 
+/// A field of the tracepoint record, read directly: the verifier allows loads
+/// from a tracepoint's context, which saves a probe-read helper call per
+/// argument (`TracePointContext::read_at` makes one).
 #[inline(always)]
-fn arg<T>(ctx: &TracePointContext, offset: usize) -> T
-where
-    T: Default,
-{
-    unsafe { ctx.read_at::<T>(offset) }.unwrap_or_default()
+fn arg<T: Copy>(ctx: &TracePointContext, offset: usize) -> T {
+    // SAFETY: every offset used is inside the syscall tracepoint record and
+    // aligned for its type (8-byte slots).
+    unsafe { core::ptr::read((ctx.as_ptr() as *const u8).add(offset).cast::<T>()) }
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_open")]
@@ -707,11 +750,25 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "sched", name = "sched_process_exit")]
 pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    // An open of this thread still in flight will never see its exit (the
+    // exit program missed it): free the slot, so the in-flight gauge cannot
+    // stay stuck, and count it.
+    if let Some(slot) = INFLIGHT.get_ptr_mut(tid & INFLIGHT_SLOT_MASK) {
+        // SAFETY: a valid array slot; this thread's own entry, if it is one.
+        let slot = unsafe { &mut *slot };
+        if slot.tid == tid && tid != 0 {
+            slot.tid = 0;
+            if let Some(c) = counters() {
+                count_loss(c, Loss::InflightReaped);
+            }
+        }
+    }
     // The fork tracepoint also fires for new threads and inserts their tids:
     // remove every exiting task's own id, so that a thread's id does not stay
     // tracked and later match an unrelated process that reuses the number. A
     // group leader's id is its process id.
-    let _ = TRACKED.remove(bpf_get_current_pid_tgid() as u32);
+    let _ = TRACKED.remove(tid);
     0
 }
 

@@ -16,7 +16,7 @@ use aya::{
 };
 use exporter_common::{
     Config, Counters, Syscall, CGROUP_FILTER_IGNORE, CGROUP_FILTER_OFF, CGROUP_FILTER_WATCH,
-    MAP_CGROUP_FILTER, MAP_CONFIG, MAP_COUNTERS, MAP_EVENTS, MAP_TRACKED,
+    MAP_CGROUP_FILTER, MAP_CONFIG, MAP_COUNTERS, MAP_EVENTS, MAP_INFLIGHT, MAP_TRACKED,
 };
 use tokio::io::unix::AsyncFd;
 
@@ -228,10 +228,11 @@ impl Probe {
                 }
             },
         }
+        // Thread exits always: they free the in-flight slot of a thread that
+        // died with an open whose exit was never seen (and untrack followed ids).
+        attach_tracepoint(&mut probe.ebpf, "sched_process_exit", "sched", "sched_process_exit")?;
         if options.follow_forks {
-            for name in ["sched_process_fork", "sched_process_exit"] {
-                attach_tracepoint(&mut probe.ebpf, name, "sched", name)?;
-            }
+            attach_tracepoint(&mut probe.ebpf, "sched_process_fork", "sched", "sched_process_fork")?;
         }
         Ok(probe)
     }
@@ -357,10 +358,28 @@ impl Probe {
     }
 
     /// Replaces the live config; the kernel uses it from its next exit on.
+    /// The per-process fairness limit is kept as loaded (`set_source_rate`
+    /// changes it), so a reload of other settings does not reset a flag.
     pub fn set_config(&mut self, mut config: Config) -> Result<(), ProbeError> {
         // The fork offset and kernel struct offsets belong to the load, not to callers.
         config.fork_child_pid_offset = self.config.fork_child_pid_offset;
         config.offsets = self.config.offsets;
+        config.source_interval_ns = self.config.source_interval_ns;
+        config.source_burst_ns = self.config.source_burst_ns;
+        self.write_config(config)
+    }
+
+    /// Per-process fairness from now on: once the ring buffer is half full,
+    /// each process streams at most `rate` anomalies per second (after a burst
+    /// of one second's worth); the rest are counted as `source_throttled`.
+    /// 0 turns the limit off.
+    pub fn set_source_rate(&mut self, rate: u32) -> Result<(), ProbeError> {
+        let mut config = self.config;
+        (config.source_interval_ns, config.source_burst_ns) = exporter_common::source_limit(rate);
+        self.write_config(config)
+    }
+
+    fn write_config(&mut self, config: Config) -> Result<(), ProbeError> {
         let map = self.ebpf.map_mut(MAP_CONFIG).ok_or(ProbeError::MapMissing(MAP_CONFIG))?;
         let mut array: Array<_, Config> = Array::try_from(map).map_err(|e| ProbeError::Map(MAP_CONFIG, e))?;
         array.set(0, config, 0).map_err(|e| ProbeError::Map(MAP_CONFIG, e))?;
@@ -443,6 +462,36 @@ impl Probe {
         let map = self.ebpf.map(MAP_CGROUP_FILTER).ok_or(ProbeError::MapMissing(MAP_CGROUP_FILTER))?;
         let hash: HashMap<_, u64, u8> = HashMap::try_from(map).map_err(|e| ProbeError::Map(MAP_CGROUP_FILTER, e))?;
         hash.keys().map(|k| k.map_err(|e| ProbeError::Map(MAP_CGROUP_FILTER, e))).collect()
+    }
+
+    /// Tests only: writes an in-flight entry for `tid` as its syscall entry
+    /// would, as if its exit were then missed (the kernel cannot be made to
+    /// miss one on demand), to check that the thread's exit reaps it.
+    #[doc(hidden)]
+    pub fn plant_inflight_entry(&mut self, tid: u32, start_ns: u64) -> Result<(), ProbeError> {
+        let map = self.ebpf.map_mut(MAP_INFLIGHT).ok_or(ProbeError::MapMissing(MAP_INFLIGHT))?;
+        let mut array: Array<_, exporter_common::Inflight> =
+            Array::try_from(map).map_err(|e| ProbeError::Map(MAP_INFLIGHT, e))?;
+        let entry = exporter_common::Inflight {
+            start_ns,
+            path_ptr: 0,
+            open_flags: 0,
+            mode: 0,
+            dirfd: exporter_common::AT_FDCWD,
+            tid,
+            syscall: Syscall::Openat as u8,
+            _pad: [0; 3],
+        };
+        array.set(tid & exporter_common::INFLIGHT_SLOT_MASK, entry, 0).map_err(|e| ProbeError::Map(MAP_INFLIGHT, e))
+    }
+
+    /// Whether `tid` has an entry in flight now.
+    pub fn has_inflight_entry(&self, tid: u32) -> Result<bool, ProbeError> {
+        let map = self.ebpf.map(MAP_INFLIGHT).ok_or(ProbeError::MapMissing(MAP_INFLIGHT))?;
+        let array: Array<_, exporter_common::Inflight> =
+            Array::try_from(map).map_err(|e| ProbeError::Map(MAP_INFLIGHT, e))?;
+        let entry = array.get(&(tid & exporter_common::INFLIGHT_SLOT_MASK), 0).map_err(|e| ProbeError::Map(MAP_INFLIGHT, e))?;
+        Ok(entry.tid == tid)
     }
 
     /// Takes the event ring buffer; call once.

@@ -525,3 +525,44 @@ impl Serve {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Kernel fairness, floods and reaping (tests/tests/kernel.rs, flood.rs).
+// ---------------------------------------------------------------------------
+
+/// A uid no account or other test uses: the fairness and flood workloads make
+/// their failures under it, and a kernel uid filter lets exactly those through,
+/// so their counts are exact on a host where other processes fail opens too.
+pub const FAIRNESS_UID: u32 = 3_735_928;
+
+/// A `uidflood` or `uidfail` workload started in the background.
+pub struct UidWorkload {
+    pub child: std::process::Child,
+}
+
+impl UidWorkload {
+    pub fn spawn(args: &[&str]) -> UidWorkload {
+        let child = Command::new(workload_path())
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the workload");
+        UidWorkload { child }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for it; the failed opens it made, as it counted them.
+    pub fn failures(self) -> u64 {
+        let out = self.child.wait_with_output().expect("wait for the workload");
+        assert!(out.status.success(), "workload failed: {:?}", out.status);
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("failures "))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no `failures N` line in {stdout:?}"))
+    }
+}

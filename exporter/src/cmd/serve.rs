@@ -195,7 +195,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         attach: args.probe.attach,
         ringbuf_bytes: ringbuf_size(args.probe.ringbuf_bytes),
         follow_forks: false,
-        config: settings.probe_config(),
+        config: args.probe.apply(settings.probe_config()),
     };
     // Loaded on this thread, before the runtime has started any other thread
     // (the server task above has not run yet): capabilities are per thread, so

@@ -21,6 +21,12 @@
 //!   workload flood DIR COUNT     COUNT failed opens of distinct names (not recorded)
 //!   workload oddbytes DIR        failed opens of names with invalid UTF-8, newlines,
 //!                                quotes, backslashes, control bytes; 4095- and 4096-byte paths
+//!   workload uidflood DIR SECS UID THREADS
+//!                                as uid UID, THREADS threads fail openat as fast as
+//!                                they can for SECS s; prints `failures N`, no manifest
+//!   workload uidfail DIR COUNT UID INTERVAL_MS
+//!                                as uid UID, COUNT failed openat INTERVAL_MS apart;
+//!                                prints `failures N`, no manifest
 
 use std::{
     ffi::CString,
@@ -384,6 +390,8 @@ fn main() {
         "exporter" => exporter(&dir),
         "flood" => flood(&dir, n as usize),
         "oddbytes" => oddbytes(&dir),
+        "uidflood" => uid_flood(&dir, n, arg_at(&args, 4), arg_at(&args, 5)),
+        "uidfail" => uid_failures(&dir, n, arg_at(&args, 4), arg_at(&args, 5)),
         other => panic!("unknown scenario {other}"),
     }
     let manifest = MANIFEST.lock().unwrap();
@@ -493,4 +501,71 @@ fn oddbytes(dir: &Path) {
         assert_eq!(long.len(), len);
         openat(libc::AT_FDCWD, &long, libc::O_RDONLY, 0);
     }
+}
+
+// ---------------------------------------------------------------------------
+// Kernel fairness and floods (tests/tests/flood.rs, kernel.rs): failures made
+// under a uid of their own, so that a kernel uid filter lets exactly these
+// through and their counters can be compared exactly on a shared host.
+// ---------------------------------------------------------------------------
+
+fn arg_at<T: std::str::FromStr>(args: &[String], i: usize) -> T
+where
+    T::Err: std::fmt::Debug,
+{
+    args.get(i).unwrap_or_else(|| panic!("argument {i} missing")).parse().unwrap()
+}
+
+/// Becomes `uid` (every thread: glibc's wrapper, and before any is started),
+/// so that every open from here on is this scenario's own.
+fn become_uid(uid: u32) {
+    // SAFETY: plain syscall wrapper.
+    assert_eq!(unsafe { libc::setresgid(uid, uid, uid) }, 0, "setresgid: {}", std::io::Error::last_os_error());
+    assert_eq!(unsafe { libc::setresuid(uid, uid, uid) }, 0, "setresuid: {}", std::io::Error::last_os_error());
+}
+
+fn print_failures(n: u64) -> ! {
+    println!("failures {n}");
+    std::process::exit(0);
+}
+
+/// Fails openat(DIR/missing) as fast as `threads` threads can for `secs` s.
+fn uid_flood(dir: &Path, secs: u64, uid: u32, threads: usize) {
+    let path = cstr(&join(dir, b"flood-missing"));
+    become_uid(uid);
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    let total: u64 = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let path = &path;
+                scope.spawn(move || {
+                    let mut n = 0u64;
+                    while std::time::Instant::now() < deadline {
+                        for _ in 0..64 {
+                            // SAFETY: valid C string; raw syscall.
+                            let r = unsafe { libc::syscall(libc::SYS_openat, libc::AT_FDCWD, path.as_ptr(), libc::O_RDONLY, 0) };
+                            assert!(r < 0, "the flood path does not exist");
+                            n += 1;
+                        }
+                    }
+                    n
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).sum()
+    });
+    print_failures(total)
+}
+
+/// `count` failed opens of DIR/quiet-N, `interval_ms` apart.
+fn uid_failures(dir: &Path, count: u64, uid: u32, interval_ms: u64) {
+    let paths: Vec<CString> = (0..count).map(|i| cstr(&join(dir, format!("quiet-{i}").as_bytes()))).collect();
+    become_uid(uid);
+    for path in &paths {
+        // SAFETY: valid C string; raw syscall.
+        let r = unsafe { libc::syscall(libc::SYS_openat, libc::AT_FDCWD, path.as_ptr(), libc::O_RDONLY, 0) };
+        assert!(r < 0, "quiet paths do not exist");
+        std::thread::sleep(Duration::from_millis(interval_ms));
+    }
+    print_failures(count)
 }
