@@ -43,7 +43,8 @@ BADFD_VM_KERNELS=${BADFD_VM_KERNELS:-5.10:auto 6.12:fentry} \
 tests/vm/run.sh || failed+=(matrix)
 if [[ -z "$soak_pid" ]] || ! wait "$soak_pid"; then failed+=(soak); fi
 echo "--- soak (${BADFD_SOAK_SECS:-600} s; log $soak_log)"
-grep -E '^(soak |warm-up|test |test result|thread .* panicked|  left|  right)|RssAnon' "$soak_log" || tail -n 40 "$soak_log"
+grep -E '^(soak |warm-up|test |test result)|RssAnon' "$soak_log" || tail -n 40 "$soak_log"
+grep -A4 'panicked at' "$soak_log" || true
 suites=4
 echo "suites: $(( suites - ${#failed[@]} )) passed, ${#failed[@]} failed"
 if (( ${#failed[@]} )); then
