@@ -39,6 +39,8 @@ const SERVE_CASES: &[Case] = &[
     case("--attach", &["--attach", "sideways"], 2, &["--attach", "sideways"]),
     case("--log-level", &["--log-level", "=="], 1, &["--log-level", "invalid filter directive"]),
     case("--ringbuf-bytes", &["--ringbuf-bytes", "-1"], 2, &["--ringbuf-bytes", "-1"]),
+    case("--source-rate", &["--source-rate", "-5"], 2, &["--source-rate", "-5"]),
+    case("--source-rate", &["--source-rate", "lots"], 2, &["--source-rate", "lots"]),
     case("--ringbuf-bytes", &["--ringbuf-bytes", "8M"], 2, &["--ringbuf-bytes", "8M"]),
     case("--slow-threshold", &["--slow-threshold", "fast"], 1, &["--slow-threshold", "fast", "10ms"]),
     case("--slow-threshold", &["--slow-threshold", "10 parsecs"], 1, &["--slow-threshold", "unknown unit"]),
@@ -86,6 +88,8 @@ const TRACE_CASES: &[Case] = &[
     case("--attach", &["--attach", "sideways"], 2, &["--attach", "sideways"]),
     case("--log-level", &["--log-level", "=="], 1, &["--log-level", "invalid filter directive"]),
     case("--ringbuf-bytes", &["--ringbuf-bytes", "-1"], 2, &["--ringbuf-bytes", "-1"]),
+    case("--source-rate", &["--source-rate", "-5"], 2, &["--source-rate", "-5"]),
+    case("--source-rate", &["--source-rate", "lots"], 2, &["--source-rate", "lots"]),
     case("--err", &["--err=yes"], 2, &["--err", "yes"]),
     case("--ms", &["--ms", "-1"], 2, &["--ms", "-1"]),
     case("--ms", &["--ms", "5", "--slow", "5ms"], 2, &["--ms", "--slow", "cannot be used with"]),
@@ -357,6 +361,10 @@ fn a_kernel_without_openat2_is_watched_without_it_and_said_once() {
             let tp = format!("events/syscalls/sys_{side}_{name}");
             setup.push_str(&format!("; mkdir -p {f}/{tp}; cp /sys/kernel/tracing/{tp}/id /sys/kernel/tracing/{tp}/format {f}/{tp}/"));
         }
+    }
+    // Every kernel since 2.6 has the scheduler's tracepoints (reaping, following children).
+    for tp in ["events/sched/sched_process_exit", "events/sched/sched_process_fork"] {
+        setup.push_str(&format!("; mkdir -p {f}/{tp}; cp /sys/kernel/tracing/{tp}/id /sys/kernel/tracing/{tp}/format {f}/{tp}/"));
     }
     setup.push_str(&format!("; mount --bind {f} /sys/kernel/tracing"));
     let dir = TempDir::lettered("badinput-openat2");
