@@ -166,8 +166,11 @@ impl Probe {
         if !cgroup_ancestors {
             tracing::info!("this kernel does not let tracing programs see a task's ancestor cgroups: the cgroup filter matches each task's own cgroup only");
         }
+        // The parsed kernel BTF (~9 MiB here) is needed only while loading and
+        // attaching: a local, freed before the exporter settles to its idle size.
+        let kernel_btf = Btf::from_sys_fs().ok();
         let ebpf = EbpfLoader::new()
-            .btf(kernel_btf())
+            .btf(kernel_btf.as_ref())
             .map_max_entries(MAP_EVENTS, ringbuf_bytes)
             .override_global("CGROUP_ANCESTORS", &(cgroup_ancestors as u8), true)
             .load(EBPF_OBJECT)
@@ -207,7 +210,7 @@ impl Probe {
 
         match options.attach {
             AttachPreference::Fentry => {
-                probe.attach_fentry().map_err(ProbeError::FentryUnavailable)?;
+                probe.attach_fentry(kernel_btf.as_ref()).map_err(ProbeError::FentryUnavailable)?;
                 probe.mode = AttachMode::Fentry;
                 probe.mode_reason = "requested with --attach".into();
             }
@@ -215,7 +218,7 @@ impl Probe {
                 probe.attach_tracepoints(&tracefs)?;
                 probe.mode_reason = "requested with --attach".into();
             }
-            AttachPreference::Auto => match probe.attach_fentry() {
+            AttachPreference::Auto => match probe.attach_fentry(kernel_btf.as_ref()) {
                 Ok(()) => {
                     probe.mode = AttachMode::Fentry;
                     probe.mode_reason = format!("fentry/fexit on {COMMON_OPEN_FUNCTION} allowed");
@@ -238,13 +241,13 @@ impl Probe {
     }
 
     /// Tries fentry/fexit; on failure unloads what loaded and says why.
-    fn attach_fentry(&mut self) -> Result<(), String> {
-        let btf = kernel_btf().ok_or_else(|| "no kernel BTF at /sys/kernel/btf/vmlinux".to_string())?;
+    fn attach_fentry(&mut self, btf: Option<&Btf>) -> Result<(), String> {
+        let btf = btf.ok_or_else(|| "no kernel BTF at /sys/kernel/btf/vmlinux".to_string())?;
         let result = (|| -> Result<(), aya::programs::ProgramError> {
             let fentry: &mut FEntry = program(&mut self.ebpf, "fentry_do_sys_openat2")?;
-            fentry.load(COMMON_OPEN_FUNCTION, &btf)?;
+            fentry.load(COMMON_OPEN_FUNCTION, btf)?;
             let fexit: &mut FExit = program(&mut self.ebpf, "fexit_do_sys_openat2")?;
-            fexit.load(COMMON_OPEN_FUNCTION, &btf)?;
+            fexit.load(COMMON_OPEN_FUNCTION, btf)?;
             // Attach exit first so no entry is left without its exit.
             fexit.attach()?;
             let fentry: &mut FEntry = program(&mut self.ebpf, "fentry_do_sys_openat2")?;
@@ -633,13 +636,6 @@ fn describe_program_error(error: &aya::programs::ProgramError) -> String {
         }
         other => other.to_string(),
     }
-}
-
-/// The kernel's BTF as aya parses it, once per process (the loader and the
-/// fentry programs need it at every load; it cannot change while we run).
-fn kernel_btf() -> Option<&'static Btf> {
-    static BTF: std::sync::OnceLock<Option<Btf>> = std::sync::OnceLock::new();
-    BTF.get_or_init(|| Btf::from_sys_fs().ok()).as_ref()
 }
 
 /// Ring buffer sizes must be a power-of-two multiple of the page size.
