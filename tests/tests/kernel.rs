@@ -351,13 +351,9 @@ fn decided(c: &Counters) -> u64 {
         + c.losses[Loss::RingbufFull as usize]
 }
 
-#[test]
-fn a_noisy_process_cannot_starve_a_quiet_one() {
-    const NOISY: u64 = 3000;
-    const QUIET: u64 = 5;
-    let uid = badfd_tests::FAIRNESS_UID.to_string();
-    // A small ring buffer (about 400 events) that nobody reads until both have
-    // run: the noisy process alone could fill it many times over.
+/// A probe that streams only the fairness uid's anomalies into a small ring
+/// buffer (about 400 events) with `source_rate` anomalies/s per process (0: off).
+fn fairness_probe(source_rate: u32) -> badfd::Probe {
     let options = badfd::ProbeOptions {
         attach: badfd_tests::test_attach_mode(),
         ringbuf_bytes: 64 * 1024,
@@ -365,7 +361,18 @@ fn a_noisy_process_cannot_starve_a_quiet_one() {
         ..badfd::ProbeOptions::default()
     };
     let mut probe = badfd::Probe::load(&options).unwrap_or_else(|e| panic!("kernel test could not load BPF: {e}"));
-    probe.set_source_rate(10).unwrap();
+    probe.set_source_rate(source_rate).unwrap();
+    probe
+}
+
+#[test]
+fn a_noisy_process_cannot_starve_a_quiet_one() {
+    const NOISY: u64 = 3000;
+    const QUIET: u64 = 5;
+    let uid = badfd_tests::FAIRNESS_UID.to_string();
+    // A small ring buffer (about 400 events) that nobody reads until both have
+    // run: the noisy process alone could fill it many times over.
+    let mut probe = fairness_probe(10);
     let noisy_dir = TempDir::new("noisy");
     let quiet_dir = TempDir::new("quiet");
     let before = probe.counters().unwrap();
@@ -402,14 +409,7 @@ fn a_noisy_process_cannot_starve_a_quiet_one() {
 fn fairness_can_be_turned_off() {
     const COUNT: u64 = 1000;
     let uid = badfd_tests::FAIRNESS_UID.to_string();
-    let options = badfd::ProbeOptions {
-        attach: badfd_tests::test_attach_mode(),
-        ringbuf_bytes: 64 * 1024,
-        config: Config { filter_uid: badfd_tests::FAIRNESS_UID, ..config(None) },
-        ..badfd::ProbeOptions::default()
-    };
-    let mut probe = badfd::Probe::load(&options).unwrap_or_else(|e| panic!("kernel test could not load BPF: {e}"));
-    probe.set_source_rate(0).unwrap();
+    let mut probe = fairness_probe(0);
     let dir = TempDir::new("unfair");
     let before = probe.counters().unwrap();
     let run = badfd_tests::UidWorkload::spawn(&["uidfail", dir.path().to_str().unwrap(), &COUNT.to_string(), &uid, "0"]);
