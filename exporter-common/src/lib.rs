@@ -473,6 +473,19 @@ pub enum Stream {
     /// (the latency histogram's count) and the collisions it gives the opens in
     /// flight now.
     Entered = 3,
+    /// Opens a signal interrupted with a restart code (`-ERESTARTSYS` and
+    /// kin): the kernel restarts them (the restart is counted as the open it
+    /// is) or the task was killed. No program ever sees that result, so it is
+    /// neither a failure nor timed.
+    Interrupted = 4,
+}
+
+/// The kernel-internal codes an interrupted syscall leaves with before the
+/// signal is handled (ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND,
+/// ERESTART_RESTARTBLOCK): never returned to a program.
+#[inline(always)]
+pub const fn is_restart_code(ret: i64) -> bool {
+    matches!(ret, -512 | -513 | -514 | -516)
 }
 
 pub const STREAM_COUNT: usize = 8;
@@ -509,13 +522,15 @@ impl Counters {
 
     /// Opens whose start is recorded and whose exit has not come yet: entered,
     /// less those timed at exit, less those whose slot another thread took,
-    /// less those of threads that exited without their open's exit being seen.
+    /// less those of threads that exited without their open's exit being seen,
+    /// less those interrupted by a signal.
     pub fn inflight(&self) -> u64 {
         let timed: u64 = self.latency.iter().flatten().sum();
         self.stream[Stream::Entered as usize]
             .saturating_sub(timed)
             .saturating_sub(self.losses[Loss::InflightCollision as usize])
             .saturating_sub(self.losses[Loss::InflightReaped as usize])
+            .saturating_sub(self.stream[Stream::Interrupted as usize])
     }
 
     /// Adds another CPU's counters into these.

@@ -163,13 +163,23 @@ fn on_exit(syscall_hint: Syscall, ret: i64) {
     let Some(slot) = INFLIGHT.get_ptr_mut(tid & INFLIGHT_SLOT_MASK) else { return };
     // SAFETY: a valid array slot, copied before it is freed.
     let entry: Inflight = unsafe { core::ptr::read(slot) };
+    let interrupted = exporter_common::is_restart_code(ret);
     if entry.tid != tid {
+        if interrupted {
+            count_stream(c, Stream::Interrupted);
+            return;
+        }
         count_result(c, syscall_hint as usize, ret);
         count_loss(c, Loss::ExitWithoutEnter);
         return;
     }
     // SAFETY: as above; frees the slot.
     unsafe { (*slot).tid = 0 };
+    if interrupted {
+        // Restarted (its restart enters again) or its task killed: no result.
+        count_stream(c, Stream::Interrupted);
+        return;
+    }
     let syscall = Syscall::from_u8(entry.syscall).unwrap_or(syscall_hint);
     let s = syscall as usize;
     let failed = ret < 0;
