@@ -409,7 +409,7 @@ fn a_noisy_process_cannot_starve_a_quiet_one() {
 fn fairness_can_be_turned_off() {
     const COUNT: u64 = 1000;
     let uid = badfd_tests::FAIRNESS_UID.to_string();
-    let mut probe = fairness_probe(0);
+    let probe = fairness_probe(0);
     let dir = TempDir::new("unfair");
     let before = probe.counters().unwrap();
     let run = badfd_tests::UidWorkload::spawn(&["uidfail", dir.path().to_str().unwrap(), &COUNT.to_string(), &uid, "0"]);
