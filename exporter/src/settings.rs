@@ -90,6 +90,7 @@ pub struct FileSettings {
     pub paths_redact_under: Option<Vec<String>>,
     pub paths_redact_keep: Option<usize>,
     pub paths_redact_key_file: Option<PathBuf>,
+    pub source_rate: Option<u32>,
 }
 
 /// Validated settings.
@@ -114,6 +115,8 @@ pub struct Settings {
     pub kubernetes_pod_metadata: bool,
     pub web_config_file: Option<PathBuf>,
     pub paths_redact: RedactSettings,
+    /// The config file's `source_rate` (the `--source-rate` flag, a probe flag, wins).
+    pub source_rate: Option<u32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -222,6 +225,7 @@ impl Settings {
             kubernetes_pod_metadata: args.kubernetes_pod_metadata.or(f.kubernetes_pod_metadata).unwrap_or(true),
             web_config_file: args.web_config_file.clone().or(f.web_config_file),
             paths_redact,
+            source_rate: f.source_rate,
         })
     }
 

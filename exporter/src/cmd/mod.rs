@@ -19,14 +19,40 @@ pub struct ProbeArgs {
     /// half full (after a burst of one second's worth), so that a noisy process
     /// cannot starve the others; the excess is counted as
     /// badfd_kernel_events_lost_total{reason="source_throttled"}. 0: no limit.
-    #[arg(long, default_value_t = exporter_common::DEFAULT_SOURCE_RATE, env = "BADFD_SOURCE_RATE")]
-    pub source_rate: u32,
+    /// (`serve`: also the config key `source_rate`, re-read on SIGHUP.) [default: 1000]
+    #[arg(long, env = "BADFD_SOURCE_RATE")]
+    pub source_rate: Option<u32>,
 }
 
 impl ProbeArgs {
-    /// The kernel config with these flags' settings applied.
-    pub fn apply(&self, mut config: exporter_common::Config) -> exporter_common::Config {
-        (config.source_interval_ns, config.source_burst_ns) = exporter_common::source_limit(self.source_rate);
+    /// The kernel config with these flags' settings applied; `file_source_rate`
+    /// is the config file's, which the flag overrides.
+    pub fn apply(&self, mut config: exporter_common::Config, file_source_rate: Option<u32>) -> exporter_common::Config {
+        (config.source_interval_ns, config.source_burst_ns) = exporter_common::source_limit(self.source_rate(file_source_rate));
         config
+    }
+
+    /// Anomalies per second per process: the flag, else the file's, else the default.
+    pub fn source_rate(&self, file_source_rate: Option<u32>) -> u32 {
+        self.source_rate.or(file_source_rate).unwrap_or(exporter_common::DEFAULT_SOURCE_RATE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The flag wins over the config file, which wins over the default; the
+    /// rate reaches the kernel config as its interval and burst.
+    #[test]
+    fn source_rate_precedence() {
+        let args = |rate| ProbeArgs { attach: AttachPreference::Auto, ringbuf_bytes: 1 << 20, source_rate: rate };
+        assert_eq!(args(None).source_rate(None), exporter_common::DEFAULT_SOURCE_RATE);
+        assert_eq!(args(None).source_rate(Some(50)), 50);
+        assert_eq!(args(Some(7)).source_rate(Some(50)), 7);
+        let config = args(None).apply(exporter_common::Config::DEFAULT, Some(50));
+        assert_eq!((config.source_interval_ns, config.source_burst_ns), exporter_common::source_limit(50));
+        let off = args(Some(0)).apply(exporter_common::Config::DEFAULT, Some(50));
+        assert_eq!(off.source_interval_ns, 0, "0 turns the limit off");
     }
 }

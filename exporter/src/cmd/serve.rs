@@ -195,7 +195,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         attach: args.probe.attach,
         ringbuf_bytes: ringbuf_size(args.probe.ringbuf_bytes),
         follow_forks: false,
-        config: args.probe.apply(settings.probe_config()),
+        config: args.probe.apply(settings.probe_config(), settings.source_rate),
     };
     // Loaded on this thread, before the runtime has started any other thread
     // (the server task above has not run yet): capabilities are per thread, so
@@ -288,6 +288,13 @@ fn reload(args: &ServeArgs, probe: &SharedProbe, running: &Mutex<Settings>, dept
         if let Err(error) = p.set_config(new.probe_config()) {
             tracing::error!("reload failed, keeping the running configuration: writing the kernel config: {error}");
             return false;
+        }
+        // The flag, if given, wins over the file, as at start.
+        if args.probe.source_rate.is_none() && new.source_rate != running.source_rate {
+            if let Err(error) = p.set_source_rate(args.probe.source_rate(new.source_rate)) {
+                tracing::error!("reload failed, keeping the running configuration: writing the kernel config: {error}");
+                return false;
+            }
         }
     }
     depth.store(new.path_prefix_depth, Ordering::Relaxed);

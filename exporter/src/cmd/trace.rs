@@ -389,7 +389,7 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
         attach: args.probe.attach,
         ringbuf_bytes: ringbuf_size(args.probe.ringbuf_bytes),
         follow_forks: !args.command.is_empty(),
-        config: args.probe.apply(config),
+        config: args.probe.apply(config, None),
     };
     let output = Output::open(&args)?;
     let color = !args.json && use_color(args.color, &output);
