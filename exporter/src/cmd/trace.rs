@@ -233,19 +233,6 @@ impl Filters {
     }
 }
 
-/// The cgroup v2 directory `--cgroup` names: the path itself, or the same
-/// path under the cgroup v2 mount (as /proc/PID/cgroup spells it).
-fn cgroup_dir(path: &std::path::Path) -> anyhow::Result<PathBuf> {
-    let under_root = badfd::containers::cgroup2_mount().map(|root| root.join(path.strip_prefix("/").unwrap_or(path)));
-    let candidates = [Some(path.to_path_buf()), under_root];
-    for dir in candidates.into_iter().flatten() {
-        if dir.join("cgroup.procs").exists() {
-            return Ok(dir);
-        }
-    }
-    bail!("--cgroup {}: not a cgroup v2 directory (nor one under the cgroup v2 mount)", path.display())
-}
-
 /// `path` is `dir` or inside it (by whole components: /etc does not hold /etcd).
 fn is_under(path: &[u8], dir: &[u8]) -> bool {
     dir == b"/" || (path.starts_with(dir) && matches!(path.get(dir.len()), None | Some(b'/')))
@@ -411,7 +398,12 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
     if let Some(relative) = args.path_prefix.iter().find(|p| !p.is_absolute()) {
         bail!("--path-prefix {}: not an absolute path (paths are matched once resolved, e.g. /var/lib)", relative.display());
     }
-    let cgroups: Vec<PathBuf> = args.cgroup.iter().map(|p| cgroup_dir(p)).collect::<anyhow::Result<_>>()?;
+    // The path itself, or the same path under the cgroup v2 mount (as /proc/PID/cgroup spells it).
+    let cgroups: Vec<PathBuf> = args
+        .cgroup
+        .iter()
+        .map(|p| badfd::containers::cgroup_dir(p).map_err(|m| anyhow::anyhow!("--cgroup {m}")))
+        .collect::<anyhow::Result<_>>()?;
     let mut probe = Probe::load(&options)?;
     // The kernel streams nothing until these are in (watch mode, empty map).
     for dir in &cgroups {
