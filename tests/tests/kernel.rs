@@ -318,6 +318,28 @@ fn tasks(pid: u32) -> Vec<u32> {
         .unwrap_or_default()
 }
 
+/// Starts the workload's FIFO reader, which blocks in openat for `ms`, and
+/// returns it with the thread whose open the probe shows in flight.
+fn blocked_fifo_reader(probe: &badfd::Probe, dir: &TempDir, ms: &str) -> (std::process::Child, u32) {
+    let child = std::process::Command::new(badfd_tests::workload_path())
+        .args(["fifo", dir.path().to_str().unwrap(), ms])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        if let Some(tid) = tasks(child.id()).into_iter().find(|&t| probe.has_inflight_entry(t).unwrap()) {
+            // Still there a moment later: blocked, not one of the loader's quick opens.
+            std::thread::sleep(Duration::from_millis(50));
+            if probe.has_inflight_entry(tid).unwrap() {
+                return (child, tid);
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "the FIFO reader's open never showed in flight");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Judged by the blocked thread's own in-flight entry: the host-wide gauge
 /// also moves with other processes' blocked opens (the soak runs beside the
 /// host row of the kernel matrix).
@@ -327,19 +349,7 @@ fn an_open_blocked_in_the_kernel_counts_as_in_flight() {
     let probe = load_probe(config(None));
     let dir = TempDir::new("inflight");
     // The FIFO reader blocks in openat for 400 ms.
-    let mut child = std::process::Command::new(badfd_tests::workload_path())
-        .args(["fifo", dir.path().to_str().unwrap(), "400"])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + WAIT;
-    let blocked = loop {
-        if let Some(tid) = tasks(child.id()).into_iter().find(|&t| probe.has_inflight_entry(t).unwrap()) {
-            break tid;
-        }
-        assert!(std::time::Instant::now() < deadline, "the blocked open never showed in flight");
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let (mut child, blocked) = blocked_fifo_reader(&probe, &dir, "400");
     assert!(probe.counters().unwrap().inflight() >= 1, "the gauge does not count the blocked open");
     assert!(child.wait().unwrap().success());
     assert!(!probe.has_inflight_entry(blocked).unwrap(), "the open stayed in flight after it returned");
@@ -433,23 +443,7 @@ fn a_thread_killed_mid_open_leaves_nothing_in_flight() {
     let probe = load_probe(config(None));
     let dir = TempDir::new("killed");
     // The FIFO reader blocks in openat for 10 s unless killed.
-    let mut child = std::process::Command::new(badfd_tests::workload_path())
-        .args(["fifo", dir.path().to_str().unwrap(), "10000"])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + WAIT;
-    let blocked = loop {
-        if let Some(tid) = tasks(child.id()).into_iter().find(|&t| probe.has_inflight_entry(t).unwrap()) {
-            // Still there a moment later: blocked, not merely opening.
-            std::thread::sleep(Duration::from_millis(100));
-            if probe.has_inflight_entry(tid).unwrap() {
-                break tid;
-            }
-        }
-        assert!(std::time::Instant::now() < deadline, "the FIFO reader's open never showed in flight");
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let (mut child, blocked) = blocked_fifo_reader(&probe, &dir, "10000");
     let before = probe.counters().unwrap();
     child.kill().unwrap();
     child.wait().unwrap();
