@@ -566,3 +566,11 @@ impl UidWorkload {
             .unwrap_or_else(|| panic!("no `failures N` line in {stdout:?}"))
     }
 }
+
+/// A field of /proc/PID/status in KiB (`VmRSS`, `RssAnon`...); `None` once the
+/// process is gone.
+pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let value = status.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?;
+    value.split_whitespace().next()?.parse().ok()
+}

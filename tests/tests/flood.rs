@@ -37,12 +37,6 @@ fn flood_secs() -> u64 {
     }
 }
 
-fn vm_rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
 /// Anomalies the kernel decided on past its filters: submitted to the ring
 /// buffer, or dropped and counted.
 fn kernel_decided(s: &Scrape) -> (f64, f64, f64) {
@@ -104,7 +98,7 @@ fn flood(secs: u64, endpoint: &str) -> f64 {
     let before = serve.scrape();
     let (submitted0, throttled0, full0) = kernel_decided(&before);
     let delivered0 = delivered(&before);
-    let rss_idle = vm_rss_kib(serve_pid).expect("the exporter's VmRSS");
+    let rss_idle = badfd_tests::proc_status_kib(serve_pid, "VmRSS").expect("the exporter's VmRSS");
 
     // Poll readiness and RSS throughout, and scrape now and then.
     let stop = Arc::new(AtomicBool::new(false));
@@ -133,7 +127,7 @@ fn flood(secs: u64, endpoint: &str) -> f64 {
                         )),
                     }
                 }
-                if let Some(rss) = vm_rss_kib(serve.child.id()) {
+                if let Some(rss) = badfd_tests::proc_status_kib(serve.child.id(), "VmRSS") {
                     rss_max.fetch_max(rss, Ordering::Relaxed);
                 }
                 n += 1;
@@ -177,7 +171,7 @@ fn flood(secs: u64, endpoint: &str) -> f64 {
     let got = delivered(&after) - delivered0;
     let quiet_got = delivered_under(&after, quiet_dir.path().file_name().unwrap().to_str().unwrap());
     let exported = after.sum("badfd_otlp_records_total", &[("kind", "anomaly"), ("outcome", "exported")]);
-    let rss_end = vm_rss_kib(serve_pid).unwrap_or(0);
+    let rss_end = badfd_tests::proc_status_kib(serve_pid, "VmRSS").unwrap_or(0);
     eprintln!(
         "flood: {flood_made} failures in {:.1} s ({:.0}/s) + {quiet_made} quiet; kernel: {submitted} submitted, \
          {throttled} throttled, {full} ring full; exporter took {got} ({quiet_got} of the quiet process's), OTLP \

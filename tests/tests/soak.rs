@@ -47,12 +47,7 @@ fn soak_duration() -> Duration {
 }
 
 fn rss_anon_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the exporter is alive");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("RssAnon:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("RssAnon in /proc/PID/status")
+    badfd_tests::proc_status_kib(pid, "RssAnon").expect("the exporter alive, with RssAnon in /proc/PID/status")
 }
 
 /// Distinct label sets (ignoring `le`) of each labeled anomaly metric.
