@@ -36,6 +36,15 @@ struct Args {
     /// CPU the workload runs on.
     #[arg(long, default_value_t = 0)]
     cpu: usize,
+    /// Workloads to run (open, fail, getpid, mixed); all by default.
+    #[arg(long, value_delimiter = ',')]
+    workloads: Vec<String>,
+    /// Conditions to run besides bare (floor, badfd, opensnoop, bpftrace, bcc); all by default.
+    #[arg(long, value_delimiter = ',')]
+    conditions: Vec<String>,
+    /// badfd's wakeup threshold in bytes waiting (`Config::wakeup_bytes`); the default if absent.
+    #[arg(long)]
+    wakeup_bytes: Option<u32>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -58,6 +67,18 @@ const CONDITIONS: [Condition; 6] = [
 ];
 
 impl Condition {
+    /// Its name in `--conditions`.
+    fn key(self) -> &'static str {
+        match self {
+            Condition::Bare => "bare",
+            Condition::Floor => "floor",
+            Condition::Badfd => "badfd",
+            Condition::Opensnoop => "opensnoop",
+            Condition::Bpftrace => "bpftrace",
+            Condition::BccOpensnoop => "bcc",
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Condition::Bare => "bare",
@@ -146,6 +167,16 @@ enum Workload {
 const WORKLOADS: [Workload; 4] = [Workload::OpenClose, Workload::FailingOpen, Workload::Getpid, Workload::Mixed];
 
 impl Workload {
+    /// Its name in `--workloads`.
+    fn key(self) -> &'static str {
+        match self {
+            Workload::OpenClose => "open",
+            Workload::FailingOpen => "fail",
+            Workload::Getpid => "getpid",
+            Workload::Mixed => "mixed",
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Workload::OpenClose => "openat+close (cached file)",
@@ -233,8 +264,19 @@ fn main() -> anyhow::Result<()> {
     let mut lost = 0u64;
     let mut mode = String::new();
     let reader_cpu = (args.cpu + 1) % std::thread::available_parallelism()?.get();
+    for key in &args.conditions {
+        anyhow::ensure!(CONDITIONS[1..].iter().any(|c| c.key() == key), "--conditions: unknown condition {key:?}");
+    }
+    for key in &args.workloads {
+        anyhow::ensure!(WORKLOADS.iter().any(|w| w.key() == key), "--workloads: unknown workload {key:?}");
+    }
+    let condition_wanted =
+        |c: Condition| c == Condition::Bare || args.conditions.is_empty() || args.conditions.iter().any(|k| k == c.key());
+    let workload_wanted = |w: Workload| args.workloads.is_empty() || args.workloads.iter().any(|k| k == w.key());
+    // in_kernel[workload] = (program, runs, time) of badfd's programs during that workload's measured calls
+    let mut in_kernel: Vec<Vec<(String, u64, Duration)>> = vec![Vec::new(); WORKLOADS.len()];
     let mut skipped: Vec<(Condition, String)> = Vec::new();
-    for &cond in &CONDITIONS {
+    for &cond in CONDITIONS.iter().filter(|&&c| condition_wanted(c)) {
         if let Some(Err(why)) = cond.external() {
             eprintln!("skipping {}: {why}", cond.name());
             skipped.push((cond, why));
@@ -242,7 +284,7 @@ fn main() -> anyhow::Result<()> {
     }
     for round in 0..args.rounds {
         for (ci, &cond) in CONDITIONS.iter().enumerate() {
-            if skipped.iter().any(|(c, _)| *c == cond) {
+            if !condition_wanted(cond) || skipped.iter().any(|(c, _)| *c == cond) {
                 continue;
             }
             // Attach on another CPU's time, then measure pinned.
@@ -252,7 +294,11 @@ fn main() -> anyhow::Result<()> {
                 _ => None,
             };
             let floor = (cond == Condition::Floor).then(attach_floor).transpose()?;
-            let mut probe = (cond == Condition::Badfd).then(|| Probe::load(&ProbeOptions::default())).transpose()?;
+            let mut options = ProbeOptions::default();
+            if let Some(bytes) = args.wakeup_bytes {
+                options.config.wakeup_bytes = bytes;
+            }
+            let mut probe = (cond == Condition::Badfd).then(|| Probe::load(&options)).transpose()?;
             let stop = Arc::new(AtomicBool::new(false));
             let received = Arc::new(AtomicU64::new(0));
             let reader = match probe.as_mut() {
@@ -274,10 +320,27 @@ fn main() -> anyhow::Result<()> {
                 None => None,
             };
             for (wi, &w) in WORKLOADS.iter().enumerate() {
+                if !workload_wanted(w) {
+                    continue;
+                }
                 run(w, args.iters / 10, &paths); // warm up
+                let before = probe.as_ref().map(|p| p.program_stats());
                 let v = run(w, args.iters, &paths);
                 if round > 0 {
                     ns[ci][wi].push(v);
+                    if let (Some(p), Some(before)) = (probe.as_ref(), before) {
+                        for s in p.program_stats() {
+                            let Some(b) = before.iter().find(|b| b.name == s.name) else { continue };
+                            let (runs, time) = (s.run_count - b.run_count, s.run_time.saturating_sub(b.run_time));
+                            match in_kernel[wi].iter_mut().find(|e| e.0 == s.name) {
+                                Some(e) => {
+                                    e.1 += runs;
+                                    e.2 += time;
+                                }
+                                None => in_kernel[wi].push((s.name, runs, time)),
+                            }
+                        }
+                    }
                 }
             }
             stop.store(true, Ordering::Relaxed);
@@ -327,17 +390,21 @@ fn main() -> anyhow::Result<()> {
     println!(" badfd / bare | badfd / bpftrace added | badfd / opensnoop added | badfd / bcc opensnoop added |");
     println!("|---|---:|{}---:|---:|---:|---:|", "---:|".repeat(CONDITIONS.len() - 1));
     for (wi, w) in WORKLOADS.iter().enumerate() {
+        if ns[0][wi].is_empty() {
+            continue;
+        }
         let bare = median(ns[0][wi].clone());
         print!("| {} | {:.0} |", w.name(), bare);
         for ci in 1..CONDITIONS.len() {
             print!(" {} |", fmt(added(ci, wi)));
         }
-        let ratio = median(ns[2][wi].iter().zip(&ns[0][wi]).map(|(c, b)| c / b).collect());
+        let ratios: Vec<f64> = ns[2][wi].iter().zip(&ns[0][wi]).map(|(c, b)| c / b).collect();
+        let ratio = if ratios.is_empty() { "n/a".to_string() } else { format!("{:.2}", median(ratios)) };
         let frac = |other: usize| match (added(2, wi), added(other, wi)) {
             (Some(b), Some(o)) if o > 0.0 => format!("{:.2}", b / o),
             _ => "n/a".into(),
         };
-        println!(" {ratio:.2} | {} | {} | {} |", frac(4), frac(3), frac(5));
+        println!(" {ratio} | {} | {} | {} |", frac(4), frac(3), frac(5));
     }
     for (c, why) in &skipped {
         println!("\n{} skipped: {why}", c.name());
@@ -348,6 +415,17 @@ fn main() -> anyhow::Result<()> {
     println!("|---|---:|---:|");
     for (name, count, time) in badfd_stats.iter().filter(|s| s.1 > 0) {
         println!("| {name} | {count} | {:.0} |", time.as_nanos() as f64 / *count as f64);
+    }
+    println!();
+    println!("in-kernel ns per call of each workload (runs of badfd's programs during its measured calls / calls):");
+    println!("| workload | program | runs per call | ns/run | ns per call |");
+    println!("|---|---|---:|---:|---:|");
+    for (wi, w) in WORKLOADS.iter().enumerate() {
+        let calls = args.iters * ns[2][wi].len() as u64;
+        for (name, runs, time) in in_kernel[wi].iter().filter(|s| s.1 > 0) {
+            let t = time.as_nanos() as f64;
+            println!("| {} | {name} | {:.2} | {:.0} | {:.0} |", w.name(), *runs as f64 / calls as f64, t / *runs as f64, t / calls as f64);
+        }
     }
     println!();
     println!("events streamed to userspace: {streamed}, lost (ring buffer full): {lost}");
