@@ -21,7 +21,10 @@ use std::{
 };
 
 use anyhow::Context as _;
-use badfd::{probe::attach_floor, Probe, ProbeOptions};
+use badfd::{
+    probe::{attach_floor, attach_floor_exits},
+    Probe, ProbeOptions,
+};
 use clap::Parser;
 
 #[derive(Parser)]
@@ -55,15 +58,21 @@ enum Condition {
     Opensnoop,
     Bpftrace,
     BccOpensnoop,
+    /// An empty program on the syscall-exit tracepoints only: the floor of `--no-timing`.
+    FloorExits,
+    /// badfd with `--no-timing` (exit programs only).
+    BadfdUntimed,
 }
 
-const CONDITIONS: [Condition; 6] = [
+const CONDITIONS: [Condition; 8] = [
     Condition::Bare,
     Condition::Floor,
     Condition::Badfd,
     Condition::Opensnoop,
     Condition::Bpftrace,
     Condition::BccOpensnoop,
+    Condition::FloorExits,
+    Condition::BadfdUntimed,
 ];
 
 impl Condition {
@@ -76,6 +85,8 @@ impl Condition {
             Condition::Opensnoop => "opensnoop",
             Condition::Bpftrace => "bpftrace",
             Condition::BccOpensnoop => "bcc",
+            Condition::FloorExits => "floor-exits",
+            Condition::BadfdUntimed => "badfd-untimed",
         }
     }
 
@@ -87,6 +98,8 @@ impl Condition {
             Condition::Opensnoop => "opensnoop -x (libbpf-tools)",
             Condition::Bpftrace => "bpftrace",
             Condition::BccOpensnoop => "bcc opensnoop -x",
+            Condition::FloorExits => "floor, exits only",
+            Condition::BadfdUntimed => "badfd --no-timing",
         }
     }
 
@@ -293,12 +306,20 @@ fn main() -> anyhow::Result<()> {
                 Some(Ok(argv)) => Some(start_external(&argv, reader_cpu)?),
                 _ => None,
             };
-            let floor = (cond == Condition::Floor).then(attach_floor).transpose()?;
-            let mut options = ProbeOptions::default();
+            let floor = match cond {
+                Condition::Floor => Some(attach_floor()?),
+                Condition::FloorExits => Some(attach_floor_exits()?),
+                _ => None,
+            };
+            let mut options = ProbeOptions { timing: cond != Condition::BadfdUntimed, ..ProbeOptions::default() };
             if let Some(bytes) = args.wakeup_bytes {
                 options.config.wakeup_bytes = bytes;
             }
-            let mut probe = (cond == Condition::Badfd).then(|| Probe::load(&options)).transpose()?;
+            let mut probe =
+                matches!(cond, Condition::Badfd | Condition::BadfdUntimed).then(|| Probe::load(&options)).transpose()?;
+            if let Some(p) = probe.as_ref() {
+                anyhow::ensure!(p.timed() == options.timing, "--no-timing refused: {:?}", p.untimed_refused());
+            }
             let stop = Arc::new(AtomicBool::new(false));
             let received = Arc::new(AtomicU64::new(0));
             let reader = match probe.as_mut() {

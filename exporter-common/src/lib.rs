@@ -87,7 +87,8 @@ pub struct Config {
     /// Stream only this uid; `FILTER_ANY` for all.
     pub filter_uid: u32,
     /// Wake the reader once this many bytes wait in the ring buffer; below it the
-    /// reader polls on a timer, so a storm costs no wakeup per event.
+    /// reader polls on a timer, so a storm costs no wakeup per event. Past it, each
+    /// CPU wakes the reader at most once per `WAKEUP_MIN_INTERVAL_NS`.
     pub wakeup_bytes: u32,
     /// Offset of `child_pid` in the `sched/sched_process_fork` tracepoint record,
     /// read by userspace from tracefs (the layout changed across kernels).
@@ -291,6 +292,9 @@ pub const EVENT_SLOW: u8 = 1 << 1;
 pub const EVENT_PATH_TRUNCATED: u8 = 1 << 2;
 /// The path could not be read from user memory; `path_len` is 0.
 pub const EVENT_PATH_UNREADABLE: u8 = 1 << 3;
+/// The open was not timed (the untimed attach, `--no-timing`: only the exit is
+/// hooked): `latency_ns` is 0 and `start_ns` is the time of the exit.
+pub const EVENT_UNTIMED: u8 = 1 << 4;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -595,6 +599,14 @@ pub const TRACKED_CAPACITY: u32 = 16384;
 pub const CGROUP_FILTER_CAPACITY: u32 = 4096;
 /// Default ring buffer size (bytes, a power of two); userspace may resize it at load.
 pub const DEFAULT_RINGBUF_BYTES: u32 = 8 * 1024 * 1024;
+
+/// Once a batch waits in the ring buffer (`Config::wakeup_bytes`), a CPU wakes
+/// the reader at most once per this many ns. A wakeup is an interrupt on the
+/// producing CPU (irq_work), and without this bound every event past the
+/// watermark makes one until the reader has drained: ~100 ns per failing open
+/// on average in `bench/opens` here. A woken reader drains everything, so
+/// events wait at most this long longer.
+pub const WAKEUP_MIN_INTERVAL_NS: u64 = 100_000;
 
 #[cfg(feature = "user")]
 mod user {

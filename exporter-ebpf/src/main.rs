@@ -28,9 +28,9 @@ use aya_ebpf::{
 use exporter_common::{
     Config, Counters, DirBuffer, EventBuffer, Inflight, KernelOffsets, Loss, Stream, Syscall,
     AT_FDCWD, CGROUP_FILTER_CAPACITY, CGROUP_FILTER_IGNORE, CGROUP_FILTER_MAX_DEPTH, CGROUP_FILTER_OFF,
-    CGROUP_FILTER_WATCH, CONFIG_FAILURES_ONLY, CONFIG_TRACKED_ONLY, DEFAULT_RINGBUF_BYTES, DIR_BAD_FD,
+    CGROUP_FILTER_WATCH, CONFIG_FAILURES_ONLY, WAKEUP_MIN_INTERVAL_NS, CONFIG_TRACKED_ONLY, DEFAULT_RINGBUF_BYTES, DIR_BAD_FD,
     DIR_MAX, DIR_MAX_COMPONENTS, DIR_NAME_MAX, DIR_NOT_ATTEMPTED, DIR_READ_FAILED, DIR_RESOLVED,
-    DIR_TRUNCATED, DIR_UNREACHABLE, ERRNO_SLOTS, EVENT_FAILED, EVENT_HEADER_SIZE, EVENT_PATH_TRUNCATED,
+    DIR_TRUNCATED, DIR_UNREACHABLE, ERRNO_SLOTS, EVENT_FAILED, EVENT_UNTIMED, EVENT_HEADER_SIZE, EVENT_PATH_TRUNCATED,
     EVENT_PATH_UNREADABLE, EVENT_SLOW, FILTER_ANY, INFLIGHT_SLOTS, INFLIGHT_SLOT_MASK, PATH_MAX, RESULT_FAILED,
     RESULT_OK, SOURCES_CAPACITY, TRACKED_CAPACITY,
 };
@@ -72,6 +72,17 @@ static SOURCES: LruHashMap<u32, u64> = LruHashMap::with_max_entries(SOURCES_CAPA
 /// (the filter then matches a task's own cgroup only).
 #[unsafe(no_mangle)]
 static CGROUP_ANCESTORS: u8 = 0;
+
+/// The ring buffer's size in bytes, set by userspace at load (frozen like
+/// `CGROUP_ANCESTORS`: the verifier sees a constant, so the fairness check
+/// costs no helper call to ask the map).
+#[unsafe(no_mangle)]
+static RINGBUF_BYTES: u32 = DEFAULT_RINGBUF_BYTES;
+
+/// Per-CPU time (CLOCK_MONOTONIC ns) of the last reader wakeup this CPU asked
+/// for; see `WAKEUP_MIN_INTERVAL_NS`.
+#[map]
+static LAST_WAKEUP: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// Per-CPU space an event is assembled in (too large for the 512-byte stack).
 #[map]
@@ -207,7 +218,54 @@ fn on_exit(syscall_hint: Syscall, ret: i64) {
         return;
     }
 
+    let mut event_flags = 0u8;
+    if failed {
+        event_flags |= EVENT_FAILED;
+    }
+    if slow {
+        event_flags |= EVENT_SLOW;
+    }
+    stream_anomaly(c, config, &entry, pid_tgid, now, ret, latency_ns, event_flags);
+}
+
+/// The exit of an open with no entry program (`--no-timing`): counts it
+/// exactly, and for a failure takes the arguments from the caller's saved
+/// registers (still there at exit) and streams it. A successful open costs a
+/// result count and nothing else; nothing is timed.
+#[inline(always)]
+fn on_exit_untimed(syscall: Syscall, ret: i64, args: impl FnOnce() -> OpenArgs) {
+    let Some(c) = counters() else { return };
+    if exporter_common::is_restart_code(ret) {
+        count_stream(c, Stream::Interrupted);
+        return;
+    }
+    count_result(c, syscall as usize, ret);
+    if ret >= 0 {
+        return;
+    }
+    let Some(config) = CONFIG.get(0) else { return };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let now = unsafe { bpf_ktime_get_ns() };
+    let entry = args().into_inflight(now, pid_tgid as u32);
+    stream_anomaly(c, config, &entry, pid_tgid, now, ret, 0, EVENT_FAILED | EVENT_UNTIMED);
+}
+
+/// An anomaly past the exact counts: the filters, per-process fairness, then
+/// the event.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn stream_anomaly(
+    c: &mut Counters,
+    config: &Config,
+    entry: &Inflight,
+    pid_tgid: u64,
+    now: u64,
+    ret: i64,
+    latency_ns: u64,
+    event_flags: u8,
+) {
     let pid = (pid_tgid >> 32) as u32;
+    let tid = pid_tgid as u32;
     let uid_gid = bpf_get_current_uid_gid();
     let uid = uid_gid as u32;
     let excluded = (config.filter_pid != FILTER_ANY && config.filter_pid != pid)
@@ -224,15 +282,7 @@ fn on_exit(syscall_hint: Syscall, ret: i64) {
         count_loss(c, Loss::SourceThrottled);
         return;
     }
-
-    let mut event_flags = 0u8;
-    if failed {
-        event_flags |= EVENT_FAILED;
-    }
-    if slow {
-        event_flags |= EVENT_SLOW;
-    }
-    emit(c, &entry, config, waiting, pid, tid, uid, (uid_gid >> 32) as u32, ret, latency_ns, event_flags);
+    emit(c, entry, config, waiting, pid, tid, uid, (uid_gid >> 32) as u32, ret, latency_ns, event_flags);
 }
 
 /// Per-process fairness: a noisy process must not fill the ring buffer and
@@ -246,7 +296,9 @@ fn on_exit(syscall_hint: Syscall, ret: i64) {
 #[inline(always)]
 fn source_may_stream(config: &Config, pid: u32, now: u64, waiting: u64) -> bool {
     let interval = config.source_interval_ns;
-    if interval == 0 || waiting < EVENTS.query(aya_ebpf::bindings::BPF_RB_RING_SIZE as u64) / 2 {
+    // SAFETY: a plain u32; volatile so that the read is not folded at build time.
+    let ring_bytes = unsafe { core::ptr::read_volatile(&RINGBUF_BYTES) } as u64;
+    if interval == 0 || waiting < ring_bytes / 2 {
         return true;
     }
     let Some(tat) = SOURCES.get_ptr_mut(pid) else {
@@ -411,8 +463,9 @@ fn emit(
     h.mnt_ns = mnt_ns_inum(&config.offsets);
     h._reserved3 = 0;
 
-    // Wake the reader only when a batch is waiting; it also polls on a timer.
-    let wake = if waiting >= config.wakeup_bytes as u64 { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP };
+    // Wake the reader only when a batch is waiting (it also polls on a timer),
+    // and from each CPU at most once per WAKEUP_MIN_INTERVAL_NS.
+    let wake = if waiting >= config.wakeup_bytes as u64 && wakeup_due() { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP };
 
     let len = EVENT_HEADER_SIZE + (path_len & (PATH_MAX - 1)) + (dir_len & (DIR_MAX - 1));
     // SAFETY: `len` <= size_of::<EventBuffer>() since path_len < PATH_MAX and dir_len < DIR_MAX.
@@ -421,6 +474,20 @@ fn emit(
         Ok(()) => count_stream(c, Stream::Submitted),
         Err(_) => count_loss(c, Loss::RingbufFull),
     }
+}
+
+/// Whether this CPU may wake the reader now (and if so, records that it did).
+#[inline(always)]
+fn wakeup_due() -> bool {
+    let Some(last) = LAST_WAKEUP.get_ptr_mut(0) else { return true };
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: per-CPU slot, see `counters`.
+    let last = unsafe { &mut *last };
+    if now.wrapping_sub(*last) < WAKEUP_MIN_INTERVAL_NS {
+        return false;
+    }
+    *last = now;
+    true
 }
 
 // ---------------------------------------------------------------------------
@@ -651,6 +718,28 @@ exit_tracepoint!(sys_exit_openat, "sys_exit_openat", Syscall::Openat);
 exit_tracepoint!(sys_exit_openat2, "sys_exit_openat2", Syscall::Openat2);
 exit_tracepoint!(sys_exit_creat, "sys_exit_creat", Syscall::Creat);
 
+/// `--no-timing` in the tracepoint mode: these alone, no entry programs (so the
+/// kernel skips the syscall-entry tracepoint for every syscall). The arguments
+/// of a failed open come from the saved user registers, which needs
+/// bpf_task_pt_regs (Linux 5.15): older kernels refuse these, and userspace
+/// then times opens as usual, saying why.
+macro_rules! exit_untimed_tracepoint {
+    ($fn_name:ident, $tp:literal, $syscall:expr) => {
+        #[tracepoint(category = "syscalls", name = $tp)]
+        pub fn $fn_name(ctx: TracePointContext) -> u32 {
+            on_exit_untimed($syscall, arg(&ctx, EXIT_RET), || {
+                user_args().unwrap_or(OpenArgs { syscall: $syscall, dirfd: AT_FDCWD, path_ptr: 0, open_flags: 0, mode: 0 })
+            });
+            0
+        }
+    };
+}
+
+exit_untimed_tracepoint!(sys_exit_open_untimed, "sys_exit_open", Syscall::Open);
+exit_untimed_tracepoint!(sys_exit_openat_untimed, "sys_exit_openat", Syscall::Openat);
+exit_untimed_tracepoint!(sys_exit_openat2_untimed, "sys_exit_openat2", Syscall::Openat2);
+exit_untimed_tracepoint!(sys_exit_creat_untimed, "sys_exit_creat", Syscall::Creat);
+
 // ---------------------------------------------------------------------------
 // Attach mode 2: fentry/fexit on do_sys_openat2 (kernels that allow tracing
 // programs; costs nothing on other syscalls).
@@ -672,9 +761,14 @@ fn user_regs() -> *const u64 {
     unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) as *const u64 }
 }
 
+/// A word of the saved registers, loaded directly: bpf_task_pt_regs returns a
+/// BTF-typed pointer the verifier lets tracing programs read (it guards the
+/// load itself), which saves a probe-read helper call per register.
 #[inline(always)]
 fn reg(regs: *const u64, word: usize) -> u64 {
-    unsafe { bpf_probe_read_kernel(regs.wrapping_add(word)) }.unwrap_or(u64::MAX)
+    // SAFETY: `regs` is the kernel's `struct pt_regs` of the current task and
+    // every `word` used is one of its u64 fields.
+    unsafe { core::ptr::read_volatile(regs.wrapping_add(word)) }
 }
 
 /// Which syscall reached the common function, from the syscall number saved in
@@ -684,45 +778,85 @@ fn current_syscall() -> Option<Syscall> {
     Syscall::from_x86_64_nr(reg(user_regs(), REG_ORIG_AX))
 }
 
+/// An open's arguments as the program passed them.
+#[derive(Clone, Copy)]
+struct OpenArgs {
+    syscall: Syscall,
+    dirfd: i32,
+    path_ptr: u64,
+    open_flags: u64,
+    mode: u32,
+}
+
+impl OpenArgs {
+    #[inline(always)]
+    fn into_inflight(self, start_ns: u64, tid: u32) -> Inflight {
+        Inflight {
+            start_ns,
+            path_ptr: self.path_ptr,
+            open_flags: self.open_flags,
+            mode: self.mode,
+            dirfd: self.dirfd,
+            tid,
+            syscall: self.syscall as u8,
+            _pad: [0; 3],
+        }
+    }
+}
+
+/// The syscall's own arguments, from the saved user registers (the same at
+/// entry and at exit: the kernel writes only the return register); `None` for
+/// a syscall that is not one of the four x86_64 opens.
+#[inline(always)]
+fn user_args() -> Option<OpenArgs> {
+    let regs = user_regs();
+    let syscall = Syscall::from_x86_64_nr(reg(regs, REG_ORIG_AX))?;
+    Some(match syscall {
+        Syscall::Open => OpenArgs {
+            syscall,
+            dirfd: AT_FDCWD,
+            path_ptr: reg(regs, REG_DI),
+            open_flags: reg(regs, REG_SI),
+            mode: reg(regs, REG_DX) as u32,
+        },
+        Syscall::Openat => OpenArgs {
+            syscall,
+            dirfd: reg(regs, REG_DI) as i32,
+            path_ptr: reg(regs, REG_SI),
+            open_flags: reg(regs, REG_DX),
+            mode: reg(regs, REG_R10) as u32,
+        },
+        Syscall::Openat2 => {
+            let how = unsafe { bpf_probe_read_user(reg(regs, REG_DX) as *const OpenHow) }
+                .unwrap_or(OpenHow { flags: 0, mode: 0, resolve: 0 });
+            OpenArgs { syscall, dirfd: reg(regs, REG_DI) as i32, path_ptr: reg(regs, REG_SI), open_flags: how.flags, mode: how.mode as u32 }
+        }
+        Syscall::Creat => OpenArgs {
+            syscall,
+            dirfd: AT_FDCWD,
+            path_ptr: reg(regs, REG_DI),
+            open_flags: CREAT_FLAGS,
+            mode: reg(regs, REG_SI) as u32,
+        },
+    })
+}
+
+/// do_sys_openat2's own arguments, for a caller that is not one of the four
+/// x86_64 syscalls (`how` is a kernel pointer here).
+#[inline(always)]
+fn function_args(dirfd: u64, path_ptr: u64, how: u64) -> OpenArgs {
+    let how = unsafe { bpf_probe_read_kernel(how as *const OpenHow) }.unwrap_or(OpenHow { flags: 0, mode: 0, resolve: 0 });
+    OpenArgs { syscall: Syscall::Openat, dirfd: dirfd as i32, path_ptr, open_flags: how.flags, mode: how.mode as u32 }
+}
+
 #[fentry(function = "do_sys_openat2")]
 pub fn fentry_do_sys_openat2(ctx: FEntryContext) -> u32 {
     // The syscall's own arguments, read from the saved user registers, so both
     // attach modes report what the program passed: do_sys_openat2's `how` is a
     // kernel copy with O_LARGEFILE forced in, unknown flag bits masked and the
     // mode zeroed without O_CREAT.
-    let regs = user_regs();
-    match Syscall::from_x86_64_nr(reg(regs, REG_ORIG_AX)) {
-        Some(Syscall::Open) => on_enter(
-            Syscall::Open,
-            AT_FDCWD,
-            reg(regs, REG_DI),
-            reg(regs, REG_SI),
-            reg(regs, REG_DX) as u32,
-        ),
-        Some(Syscall::Openat) => on_enter(
-            Syscall::Openat,
-            reg(regs, REG_DI) as i32,
-            reg(regs, REG_SI),
-            reg(regs, REG_DX),
-            reg(regs, REG_R10) as u32,
-        ),
-        Some(Syscall::Openat2) => {
-            let how = unsafe { bpf_probe_read_user(reg(regs, REG_DX) as *const OpenHow) }
-                .unwrap_or(OpenHow { flags: 0, mode: 0, resolve: 0 });
-            on_enter(Syscall::Openat2, reg(regs, REG_DI) as i32, reg(regs, REG_SI), how.flags, how.mode as u32)
-        }
-        Some(Syscall::Creat) => {
-            on_enter(Syscall::Creat, AT_FDCWD, reg(regs, REG_DI), CREAT_FLAGS, reg(regs, REG_SI) as u32)
-        }
-        None => {
-            // Not one of the four x86_64 syscalls: take the function's own
-            // arguments (`how` is a kernel pointer here).
-            let how: u64 = ctx.arg(2);
-            let how = unsafe { bpf_probe_read_kernel(how as *const OpenHow) }
-                .unwrap_or(OpenHow { flags: 0, mode: 0, resolve: 0 });
-            on_enter(Syscall::Openat, ctx.arg::<u64>(0) as i32, ctx.arg(1), how.flags, how.mode as u32)
-        }
-    }
+    let a = user_args().unwrap_or_else(|| function_args(ctx.arg(0), ctx.arg(1), ctx.arg(2)));
+    on_enter(a.syscall, a.dirfd, a.path_ptr, a.open_flags, a.mode);
     0
 }
 
@@ -734,6 +868,15 @@ pub fn fexit_do_sys_openat2(ctx: FExitContext) -> u32 {
     // (an fd or -errno always fits).
     let ret = ctx.arg::<u64>(3) as u32 as i32 as i64;
     on_exit(current_syscall().unwrap_or(Syscall::Openat), ret);
+    0
+}
+
+/// `--no-timing` in the fentry mode: this program alone, no fentry.
+#[fexit(function = "do_sys_openat2")]
+pub fn fexit_do_sys_openat2_untimed(ctx: FExitContext) -> u32 {
+    let ret = ctx.arg::<u64>(3) as u32 as i32 as i64;
+    let args = user_args().unwrap_or_else(|| function_args(ctx.arg(0), ctx.arg(1), ctx.arg(2)));
+    on_exit_untimed(args.syscall, ret, || args);
     0
 }
 

@@ -3,7 +3,7 @@
 use exporter_common::{
     EventHeader, Syscall, DIR_BAD_FD, DIR_NOT_ATTEMPTED, DIR_READ_FAILED, DIR_RESOLVED,
     DIR_TRUNCATED, DIR_UNREACHABLE, EVENT_FAILED, EVENT_HEADER_SIZE, EVENT_PATH_TRUNCATED, EVENT_PATH_UNREADABLE,
-    EVENT_SLOW, TASK_COMM_LEN,
+    EVENT_SLOW, EVENT_UNTIMED, TASK_COMM_LEN,
 };
 
 /// What the kernel found for the directory a relative path is relative to.
@@ -143,6 +143,11 @@ impl OpenEvent {
 
     pub fn slow(&self) -> bool {
         self.flags & EVENT_SLOW != 0
+    }
+
+    /// The open's latency; `None` where it was not timed (`--no-timing`).
+    pub fn latency_ns(&self) -> Option<u64> {
+        (self.flags & EVENT_UNTIMED == 0).then_some(self.latency_ns)
     }
 
     pub fn path_truncated(&self) -> bool {

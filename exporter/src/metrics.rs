@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use exporter_common::{latency_bucket_upper_ns, Loss, Stream, Syscall, ERRNO_SLOTS, LATENCY_BUCKETS, RESULT_FAILED, RESULT_OK};
+use exporter_common::{latency_bucket_upper_ns, Counters, Loss, Stream, Syscall, ERRNO_SLOTS, LATENCY_BUCKETS, RESULT_FAILED, RESULT_OK};
 use hdrhistogram::Histogram as HdrHistogram;
 use prometheus_client::{
     collector::Collector,
@@ -111,7 +111,10 @@ impl Collector for KernelCollector {
                 return Ok(());
             }
         };
-        let inflight = probe.inflight_len().ok();
+        // Untimed (`--no-timing`): no latency, slow opens or in-flight entries
+        // exist, so their families are left out rather than shown as zeros.
+        let timed = probe.timed();
+        let inflight = if timed { probe.inflight_len().ok() } else { None };
         let mode = probe.attach_mode().name();
         let fallback = probe.fallback_reason().unwrap_or("").trim().to_string();
         drop(guard);
@@ -131,27 +134,8 @@ impl Collector for KernelCollector {
                 }
             }
         }
-        let mut m = encoder.encode_descriptor("slow_opens", "Opens at or over the slow threshold, by syscall (exact, from the kernel).", None, MetricType::Counter)?;
-        for s in Syscall::ALL {
-            counter(&mut m, &[("syscall", s.name())], counters.slow[s as usize])?;
-        }
-        let mut m = encoder.encode_descriptor("open_duration_seconds", "Latency of every timed open, by syscall, from the kernel's log2 buckets (le = 2^i ns).", None, MetricType::Histogram)?;
-        for s in Syscall::ALL {
-            // The encoder takes per-bucket counts and accumulates them itself.
-            // Buckets below the first exposed bound join it; those above the
-            // last join +Inf.
-            let buckets = &counters.latency[s as usize];
-            debug_assert_eq!(buckets.len(), LATENCY_BUCKETS);
-            let (first, last) = (*EXPOSED_LATENCY_BUCKETS.start(), *EXPOSED_LATENCY_BUCKETS.end());
-            let mut exposed = Vec::with_capacity(last - first + 2);
-            exposed.push((latency_bucket_upper_ns(first) as f64 / 1e9, buckets[..=first].iter().sum::<u64>()));
-            for (i, &n) in buckets.iter().enumerate().take(last + 1).skip(first + 1) {
-                exposed.push((latency_bucket_upper_ns(i) as f64 / 1e9, n));
-            }
-            exposed.push((f64::INFINITY, buckets[last + 1..].iter().sum::<u64>()));
-            let cumulative: u64 = buckets.iter().sum();
-            let sum = counters.latency_sum_ns[s as usize] as f64 / 1e9;
-            m.encode_family(&[("syscall", s.name())])?.encode_histogram::<NoLabelSet>(sum, cumulative, &exposed, None)?;
+        if timed {
+            encode_timing(&mut encoder, &counters)?;
         }
         let mut m = encoder.encode_descriptor("kernel_events_lost", "What the kernel could not do, by reason: events dropped (ring buffer full), opens not timed, paths unread or cut.", None, MetricType::Counter)?;
         for loss in Loss::ALL {
@@ -169,9 +153,41 @@ impl Collector for KernelCollector {
             m.encode_gauge(&(n as i64))?;
         }
         let mut m = encoder.encode_descriptor("kernel", "The running kernel and how the programs are attached.", None, MetricType::Info)?;
-        m.encode_info(&[("release", kernel_release().as_str()), ("attach_mode", mode), ("fallback_reason", fallback.as_str())])?;
+        m.encode_info(&[
+            ("release", kernel_release().as_str()),
+            ("attach_mode", mode),
+            ("fallback_reason", fallback.as_str()),
+            ("timing", if timed { "on" } else { "off" }),
+        ])?;
         Ok(())
     }
+}
+
+/// The kernel's slow-open counts and latency histogram (timed opens only).
+fn encode_timing(encoder: &mut DescriptorEncoder, counters: &Counters) -> std::fmt::Result {
+    let mut m = encoder.encode_descriptor("slow_opens", "Opens at or over the slow threshold, by syscall (exact, from the kernel).", None, MetricType::Counter)?;
+    for s in Syscall::ALL {
+        counter(&mut m, &[("syscall", s.name())], counters.slow[s as usize])?;
+    }
+    let mut m = encoder.encode_descriptor("open_duration_seconds", "Latency of every timed open, by syscall, from the kernel's log2 buckets (le = 2^i ns).", None, MetricType::Histogram)?;
+    for s in Syscall::ALL {
+        // The encoder takes per-bucket counts and accumulates them itself.
+        // Buckets below the first exposed bound join it; those above the
+        // last join +Inf.
+        let buckets = &counters.latency[s as usize];
+        debug_assert_eq!(buckets.len(), LATENCY_BUCKETS);
+        let (first, last) = (*EXPOSED_LATENCY_BUCKETS.start(), *EXPOSED_LATENCY_BUCKETS.end());
+        let mut exposed = Vec::with_capacity(last - first + 2);
+        exposed.push((latency_bucket_upper_ns(first) as f64 / 1e9, buckets[..=first].iter().sum::<u64>()));
+        for (i, &n) in buckets.iter().enumerate().take(last + 1).skip(first + 1) {
+            exposed.push((latency_bucket_upper_ns(i) as f64 / 1e9, n));
+        }
+        exposed.push((f64::INFINITY, buckets[last + 1..].iter().sum::<u64>()));
+        let cumulative: u64 = buckets.iter().sum();
+        let sum = counters.latency_sum_ns[s as usize] as f64 / 1e9;
+        m.encode_family(&[("syscall", s.name())])?.encode_histogram::<NoLabelSet>(sum, cumulative, &exposed, None)?;
+    }
+    Ok(())
 }
 
 /// `uname -r`.

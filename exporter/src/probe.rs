@@ -92,6 +92,10 @@ pub struct ProbeOptions {
     pub ringbuf_bytes: u32,
     /// Attach the fork/exit tracepoints that fill the tracked-process set.
     pub follow_forks: bool,
+    /// Time every open (entry and exit hooked). `false` (`--no-timing`): only
+    /// the exit is hooked; failures are counted and streamed, nothing is timed
+    /// (no latency histogram, no slow opens), and each open costs about half.
+    pub timing: bool,
     pub config: Config,
 }
 
@@ -101,6 +105,7 @@ impl Default for ProbeOptions {
             attach: AttachPreference::Auto,
             ringbuf_bytes: exporter_common::DEFAULT_RINGBUF_BYTES,
             follow_forks: false,
+            timing: true,
             config: Config::DEFAULT,
         }
     }
@@ -141,7 +146,20 @@ pub struct Probe {
     /// The offsets found at load (`KernelOffsets::NONE` if none were).
     kernel_offsets: exporter_common::KernelOffsets,
     config: Config,
+    /// Whether opens are timed (entry programs attached).
+    timed: bool,
+    /// Why opens are timed although `--no-timing` asked otherwise.
+    untimed_refused: Option<String>,
 }
+
+/// The exit-only programs of `--no-timing`, in place of the enter/exit pairs.
+const UNTIMED_TRACEPOINT_PROGRAMS: [(&str, &str, Syscall); 4] = [
+    ("sys_exit_open_untimed", "sys_exit_open", Syscall::Open),
+    ("sys_exit_openat_untimed", "sys_exit_openat", Syscall::Openat),
+    ("sys_exit_openat2_untimed", "sys_exit_openat2", Syscall::Openat2),
+    ("sys_exit_creat_untimed", "sys_exit_creat", Syscall::Creat),
+];
+const UNTIMED_FEXIT_PROGRAM: &str = "fexit_do_sys_openat2_untimed";
 
 const TRACEPOINT_PROGRAMS: [(&str, Syscall, bool); 8] = [
     ("sys_enter_open", Syscall::Open, true),
@@ -173,6 +191,7 @@ impl Probe {
             .btf(kernel_btf.as_ref())
             .map_max_entries(MAP_EVENTS, ringbuf_bytes)
             .override_global("CGROUP_ANCESTORS", &(cgroup_ancestors as u8), true)
+            .override_global("RINGBUF_BYTES", &ringbuf_bytes, true)
             .load(EBPF_OBJECT)
             .map_err(ProbeError::Load)?;
 
@@ -204,32 +223,52 @@ impl Probe {
             kernel_dir_unavailable,
             kernel_offsets: config.offsets,
             config,
+            timed: true,
+            untimed_refused: None,
         };
         // The config must be in place before the first event runs.
         probe.set_config(config)?;
 
+        let untimed = !options.timing;
         match options.attach {
             AttachPreference::Fentry => {
-                probe.attach_fentry(kernel_btf.as_ref()).map_err(ProbeError::FentryUnavailable)?;
+                if !(untimed && probe.attach_fentry_untimed(kernel_btf.as_ref())) {
+                    probe.attach_fentry(kernel_btf.as_ref()).map_err(ProbeError::FentryUnavailable)?;
+                }
                 probe.mode = AttachMode::Fentry;
                 probe.mode_reason = "requested with --attach".into();
             }
             AttachPreference::Tracepoint => {
-                probe.attach_tracepoints(&tracefs)?;
+                if !(untimed && probe.attach_tracepoints_untimed(&tracefs)?) {
+                    probe.attach_tracepoints(&tracefs)?;
+                }
                 probe.mode_reason = "requested with --attach".into();
             }
-            AttachPreference::Auto => match probe.attach_fentry(kernel_btf.as_ref()) {
-                Ok(()) => {
-                    probe.mode = AttachMode::Fentry;
-                    probe.mode_reason = format!("fentry/fexit on {COMMON_OPEN_FUNCTION} allowed");
+            AttachPreference::Auto => {
+                let fentry = if untimed && probe.attach_fentry_untimed(kernel_btf.as_ref()) {
+                    Ok(())
+                } else {
+                    probe.attach_fentry(kernel_btf.as_ref())
+                };
+                match fentry {
+                    Ok(()) => {
+                        probe.mode = AttachMode::Fentry;
+                        probe.mode_reason = format!("fentry/fexit on {COMMON_OPEN_FUNCTION} allowed");
+                    }
+                    Err(reason) => {
+                        tracing::info!(%reason, "fentry/fexit unavailable, using syscall tracepoints");
+                        if !(untimed && probe.attach_tracepoints_untimed(&tracefs)?) {
+                            probe.attach_tracepoints(&tracefs)?;
+                        }
+                        probe.mode_reason = format!("fentry refused: {reason}");
+                        probe.fallback_reason = Some(reason);
+                    }
                 }
-                Err(reason) => {
-                    tracing::info!(%reason, "fentry/fexit unavailable, using syscall tracepoints");
-                    probe.attach_tracepoints(&tracefs)?;
-                    probe.mode_reason = format!("fentry refused: {reason}");
-                    probe.fallback_reason = Some(reason);
-                }
-            },
+            }
+        }
+        if untimed && probe.timed {
+            let reason = probe.untimed_refused.clone().unwrap_or_default();
+            tracing::warn!(%reason, "--no-timing is not possible on this kernel (the exit-only programs need bpf_task_pt_regs, Linux 5.15): timing every open as usual");
         }
         // Thread exits always: they free the in-flight slot of a thread that
         // died with an open whose exit was never seen (and untrack followed ids).
@@ -269,6 +308,85 @@ impl Probe {
         Ok(())
     }
 
+    /// `--no-timing` with fentry: fexit alone. `false` (with the reason kept)
+    /// where it does not load; the caller then attaches the timed pair.
+    fn attach_fentry_untimed(&mut self, btf: Option<&Btf>) -> bool {
+        let Some(btf) = btf else {
+            self.untimed_refused = Some("no kernel BTF at /sys/kernel/btf/vmlinux".into());
+            return false;
+        };
+        let result = (|| -> Result<(), aya::programs::ProgramError> {
+            let fexit: &mut FExit = program(&mut self.ebpf, UNTIMED_FEXIT_PROGRAM)?;
+            fexit.load(COMMON_OPEN_FUNCTION, btf)?;
+            fexit.attach()?;
+            Ok(())
+        })();
+        match result {
+            Ok(()) => {
+                self.timed = false;
+                self.untimed_refused = None;
+                true
+            }
+            Err(error) => {
+                if let Ok(p) = program::<FExit>(&mut self.ebpf, UNTIMED_FEXIT_PROGRAM) {
+                    let _ = p.unload();
+                }
+                self.untimed_refused = Some(describe_program_error(&error));
+                false
+            }
+        }
+    }
+
+    /// `--no-timing` with tracepoints: the exit-only programs, no entry
+    /// programs. `Ok(false)` (with the reason kept) where they do not load; the
+    /// caller then attaches the timed pairs. All load before any attaches.
+    fn attach_tracepoints_untimed(&mut self, tracefs: &Path) -> Result<bool, ProbeError> {
+        let present = |tp: &str| tracefs.join("events/syscalls").join(tp).exists();
+        for (program_name, tp, syscall) in UNTIMED_TRACEPOINT_PROGRAMS {
+            if !present(tp) && syscall != Syscall::Openat2 {
+                return Err(ProbeError::TracepointMissing(tp));
+            }
+            if !present(tp) {
+                continue;
+            }
+            let loaded = program::<TracePoint>(&mut self.ebpf, program_name).and_then(|p| p.load());
+            if let Err(error) = loaded {
+                for (name, _, _) in UNTIMED_TRACEPOINT_PROGRAMS {
+                    if let Ok(p) = program::<TracePoint>(&mut self.ebpf, name) {
+                        let _ = p.unload();
+                    }
+                }
+                self.untimed_refused = Some(describe_program_error(&error));
+                return Ok(false);
+            }
+        }
+        for (program_name, tp, syscall) in UNTIMED_TRACEPOINT_PROGRAMS {
+            if !present(tp) {
+                tracing::warn!("this kernel has no openat2 (added in 5.6); watching open, openat and creat only");
+                self.missing_syscalls.push(syscall);
+                continue;
+            }
+            let wrap = |source: aya::programs::ProgramError| ProbeError::Program { program: program_name, reason: describe_program_error(&source) };
+            let p: &mut TracePoint = program(&mut self.ebpf, program_name).map_err(wrap)?;
+            p.attach("syscalls", tp).map_err(wrap)?;
+        }
+        self.mode = AttachMode::Tracepoint;
+        self.timed = false;
+        self.untimed_refused = None;
+        Ok(true)
+    }
+
+    /// Whether opens are timed: `false` with `--no-timing` where the kernel
+    /// allows it (then there is no latency, no slow open, no in-flight entry).
+    pub fn timed(&self) -> bool {
+        self.timed
+    }
+
+    /// Why `--no-timing` was not possible, if it was asked for and refused.
+    pub fn untimed_refused(&self) -> Option<&str> {
+        self.untimed_refused.as_deref()
+    }
+
     fn attach_tracepoints(&mut self, tracefs: &Path) -> Result<(), ProbeError> {
         // Exits before enters, so no entry is left without its exit.
         for enter in [false, true] {
@@ -299,6 +417,11 @@ impl Probe {
     /// mode, e.g. `mode=tracepoint kernel=6.18.44 reason="fentry refused: ..."`.
     pub fn describe(&self) -> String {
         let mut line = format!("mode={} kernel={} reason={:?}", self.mode, kernel_release(), self.mode_reason);
+        if !self.timed {
+            line.push_str(" timing=off");
+        } else if let Some(why) = &self.untimed_refused {
+            line.push_str(&format!(" timing=on untimed_refused={why:?}"));
+        }
         if !self.missing_syscalls.is_empty() {
             let names: Vec<&str> = self.missing_syscalls.iter().map(|s| s.name()).collect();
             line.push_str(&format!(" missing_syscalls={}", names.join(",")));
@@ -743,6 +866,16 @@ impl Probe {
 /// uses, to measure the floor cost of the tracepoint attach mode. Dropping the
 /// returned object detaches it.
 pub fn attach_floor() -> Result<Ebpf, ProbeError> {
+    attach_floor_on(false)
+}
+
+/// Benchmarks only: the floor of `--no-timing` with tracepoints, an empty
+/// program on the syscall-exit tracepoints alone.
+pub fn attach_floor_exits() -> Result<Ebpf, ProbeError> {
+    attach_floor_on(true)
+}
+
+fn attach_floor_on(exits_only: bool) -> Result<Ebpf, ProbeError> {
     let tracefs = preflight::check()?;
     raise_memlock_limit();
     let mut ebpf = Ebpf::load(EBPF_OBJECT).map_err(ProbeError::Load)?;
@@ -752,8 +885,8 @@ pub fn attach_floor() -> Result<Ebpf, ProbeError> {
     };
     let tp: &mut TracePoint = program(&mut ebpf, "floor_empty").map_err(wrap)?;
     tp.load().map_err(wrap)?;
-    for (name, _, _) in TRACEPOINT_PROGRAMS {
-        if tracefs.join("events/syscalls").join(name).exists() {
+    for (name, _, is_enter) in TRACEPOINT_PROGRAMS {
+        if !(exits_only && is_enter) && tracefs.join("events/syscalls").join(name).exists() {
             tp.attach("syscalls", name).map_err(wrap)?;
         }
     }

@@ -66,6 +66,28 @@ fn workload_failures_under(s: &Scrape, dir_prefix: &str) -> std::collections::BT
         .collect()
 }
 
+/// What the `exporter` workload's failures under `dir` must add up to, by
+/// (errno, path_prefix) at `depth_below(dir)`.
+fn exporter_workload_failures(dir: &Path) -> std::collections::BTreeMap<(String, String), f64> {
+    let d = dir.to_str().unwrap();
+    [
+        ("ENOENT", prefix(dir, b"a/missing-0"), 7.0),
+        ("ENOTDIR", prefix(dir, b"file/below"), 3.0),
+        ("EISDIR", prefix(dir, b"f-dir"), 2.0),
+        ("ENOENT", prefix(dir, b"b/missing-open"), 1.0),
+        ("ENOENT", prefix(dir, b"c/no-such-dir/file"), 1.0),
+        // Relative to a dirfd and to a changed cwd, resolved against the
+        // workload's own fd table and cwd (it lives a second after).
+        ("ENOENT", prefix(dir, b"rel/sub/missing-0"), 4.0),
+        ("ENOENT", prefix(dir, b"cwd/missing-in-cwd"), 2.0),
+        // Odd bytes replaced deterministically; the exposition stays parseable.
+        ("ENOENT", format!("{d}/bad%FF%0Aname\"\\%01"), 1.0),
+    ]
+    .into_iter()
+    .map(|(e, p, n)| ((e.to_string(), p), n))
+    .collect()
+}
+
 #[test]
 fn labels_failures_by_errno_comm_and_path_prefix_exactly() {
     let _exact = exact_counts();
@@ -80,22 +102,7 @@ fn labels_failures_by_errno_comm_and_path_prefix_exactly() {
     let total = |s: &Scrape| workload_failures_under(s, &d).values().sum::<f64>();
     let after = scrape_until(&serve, "21 workload failures", |s| total(s) >= 21.0);
 
-    let want: std::collections::BTreeMap<(String, String), f64> = [
-        ("ENOENT", prefix(dir.path(), b"a/missing-0"), 7.0),
-        ("ENOTDIR", prefix(dir.path(), b"file/below"), 3.0),
-        ("EISDIR", prefix(dir.path(), b"f-dir"), 2.0),
-        ("ENOENT", prefix(dir.path(), b"b/missing-open"), 1.0),
-        ("ENOENT", prefix(dir.path(), b"c/no-such-dir/file"), 1.0),
-        // Relative to a dirfd and to a changed cwd, resolved against the
-        // workload's own fd table and cwd (it lives a second after).
-        ("ENOENT", prefix(dir.path(), b"rel/sub/missing-0"), 4.0),
-        ("ENOENT", prefix(dir.path(), b"cwd/missing-in-cwd"), 2.0),
-        // Odd bytes replaced deterministically; the exposition stays parseable.
-        ("ENOENT", format!("{d}/bad%FF%0Aname\"\\%01"), 1.0),
-    ]
-    .into_iter()
-    .map(|(e, p, n)| ((e.to_string(), p), n))
-    .collect();
+    let want = exporter_workload_failures(dir.path());
     assert_eq!(workload_failures_under(&after, &d), want);
     assert_eq!(prefix(dir.path(), b"rel/sub/missing-0"), format!("{d}/rel"));
 
@@ -335,4 +342,33 @@ fn config_check_validates_and_exits() {
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert_eq!(stderr.trim().lines().count(), 1, "one clear line: {stderr}");
     assert!(stderr.contains("slow_threshold"), "{stderr}");
+}
+
+/// `--no-timing`: the same failures with the same labels, every open still
+/// counted; the timing families are left out rather than shown as zeros, and
+/// `badfd_kernel_info` says `timing="off"`.
+#[test]
+fn no_timing_labels_the_same_failures_and_leaves_out_the_timing_families() {
+    let _exact = exact_counts();
+    let dir = TempDir::lettered("untimed");
+    let depth = depth_below(dir.path()).to_string();
+    let serve = Serve::start(&["--path-prefix.depth", &depth, "--no-timing"]);
+    let before = serve.scrape();
+    let d = dir.path().to_str().unwrap().to_string();
+
+    let run = run_workload(&["exporter", &d]);
+    assert_eq!(run.failures().len(), 21, "the workload made the failures this test expects");
+    let total = |s: &Scrape| workload_failures_under(s, &d).values().sum::<f64>();
+    let after = scrape_until(&serve, "21 workload failures", |s| total(s) >= 21.0);
+    assert_eq!(workload_failures_under(&after, &d), exporter_workload_failures(dir.path()));
+
+    let delta = |name: &str, labels: &[(&str, &str)]| after.sum(name, labels) - before.sum(name, labels);
+    assert!(delta("badfd_opens_total", &[("syscall", "openat"), ("result", "success")]) >= 1.0);
+    assert!(delta("badfd_open_failures_total", &[("syscall", "openat"), ("errno", "ENOTDIR")]) >= 3.0);
+    for family in ["badfd_open_duration_seconds_count", "badfd_slow_opens_total", "badfd_inflight_opens"] {
+        assert_eq!(after.matching(family, &[]).count(), 0, "{family} is exposed without timing");
+    }
+    let info = after.matching("badfd_kernel_info", &[]).next().expect("badfd_kernel_info");
+    assert_eq!(info.labels["timing"], "off");
+    assert_eq!(after.one("badfd_events_undecodable_total", &[]), 0.0);
 }

@@ -476,3 +476,79 @@ fn an_open_whose_exit_was_missed_is_reaped_when_its_thread_exits() {
     assert!(!probe.has_inflight_entry(tid).unwrap(), "the exited thread's entry was not reaped");
     assert!(delta(&after, &before, |c| c.losses[Loss::InflightReaped as usize]) >= 1, "the reaped entry was not counted");
 }
+
+/// `--no-timing`: only the exit is hooked. The same failures stream with the
+/// same fields as in the timed test above (the arguments come from the saved
+/// user registers at exit), every open is still counted, and nothing is timed:
+/// no entry ran, the latency histogram stays empty. On a kernel without
+/// bpf_task_pt_regs the probe times opens as usual and says why.
+#[test]
+fn untimed_mode_streams_the_same_failures_with_only_the_exit_hooked() {
+    let options = badfd::ProbeOptions {
+        attach: badfd_tests::test_attach_mode(),
+        timing: false,
+        config: config(None),
+        ..badfd::ProbeOptions::default()
+    };
+    let mut probe = badfd::Probe::load(&options).unwrap_or_else(|e| panic!("kernel test could not load badfd's BPF program: {e}"));
+    if !kernel_has_fentry_helpers() {
+        assert!(probe.timed(), "untimed programs loaded without bpf_task_pt_regs");
+        let why = probe.untimed_refused().expect("the reason --no-timing was refused");
+        assert!(!why.is_empty());
+        return;
+    }
+    assert!(!probe.timed(), "refused: {:?}", probe.untimed_refused());
+    assert!(probe.describe().contains("timing=off"), "{}", probe.describe());
+    let loaded: Vec<String> = probe.program_stats().into_iter().map(|s| s.name).collect();
+    assert!(
+        loaded.iter().all(|name| !name.starts_with("sys_enter_") && !name.starts_with("fentry_")),
+        "an entry program is loaded: {loaded:?}"
+    );
+
+    let collector = Collector::start(&mut probe);
+    let (before, run, events, after) = without_missed_runs(&probe, || {
+        let dir = TempDir::new("untimed");
+        let before = probe.counters().unwrap();
+        let run = run_workload(&["failures", dir.path().to_str().unwrap()]);
+        let events = collector.wait_for(&run, run.failures().len(), WAIT);
+        (before, run, events, probe.counters().unwrap())
+    });
+    let failures = run.failures();
+    assert_eq!(
+        multiset(events.iter().map(key_of_event)),
+        multiset(failures.iter().map(|r| key_of_record(r))),
+        "events of the workload differ from the failures it made"
+    );
+    for e in &events {
+        assert!(e.failed() && !e.slow(), "{e:?}");
+        assert_eq!(e.latency_ns(), None, "an untimed event has no latency: {e:?}");
+        assert_eq!(e.flags & exporter_common::EVENT_UNTIMED, exporter_common::EVENT_UNTIMED);
+        assert!(e.start_ns > 0);
+        assert_eq!(e.comm_lossy(), "workload");
+    }
+    // The arguments as the program passed them, from the registers.
+    let eexist = events.iter().find(|e| e.ret == -(libc::EEXIST as i64)).unwrap();
+    assert_eq!(eexist.open_flags, (libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY) as u64);
+    assert_eq!(eexist.mode, 0o600);
+    let einval = events.iter().find(|e| e.ret == -(libc::EINVAL as i64)).unwrap();
+    assert_eq!(einval.syscall, Syscall::Openat2);
+    assert_eq!(einval.open_flags, 1 << 40, "openat2 flags come from struct open_how");
+    let creat = events.iter().find(|e| e.syscall == Syscall::Creat).unwrap();
+    assert_eq!((creat.mode, creat.dirfd), (0o640, libc::AT_FDCWD));
+    let relative = events.iter().find(|e| e.path == b"missing-relative").unwrap();
+    assert!(relative.dirfd >= 3, "relative open carries its real dirfd, got {}", relative.dirfd);
+    let long = events.iter().find(|e| e.path.len() == 4000).expect("the 4000-byte path arrives whole");
+    assert!(!long.path_truncated());
+
+    // Every open counted, none timed: this probe's own maps saw no entry.
+    let openat = Syscall::Openat as usize;
+    let made_ok = run.manifest.iter().filter(|r| r.syscall == "openat" && r.ret >= 0).count() as u64;
+    let made_failed = run.manifest.iter().filter(|r| r.syscall == "openat" && r.ret < 0).count() as u64;
+    assert!(delta(&after, &before, |c| c.opens[openat][RESULT_OK]) >= made_ok);
+    assert!(delta(&after, &before, |c| c.opens[openat][RESULT_FAILED]) >= made_failed);
+    assert!(delta(&after, &before, |c| c.errnos[openat][libc::ENOENT as usize]) >= 1);
+    assert_eq!(after.stream[Stream::Entered as usize], 0, "an entry program ran");
+    assert_eq!(after.latency.iter().flatten().sum::<u64>(), 0, "an open was timed");
+    assert_eq!(after.losses[Loss::ExitWithoutEnter as usize], 0, "an exit without an entry is the design here, not a loss");
+    assert_eq!(probe.inflight_len().unwrap(), 0);
+}

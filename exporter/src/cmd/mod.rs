@@ -22,6 +22,13 @@ pub struct ProbeArgs {
     /// (`serve`: also the config key `source_rate`, re-read on SIGHUP.) [default: 1000]
     #[arg(long, env = "BADFD_SOURCE_RATE")]
     pub source_rate: Option<u32>,
+    /// Do not time opens: hook only the syscall exit, which about halves what
+    /// badfd adds to every open (and, with tracepoints, to every other
+    /// syscall). Failures are still counted exactly and streamed; there is no
+    /// latency histogram, no slow open and no in-flight gauge. Needs Linux
+    /// 5.15; older kernels time opens as usual, saying why.
+    #[arg(long, env = "BADFD_NO_TIMING", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub no_timing: bool,
 }
 
 impl ProbeArgs {
@@ -46,7 +53,7 @@ mod tests {
     /// rate reaches the kernel config as its interval and burst.
     #[test]
     fn source_rate_precedence() {
-        let args = |rate| ProbeArgs { attach: AttachPreference::Auto, ringbuf_bytes: 1 << 20, source_rate: rate };
+        let args = |rate| ProbeArgs { attach: AttachPreference::Auto, ringbuf_bytes: 1 << 20, source_rate: rate, no_timing: false };
         assert_eq!(args(None).source_rate(None), exporter_common::DEFAULT_SOURCE_RATE);
         assert_eq!(args(None).source_rate(Some(50)), 50);
         assert_eq!(args(Some(7)).source_rate(Some(50)), 7);

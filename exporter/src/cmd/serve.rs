@@ -195,6 +195,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         attach: args.probe.attach,
         ringbuf_bytes: ringbuf_size(args.probe.ringbuf_bytes),
         follow_forks: false,
+        timing: !args.probe.no_timing,
         config: args.probe.apply(settings.probe_config(), settings.source_rate),
     };
     // Loaded on this thread, before the runtime has started any other thread
@@ -205,7 +206,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     drop_capabilities(&args.privileges, &mut loaded).context("dropping capabilities after attach")?;
     let reader = loaded.take_events()?;
     release_free_heap();
-    tracing::info!(mode = %loaded.attach_mode(), fallback_reason = loaded.fallback_reason().unwrap_or(""), "attached");
+    tracing::info!(
+        mode = %loaded.attach_mode(),
+        fallback_reason = loaded.fallback_reason().unwrap_or(""),
+        timing = if loaded.timed() { "on" } else { "off" },
+        "attached"
+    );
     *probe.lock().unwrap() = Some(loaded);
 
     // After the drop: the pod watch's client (DNS lookups on the blocking

@@ -369,6 +369,9 @@ impl Session {
 }
 
 pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
+    if args.probe.no_timing && args.ms.is_some() {
+        bail!("--ms: --no-timing times no opens, so there is no slow threshold to apply (drop one of the two)");
+    }
     let config = args.config()?;
     let redact = RedactSettings::resolve(&args.redact, None, None, None, None).map_err(|(key, message)| anyhow::anyhow!("--{}: {message}", key.replacen('_', ".", 1).replace('_', "-")))?;
     let redactor = Redactor::new(&redact)?;
@@ -376,6 +379,7 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
         attach: args.probe.attach,
         ringbuf_bytes: ringbuf_size(args.probe.ringbuf_bytes),
         follow_forks: !args.command.is_empty(),
+        timing: !args.probe.no_timing,
         config: args.probe.apply(config, None),
     };
     let output = Output::open(&args)?;

@@ -15,7 +15,7 @@
 //! | `error.type` | the errno name, e.g. `ENOENT` (failed opens only) |
 //! | `badfd.syscall` | open, openat, openat2 or creat |
 //! | `badfd.open.flags` | the open flags as a number, and `badfd.open.flags.names` as `O_WRONLY\|O_CREAT` |
-//! | `badfd.open.duration` | seconds from syscall entry to exit |
+//! | `badfd.open.duration` | seconds from syscall entry to exit (absent with `--no-timing`) |
 //! | `badfd.cgroup.id` | the opener's cgroup v2 id |
 //! | `container.id`, `container.runtime.name` | the opener's container, where it runs in one |
 //! | `k8s.pod.name`, `k8s.pod.uid`, `k8s.namespace.name`, `k8s.container.name`, `k8s.node.name` | its pod, where known (the UID from the cgroup path, names from the API in a cluster) |
@@ -198,7 +198,9 @@ pub(crate) fn fill_anomaly(record: &mut SdkLogRecord, a: &QueuedAnomaly) {
     record.add_attribute("badfd.syscall", AnyValue::String(Cow::Borrowed(e.syscall.name()).into()));
     record.add_attribute("badfd.open.flags", AnyValue::Int(e.open_flags as i64));
     record.add_attribute("badfd.open.flags.names", AnyValue::String(open_flags_names(e.open_flags).into()));
-    record.add_attribute("badfd.open.duration", AnyValue::Double(e.latency_ns as f64 / 1e9));
+    if let Some(latency_ns) = e.latency_ns() {
+        record.add_attribute("badfd.open.duration", AnyValue::Double(latency_ns as f64 / 1e9));
+    }
     record.add_attribute("badfd.cgroup.id", AnyValue::Int(e.cgroup_id as i64));
     for (key, value) in a.container.iter().flat_map(|c| c.iter()) {
         record.add_attribute(*key, AnyValue::String(value.clone().into()));

@@ -100,7 +100,8 @@ struct JsonLine<'a> {
     error: Option<&'static str>,
     failed: bool,
     slow: bool,
-    latency_ns: u64,
+    /// `null` where the open was not timed (`--no-timing`).
+    latency_ns: Option<u64>,
     /// The path as the process passed it.
     path: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -162,7 +163,7 @@ pub fn json_line_with(a: &Anomaly, container: Option<&crate::containers::Contain
         error: e.errno().map(errno::meaning),
         failed: e.failed(),
         slow: e.slow(),
-        latency_ns: e.latency_ns,
+        latency_ns: e.latency_ns(),
         path,
         path_base64,
         resolved_path,

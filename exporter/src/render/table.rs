@@ -103,7 +103,7 @@ where
     let e = &a.event;
     let time = tz.timestamp_nanos(a.wall_ns.min(i64::MAX as u64) as i64).format("%H:%M:%S%.3f").to_string();
     let comm = text::truncate_end(&text::escape_for_terminal(e.comm_bytes()), COMM_WIDTH);
-    let latency = text::pad_left(&text::human_latency(e.latency_ns), LATENCY_WIDTH);
+    let latency = text::pad_left(&e.latency_ns().map(text::human_latency).unwrap_or_else(|| "-".into()), LATENCY_WIDTH);
     let latency = if e.slow() { paint(&latency, ansi::YELLOW, style.color) } else { latency };
 
     let result = match e.errno() {
