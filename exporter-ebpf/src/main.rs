@@ -814,7 +814,15 @@ struct BenchEmitArgs {
     stride: u64,
     /// Number of paths minus one (a power of two minus one).
     mask: u64,
+    /// 0: the reader is woken as badfd wakes it. 1 (an experiment): `emit` is
+    /// given the bytes waiting only when they have just crossed
+    /// `Config::wakeup_bytes` (within `BENCH_CROSSING_WINDOW` of it), else 0,
+    /// so it forces one wakeup per crossing instead of one per event above it.
+    wake_on_crossing: u64,
 }
+
+/// A few of this bench's records (about 160 bytes each).
+const BENCH_CROSSING_WINDOW: u64 = 512;
 
 /// Latency reported in the synthetic events (below any slow threshold).
 const BENCH_LATENCY_NS: u64 = 40_000;
@@ -850,15 +858,22 @@ extern "C" fn bench_emit_one(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
         syscall: Syscall::Openat as u8,
         _pad: [0; 3],
     };
-    emit(c, &entry, config, waiting, pid, tid, uid_gid as u32, (uid_gid >> 32) as u32, BENCH_ENOENT, BENCH_LATENCY_NS, EVENT_FAILED);
+    let threshold = config.wakeup_bytes as u64;
+    let wake_waiting = if args.wake_on_crossing == 0 || (waiting >= threshold && waiting < threshold + BENCH_CROSSING_WINDOW) {
+        waiting
+    } else {
+        0
+    };
+    emit(c, &entry, config, wake_waiting, pid, tid, uid_gid as u32, (uid_gid >> 32) as u32, BENCH_ENOENT, BENCH_LATENCY_NS, EVENT_FAILED);
     0
 }
 
 /// Benchmarks and tests only: `args[1]` synthetic failing opens per run
-/// (`bpf_loop`, Linux 5.17+), path `i` at `args[0] + (i & args[3]) * args[2]`.
+/// (`bpf_loop`, Linux 5.17+), path `i` at `args[0] + (i & args[3]) * args[2]`;
+/// `args[4]`: `BenchEmitArgs::wake_on_crossing`.
 #[aya_ebpf::macros::raw_tracepoint]
 pub fn bench_emit(ctx: aya_ebpf::programs::RawTracePointContext) -> u32 {
-    let mut args = BenchEmitArgs { paths: ctx.arg(0), stride: ctx.arg(2), mask: ctx.arg(3) };
+    let mut args = BenchEmitArgs { paths: ctx.arg(0), stride: ctx.arg(2), mask: ctx.arg(3), wake_on_crossing: ctx.arg(4) };
     let count: u64 = ctx.arg(1);
     // SAFETY: a callback of the bpf_loop signature and a pointer to its args.
     unsafe {

@@ -791,7 +791,7 @@ impl Probe {
         let program: &RawTracePoint =
             self.ebpf.program(BENCH_EMIT_PROGRAM).ok_or_else(not_loaded)?.try_into().map_err(|_| not_loaded())?;
         program.fd().map_err(|_| not_loaded())?;
-        Ok(TransportBench { program })
+        Ok(TransportBench { program, wakeup: BenchWakeup::AsBadfd })
     }
 }
 
@@ -804,6 +804,19 @@ impl Probe {
 #[doc(hidden)]
 pub struct TransportBench<'a> {
     program: &'a RawTracePoint,
+    wakeup: BenchWakeup,
+}
+
+/// How `bench_emit` lets `emit` wake the reader.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BenchWakeup {
+    /// As badfd does: every event forces a wakeup while `wakeup_bytes` or
+    /// more are waiting.
+    AsBadfd,
+    /// An experiment: one forced wakeup when the bytes waiting cross
+    /// `wakeup_bytes`, none for the events after it.
+    OnCrossing,
 }
 
 /// Paths for `TransportBench::run_paths`: NUL-terminated, at a fixed stride, a
@@ -842,6 +855,11 @@ impl BenchPaths {
 }
 
 impl TransportBench<'_> {
+    /// The wakeup policy of the next runs.
+    pub fn with_wakeup(self, wakeup: BenchWakeup) -> Self {
+        TransportBench { wakeup, ..self }
+    }
+
     /// One test run on the calling thread (its pid, tid, comm and cgroup):
     /// `count` events, every one with `path`.
     pub fn run(&self, path: &std::ffi::CStr, count: u32) -> Result<(), ProbeError> {
@@ -862,7 +880,8 @@ impl TransportBench<'_> {
             )));
         }
         let mut options = RawTracePointRunOptions::new();
-        options.args[..4].copy_from_slice(&[paths, count as u64, stride, mask]);
+        let crossing = (self.wakeup == BenchWakeup::OnCrossing) as u64;
+        options.args[..5].copy_from_slice(&[paths, count as u64, stride, mask, crossing]);
         self.program.test_run(options).map_err(|e| ProbeError::Program {
             program: BENCH_EMIT_PROGRAM,
             reason: format!("BPF_PROG_TEST_RUN failed: {e}"),
