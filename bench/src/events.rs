@@ -81,6 +81,10 @@ struct Args {
     /// Part 4: skip the steps with one wakeup per crossing of the threshold.
     #[arg(long)]
     no_wakeup_experiment: bool,
+    /// Part 4: nice value of the producer and reader threads; below 0 they
+    /// take their CPU back from other tenants of a shared machine.
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    transport_nice: i32,
 }
 
 fn bare_generation(cpus: &[usize]) -> f64 {
@@ -313,6 +317,8 @@ fn main() -> anyhow::Result<()> {
             ringbuf_bytes: args.transport_ringbuf_bytes,
             wakeup_bytes: args.transport_wakeup_bytes,
             wakeup_experiment: !args.no_wakeup_experiment,
+            nice: args.transport_nice,
+            machine: common::machine_line(),
         })?;
     }
     Ok(())

@@ -32,7 +32,7 @@ use badfd::{
 };
 use exporter_common::{Config, Counters, Loss, Stream};
 
-use crate::common::{machine_line, pin_to};
+use crate::common::pin_to;
 
 pub struct Options {
     pub rates: Vec<u64>,
@@ -46,6 +46,18 @@ pub struct Options {
     /// Also step through the rates with one forced wakeup per crossing of
     /// `wakeup_bytes` instead of one per event above it (an experiment).
     pub wakeup_experiment: bool,
+    /// Nice value of the producer and reader threads (0: as every process).
+    pub nice: i32,
+    /// Printed before anything of this part is loaded.
+    pub machine: String,
+}
+
+/// Sets the calling thread's nice value (Linux: per thread).
+fn renice(nice: i32) {
+    if nice != 0 {
+        // SAFETY: plain syscalls; a tid as `who` is that thread alone.
+        unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice) };
+    }
 }
 
 /// A pid no process can have (above PID_MAX_LIMIT, 2^22): as the probe's
@@ -74,7 +86,7 @@ struct Reader {
 }
 
 impl Reader {
-    fn start(mut reader: EventReader) -> Reader {
+    fn start(mut reader: EventReader, nice: i32) -> Reader {
         let aggregates = Arc::new(Mutex::new(Aggregates::new(2000, Duration::from_secs(300))));
         let mut exposition = Exposition::new();
         let stats = PipelineStats::register(&mut exposition.registry);
@@ -92,6 +104,7 @@ impl Reader {
                 .name("bench-reader".into())
                 .spawn(move || {
                     pin_to(1);
+                    renice(nice);
                     let fd = reader.as_raw_fd();
                     let mut last_housekeeping = Instant::now();
                     let mut total_bytes = 0u64;
@@ -257,6 +270,7 @@ fn hold(probe: &Probe, bench: &TransportBench<'_>, paths: &BenchPaths, reader: &
     let s = step(probe, bench, paths, reader, options.hold_rate, options.per_run, options.hold_seconds)?;
     print_step(&s);
     println!();
+    println!("load average after: {}", crate::common::loadavg());
     // Paced: the producer can be behind its schedule, never ahead of it.
     let reached = s.rate() >= 0.99 * options.hold_rate as f64;
     println!(
@@ -320,13 +334,14 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     };
     let mut probe = Probe::load(&probe_options)?;
     probe.load_transport_bench()?;
-    let reader = Reader::start(probe.take_events()?);
+    let reader = Reader::start(probe.take_events()?, options.nice);
     let bench = probe.transport_bench()?;
     // The same 64 paths as the generators of part 3 (8 directories).
     let paths: Vec<String> = (0..64).map(|i| format!("/nonexistent-badfd-bench/t0/dir{}/file{i}.conf", i % 8)).collect();
     let paths = BenchPaths::new(&paths)?;
 
     pin_to(0);
+    renice(options.nice);
     let name = CString::new("bench-emit").unwrap();
     // SAFETY: PR_SET_NAME reads a NUL-terminated string; PR_SET_TIMERSLACK
     // takes a number (ns): pacing sleeps are tens of microseconds.
@@ -335,19 +350,20 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
     }
 
-    println!("4. the transport alone: a synthetic producer in the kernel, not opens ({})", machine_line());
+    println!("4. the transport alone: a synthetic producer in the kernel, not opens ({})", options.machine);
     println!();
     println!(
         "`bench_emit` run with BPF_PROG_TEST_RUN by one thread on CPU 0, {} events per run (one bpf_loop), \
          each the real `emit` of a failing openat (64 paths of {}-{} bytes); ring buffer {} MiB, wakeup at {} KiB waiting; \
          reader + pipeline into the metrics sink in `badfd serve`'s event loop on CPU 1; every real open of the host filtered out; \
-         {} s per step",
+         {} s per step; producer and reader at nice {}",
         options.per_run,
         "/nonexistent-badfd-bench/t0/dir0/file0.conf".len(),
         "/nonexistent-badfd-bench/t0/dir7/file63.conf".len(),
         badfd::probe::ringbuf_size(options.ringbuf_bytes) as f64 / (1 << 20) as f64,
         probe.config().wakeup_bytes / 1024,
-        options.step_seconds
+        options.step_seconds,
+        options.nice
     );
     println!();
     steps(&probe, &bench, &paths, &reader, options)?;
@@ -355,8 +371,8 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     if options.wakeup_experiment {
         println!();
         println!(
-            "experiment: the same steps with one forced wakeup when the bytes waiting cross {} KiB (emit() is given the bytes \
-             waiting only within 512 bytes above the threshold, else 0), instead of one per event while they are above it:",
+            "experiment: the same steps with one forced wakeup each time the bytes waiting cross a multiple of {} KiB (emit() is \
+             given the bytes waiting only within 512 bytes above a multiple, else 0), instead of one per event while they are above it:",
             probe.config().wakeup_bytes / 1024
         );
         println!();

@@ -815,9 +815,10 @@ struct BenchEmitArgs {
     /// Number of paths minus one (a power of two minus one).
     mask: u64,
     /// 0: the reader is woken as badfd wakes it. 1 (an experiment): `emit` is
-    /// given the bytes waiting only when they have just crossed
-    /// `Config::wakeup_bytes` (within `BENCH_CROSSING_WINDOW` of it), else 0,
-    /// so it forces one wakeup per crossing instead of one per event above it.
+    /// given the bytes waiting only when they have just crossed a multiple of
+    /// `Config::wakeup_bytes` (within `BENCH_CROSSING_WINDOW` above it), else
+    /// 0, so it forces one wakeup per `wakeup_bytes` of events waiting instead
+    /// of one per event while they wait.
     wake_on_crossing: u64,
 }
 
@@ -859,7 +860,8 @@ extern "C" fn bench_emit_one(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
         _pad: [0; 3],
     };
     let threshold = config.wakeup_bytes as u64;
-    let wake_waiting = if args.wake_on_crossing == 0 || (waiting >= threshold && waiting < threshold + BENCH_CROSSING_WINDOW) {
+    let crossed = threshold == 0 || (waiting >= threshold && waiting % threshold < BENCH_CROSSING_WINDOW);
+    let wake_waiting = if args.wake_on_crossing == 0 || crossed {
         waiting
     } else {
         0

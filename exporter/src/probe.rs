@@ -814,8 +814,8 @@ pub enum BenchWakeup {
     /// As badfd does: every event forces a wakeup while `wakeup_bytes` or
     /// more are waiting.
     AsBadfd,
-    /// An experiment: one forced wakeup when the bytes waiting cross
-    /// `wakeup_bytes`, none for the events after it.
+    /// An experiment: one forced wakeup each time the bytes waiting cross a
+    /// multiple of `wakeup_bytes`, none for the events in between.
     OnCrossing,
 }
 
