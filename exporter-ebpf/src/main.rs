@@ -814,7 +814,8 @@ struct BenchEmitArgs {
     stride: u64,
     /// Number of paths minus one (a power of two minus one).
     mask: u64,
-    /// 0: the reader is woken as badfd wakes it. 1 (an experiment): `emit` is
+    /// 0: the reader is woken as badfd wakes it. 1 (an experiment, valid while
+    /// `emit` uses `waiting` for its wakeup decision only): `emit` is
     /// given the bytes waiting only when they have just crossed a multiple of
     /// `Config::wakeup_bytes` (within `BENCH_CROSSING_WINDOW` above it), else
     /// 0, so it forces one wakeup per `wakeup_bytes` of events waiting instead
@@ -833,7 +834,9 @@ const BENCH_ENOENT: i64 = -2;
 /// `on_exit` a real failing open takes once past the filters: the fairness
 /// check on the real ring buffer, then `emit` (path read from user memory,
 /// comm, cgroup, mount namespace, the same EVENTS and the same counters).
-/// A `bpf_loop` callback: 0 goes on to the next iteration.
+/// A `bpf_loop` callback: 0 goes on to the next iteration, 1 stops the loop
+/// (the events not made are then missing from the kernel's counts, which the
+/// callers compare with what they asked for).
 #[inline(never)]
 extern "C" fn bench_emit_one(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
     // SAFETY: `ctx` is the `BenchEmitArgs` on the stack of `bench_emit`.
