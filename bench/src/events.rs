@@ -78,7 +78,8 @@ struct Args {
     /// reader (`Config::wakeup_bytes`); badfd's default if not given.
     #[arg(long)]
     transport_wakeup_bytes: Option<u32>,
-    /// Part 4: skip the steps with one wakeup per crossing of the threshold.
+    /// Part 4: skip the experiment (the steps and hold again with one wakeup
+    /// per multiple of the wakeup threshold crossed).
     #[arg(long)]
     no_wakeup_experiment: bool,
     /// Part 4: nice value of the producer and reader threads; below 0 they

@@ -43,8 +43,9 @@ pub struct Options {
     pub ringbuf_bytes: u32,
     /// `Config::wakeup_bytes` (None: badfd's default).
     pub wakeup_bytes: Option<u32>,
-    /// Also step through the rates with one forced wakeup per crossing of
-    /// `wakeup_bytes` instead of one per event above it (an experiment).
+    /// Also step through the rates (and hold) with one forced wakeup each time
+    /// the bytes waiting cross a multiple of `wakeup_bytes` instead of one per
+    /// event above it (an experiment).
     pub wakeup_experiment: bool,
     /// Nice value of the producer and reader threads (0: as every process).
     pub nice: i32,

@@ -764,6 +764,7 @@ pub fn attach_floor() -> Result<Ebpf, ProbeError> {
 const BENCH_EMIT_PROGRAM: &str = "bench_emit";
 
 /// Most synthetic events one test run of `bench_emit` makes (`bpf_loop`'s limit).
+#[doc(hidden)]
 pub const TRANSPORT_BENCH_MAX_RUN: u32 = 1 << 23;
 
 impl Probe {
