@@ -9,9 +9,17 @@
 //! 3. the real `badfd serve`: offered rate stepped up, losses counted by the
 //!    kernel (`badfd_kernel_events_lost_total{reason="ringbuf_full"}`), CPU per
 //!    event from /proc; then the best zero-loss rate held for 60 s.
+//! 4. the transport alone ("transport"): a synthetic producer in the kernel
+//!    (`bench_emit`, run with BPF_PROG_TEST_RUN: the real `emit`, ring buffer
+//!    and loss counters, no syscall per event) paced on CPU 0, the library's
+//!    reader and pipeline in `badfd serve`'s event loop on CPU 1; rates
+//!    stepped up, then 1M/s held for 60 s. Not opens: what the transport
+//!    carries when something makes anomalies this fast.
 
 #[path = "common.rs"]
 mod common;
+#[path = "transport.rs"]
+mod transport;
 
 use std::{
     sync::{atomic::AtomicUsize, Arc, Mutex},
@@ -45,9 +53,39 @@ struct Args {
     /// Port for `badfd serve`.
     #[arg(long, default_value_t = 19535)]
     port: u16,
-    /// Skip parts (1, 2, 3).
+    /// Skip parts (1, 2, 3, 4).
     #[arg(long, value_delimiter = ',')]
     skip: Vec<u8>,
+    /// Part 4: producer rates to step through, events/s (0 = unpaced).
+    #[arg(long, value_delimiter = ',', default_values_t = [250_000u64, 500_000, 750_000, 1_000_000, 1_250_000, 1_500_000, 2_000_000, 0])]
+    transport_rates: Vec<u64>,
+    /// Part 4: seconds per step.
+    #[arg(long, default_value_t = 10)]
+    transport_step_seconds: u64,
+    /// Part 4: the rate held for `--transport-hold-seconds` (0 = no hold).
+    #[arg(long, default_value_t = 1_000_000)]
+    transport_hold_rate: u64,
+    /// Part 4: seconds at `--transport-hold-rate`.
+    #[arg(long, default_value_t = 60)]
+    transport_hold_seconds: u64,
+    /// Part 4: synthetic events per BPF_PROG_TEST_RUN (one bpf_loop).
+    #[arg(long, default_value_t = 64)]
+    transport_per_run: u32,
+    /// Part 4: ring buffer size (bytes); the default is badfd's.
+    #[arg(long, default_value_t = exporter_common::DEFAULT_RINGBUF_BYTES)]
+    transport_ringbuf_bytes: u32,
+    /// Part 4: bytes waiting in the ring buffer from which each event wakes the
+    /// reader (`Config::wakeup_bytes`); badfd's default if not given.
+    #[arg(long)]
+    transport_wakeup_bytes: Option<u32>,
+    /// Part 4: skip the experiment (the steps and hold again with one wakeup
+    /// per multiple of the wakeup threshold crossed).
+    #[arg(long)]
+    no_wakeup_experiment: bool,
+    /// Part 4: nice value of the producer and reader threads; below 0 they
+    /// take their CPU back from other tenants of a shared machine.
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    transport_nice: i32,
 }
 
 fn bare_generation(cpus: &[usize]) -> f64 {
@@ -268,6 +306,21 @@ fn main() -> anyhow::Result<()> {
             Serve::sample(&m, "badfd_events_undecodable_total"),
         );
         serve.stop();
+        println!();
+    }
+    if !args.skip.contains(&4) {
+        transport::run(&transport::Options {
+            rates: args.transport_rates.clone(),
+            step_seconds: args.transport_step_seconds,
+            hold_rate: args.transport_hold_rate,
+            hold_seconds: args.transport_hold_seconds,
+            per_run: args.transport_per_run,
+            ringbuf_bytes: args.transport_ringbuf_bytes,
+            wakeup_bytes: args.transport_wakeup_bytes,
+            wakeup_experiment: !args.no_wakeup_experiment,
+            nice: args.transport_nice,
+            machine: common::machine_line(),
+        })?;
     }
     Ok(())
 }

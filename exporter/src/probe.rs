@@ -11,7 +11,7 @@ use std::{
 
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{FEntry, FExit, TracePoint},
+    programs::{FEntry, FExit, RawTracePoint, TracePoint},
     Btf, Ebpf, EbpfLoader,
 };
 use exporter_common::{
@@ -891,4 +891,135 @@ fn attach_floor_on(exits_only: bool) -> Result<Ebpf, ProbeError> {
         }
     }
     Ok(ebpf)
+}
+
+/// The bench-only kernel program that emits synthetic failing opens.
+const BENCH_EMIT_PROGRAM: &str = "bench_emit";
+
+/// Most synthetic events one test run of `bench_emit` makes (`bpf_loop`'s limit).
+#[doc(hidden)]
+pub const TRANSPORT_BENCH_MAX_RUN: u32 = 1 << 23;
+
+impl Probe {
+    /// Benchmarks and tests only: loads `bench_emit` (never attached) into
+    /// this probe's object, so it shares its maps: config, counters and the
+    /// event ring buffer. Needs `bpf_loop` (Linux 5.17+).
+    #[doc(hidden)]
+    pub fn load_transport_bench(&mut self) -> Result<(), ProbeError> {
+        let wrap = |source: aya::programs::ProgramError| ProbeError::Program {
+            program: BENCH_EMIT_PROGRAM,
+            reason: describe_program_error(&source),
+        };
+        let p: &mut RawTracePoint = program(&mut self.ebpf, BENCH_EMIT_PROGRAM).map_err(wrap)?;
+        if p.fd().is_err() {
+            p.load().map_err(wrap)?;
+        }
+        Ok(())
+    }
+
+    /// Benchmarks and tests only: the loaded `bench_emit` program
+    /// (`load_transport_bench` first).
+    #[doc(hidden)]
+    pub fn transport_bench(&self) -> Result<TransportBench<'_>, ProbeError> {
+        let not_loaded = || ProbeError::Program { program: BENCH_EMIT_PROGRAM, reason: "not loaded".into() };
+        let program: &RawTracePoint =
+            self.ebpf.program(BENCH_EMIT_PROGRAM).ok_or_else(not_loaded)?.try_into().map_err(|_| not_loaded())?;
+        program.fd().map_err(|_| not_loaded())?;
+        Ok(TransportBench { program, wakeup: BenchWakeup::AsBadfd })
+    }
+}
+
+/// Benchmarks and tests only: makes the kernel emit synthetic failing opens
+/// through the real event path (`emit`: the path read from this process's
+/// memory, comm, cgroup, the real ring buffer and loss counters), without a
+/// syscall per event, to measure the transport (ring buffer, reader,
+/// pipeline) alone. Each event is counted by the kernel exactly once: as
+/// submitted, `ringbuf_full` or `source_throttled`.
+#[doc(hidden)]
+pub struct TransportBench<'a> {
+    program: &'a RawTracePoint,
+    wakeup: BenchWakeup,
+}
+
+/// How `bench_emit` lets `emit` wake the reader.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BenchWakeup {
+    /// As badfd does: every event forces a wakeup while `wakeup_bytes` or
+    /// more are waiting.
+    AsBadfd,
+    /// An experiment: one forced wakeup each time the bytes waiting cross a
+    /// multiple of `wakeup_bytes`, none for the events in between.
+    OnCrossing,
+}
+
+/// Paths for `TransportBench::run_paths`: NUL-terminated, at a fixed stride, a
+/// power-of-two number of them (event `i` of a run uses path `i % len`).
+#[doc(hidden)]
+pub struct BenchPaths {
+    bytes: Vec<u8>,
+    stride: usize,
+    len: usize,
+}
+
+impl BenchPaths {
+    pub fn new<P: AsRef<[u8]>>(paths: &[P]) -> Result<BenchPaths, ProbeError> {
+        let invalid = |what: &str| ProbeError::Io(std::io::Error::new(std::io::ErrorKind::InvalidInput, what.to_string()));
+        if !paths.len().is_power_of_two() {
+            return Err(invalid("the number of bench paths must be a power of two"));
+        }
+        if paths.iter().any(|p| p.as_ref().contains(&0)) {
+            return Err(invalid("a bench path contains a NUL byte"));
+        }
+        let stride = paths.iter().map(|p| p.as_ref().len() + 1).max().unwrap_or(1).next_multiple_of(8);
+        let mut bytes = vec![0u8; stride * paths.len()];
+        for (i, p) in paths.iter().enumerate() {
+            bytes[i * stride..i * stride + p.as_ref().len()].copy_from_slice(p.as_ref());
+        }
+        Ok(BenchPaths { bytes, stride, len: paths.len() })
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl TransportBench<'_> {
+    /// The wakeup policy of the next runs.
+    pub fn with_wakeup(self, wakeup: BenchWakeup) -> Self {
+        TransportBench { wakeup, ..self }
+    }
+
+    /// One test run on the calling thread (its pid, tid, comm and cgroup):
+    /// `count` events, every one with `path`.
+    pub fn run(&self, path: &std::ffi::CStr, count: u32) -> Result<(), ProbeError> {
+        self.run_raw(path.as_ptr() as u64, 0, 0, count)
+    }
+
+    /// One test run: `count` events, event `i` with path `i % paths.len()`.
+    pub fn run_paths(&self, paths: &BenchPaths, count: u32) -> Result<(), ProbeError> {
+        self.run_raw(paths.bytes.as_ptr() as u64, paths.stride as u64, paths.len as u64 - 1, count)
+    }
+
+    fn run_raw(&self, paths: u64, stride: u64, mask: u64, count: u32) -> Result<(), ProbeError> {
+        use aya::programs::{RawTracePointRunOptions, TestRun};
+        if count > TRANSPORT_BENCH_MAX_RUN {
+            return Err(ProbeError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("at most {TRANSPORT_BENCH_MAX_RUN} events per run"),
+            )));
+        }
+        let mut options = RawTracePointRunOptions::new();
+        let crossing = (self.wakeup == BenchWakeup::OnCrossing) as u64;
+        options.args[..5].copy_from_slice(&[paths, count as u64, stride, mask, crossing]);
+        self.program.test_run(options).map_err(|e| ProbeError::Program {
+            program: BENCH_EMIT_PROGRAM,
+            reason: format!("BPF_PROG_TEST_RUN failed: {e}"),
+        })?;
+        Ok(())
+    }
 }
