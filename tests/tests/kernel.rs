@@ -367,6 +367,13 @@ fn decided(c: &Counters) -> u64 {
         + c.losses[Loss::RingbufFull as usize]
 }
 
+/// The fairness tests' workloads share one uid, and each test's probe sees
+/// every process of that uid: they take turns.
+fn fairness_uid_alone() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A probe that streams only the fairness uid's anomalies into a small ring
 /// buffer (about 400 events) with `source_rate` anomalies/s per process (0: off).
 fn fairness_probe(source_rate: u32) -> badfd::Probe {
@@ -385,6 +392,7 @@ fn fairness_probe(source_rate: u32) -> badfd::Probe {
 fn a_noisy_process_cannot_starve_a_quiet_one() {
     const NOISY: u64 = 3000;
     const QUIET: u64 = 5;
+    let _alone = fairness_uid_alone();
     let uid = badfd_tests::FAIRNESS_UID.to_string();
     // A small ring buffer (about 400 events) that nobody reads until both have
     // run: the noisy process alone could fill it many times over.
@@ -424,6 +432,7 @@ fn a_noisy_process_cannot_starve_a_quiet_one() {
 #[test]
 fn fairness_can_be_turned_off() {
     const COUNT: u64 = 1000;
+    let _alone = fairness_uid_alone();
     let uid = badfd_tests::FAIRNESS_UID.to_string();
     let probe = fairness_probe(0);
     let dir = TempDir::new("unfair");
