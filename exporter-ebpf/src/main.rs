@@ -798,3 +798,16 @@ static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
 pub fn floor_empty(_ctx: TracePointContext) -> u32 {
     0
 }
+
+/// Benchmarks only: an empty fentry/fexit pair on `do_sys_openat2`, the floor
+/// cost of the fentry attach mode (the trampoline around the function; other
+/// syscalls pay nothing). Never attached by badfd.
+#[fentry(function = "do_sys_openat2")]
+pub fn floor_fentry_empty(_ctx: FEntryContext) -> u32 {
+    0
+}
+
+#[fexit(function = "do_sys_openat2")]
+pub fn floor_fexit_empty(_ctx: FExitContext) -> u32 {
+    0
+}
