@@ -1,17 +1,22 @@
 //! What badfd adds to each syscall: ns per call for successful opens, failing
 //! opens, getpid and a mixed workload, with nothing attached (bare), with an
-//! empty program on the same tracepoints (the floor of the attach mode), with
-//! badfd attached, and with the tools users would pick instead: opensnoop -x
-//! (libbpf-tools), bcc's opensnoop -x (Debian bpfcc-tools; it compiles its C at
-//! start and needs the running kernel's headers, so it is skipped, saying why,
-//! where there are none) and a bpftrace script doing what badfd does
-//! (bench/scripts/badfd-equivalent.bt). Conditions alternate in rounds; the first round is
-//! discarded; each figure is the median over rounds of (condition - bare in the
-//! same round). Runs as root; pins the workload to one CPU and badfd's reader
-//! to another.
+//! empty program on the same tracepoints (the floor of the tracepoint attach
+//! mode), with an empty fentry/fexit pair on do_sys_openat2 (the floor of the
+//! fentry attach mode; skipped, saying why, where the kernel refuses fentry),
+//! with badfd attached (in the mode `--attach` asks for), and with the tools
+//! users would pick instead: opensnoop -x (libbpf-tools), bcc's opensnoop -x
+//! (Debian bpfcc-tools; it compiles its C at start and needs the running
+//! kernel's headers, so it is skipped, saying why, where there are none) and a
+//! bpftrace script doing what badfd does (bench/scripts/badfd-equivalent.bt).
+//! Conditions alternate in rounds; the first round is discarded; each figure is
+//! the median over rounds of (condition - bare in the same round), and every
+//! round's figure is printed too. Runs as root; pins the workload to one CPU
+//! and badfd's reader to another. tests/vm/run.sh --bench runs it in qemu
+//! guests, where fentry loads.
 
 use std::{
     ffi::CString,
+    os::fd::AsRawFd,
     path::Path,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -22,7 +27,7 @@ use std::{
 
 use anyhow::Context as _;
 use badfd::{
-    probe::{attach_floor, attach_floor_exits},
+    probe::{attach_floor, attach_floor_exits, attach_floor_fentry, AttachPreference, ProbeError, POLL_INTERVAL},
     Probe, ProbeOptions,
 };
 use clap::Parser;
@@ -42,18 +47,37 @@ struct Args {
     /// Workloads to run (open, fail, getpid, mixed); all by default.
     #[arg(long, value_delimiter = ',')]
     workloads: Vec<String>,
-    /// Conditions to run besides bare (floor, badfd, opensnoop, bpftrace, bcc); all by default.
+    /// Conditions to run besides bare (floor, fentry-floor, badfd, opensnoop, bpftrace, bcc); all by default.
     #[arg(long, value_delimiter = ',')]
     conditions: Vec<String>,
+    /// badfd's attach mode in the badfd condition (`ProbeOptions::attach`); fails if the kernel refuses it.
+    #[arg(long, value_enum, default_value_t = AttachPreference::Auto)]
+    attach: AttachPreference,
     /// badfd's wakeup threshold in bytes waiting (`Config::wakeup_bytes`); the default if absent.
     #[arg(long)]
     wakeup_bytes: Option<u32>,
+    /// How badfd's event reader waits when the ring buffer is empty.
+    #[arg(long, value_enum, default_value_t = ReaderWait::Sleep)]
+    reader_wait: ReaderWait,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum ReaderWait {
+    /// Sleep 1 ms and look again (the figures in bench/RESULTS.md up to session 3):
+    /// free where the reader has a CPU of its own.
+    Sleep,
+    /// Wait on the ring buffer's fd for the kernel's batched wakeup or
+    /// `POLL_INTERVAL`, as the exporter does: use it where the reader's CPU is
+    /// not its own (an emulated guest whose vCPUs share one host thread), where
+    /// a wakeup every millisecond would be charged to the workload.
+    Poll,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Condition {
     Bare,
     Floor,
+    FentryFloor,
     Badfd,
     Opensnoop,
     Bpftrace,
@@ -64,9 +88,10 @@ enum Condition {
     BadfdUntimed,
 }
 
-const CONDITIONS: [Condition; 8] = [
+const CONDITIONS: [Condition; 9] = [
     Condition::Bare,
     Condition::Floor,
+    Condition::FentryFloor,
     Condition::Badfd,
     Condition::Opensnoop,
     Condition::Bpftrace,
@@ -76,11 +101,17 @@ const CONDITIONS: [Condition; 8] = [
 ];
 
 impl Condition {
+    /// Its index in `CONDITIONS` (and in the per-condition results).
+    fn index(self) -> usize {
+        CONDITIONS.iter().position(|&c| c == self).unwrap()
+    }
+
     /// Its name in `--conditions`.
     fn key(self) -> &'static str {
         match self {
             Condition::Bare => "bare",
             Condition::Floor => "floor",
+            Condition::FentryFloor => "fentry-floor",
             Condition::Badfd => "badfd",
             Condition::Opensnoop => "opensnoop",
             Condition::Bpftrace => "bpftrace",
@@ -93,7 +124,8 @@ impl Condition {
     fn name(self) -> &'static str {
         match self {
             Condition::Bare => "bare",
-            Condition::Floor => "floor",
+            Condition::Floor => "tracepoint floor",
+            Condition::FentryFloor => "fentry floor",
             Condition::Badfd => "badfd",
             Condition::Opensnoop => "opensnoop -x (libbpf-tools)",
             Condition::Bpftrace => "bpftrace",
@@ -294,6 +326,19 @@ fn main() -> anyhow::Result<()> {
             eprintln!("skipping {}: {why}", cond.name());
             skipped.push((cond, why));
         }
+        // fentry needs a kernel that allows it (not under lockdown, BTF, 5.15+ for
+        // badfd's pair): try the empty pair once, and skip it, saying why, if refused.
+        if cond == Condition::FentryFloor {
+            match attach_floor_fentry() {
+                Ok(floor) => drop(floor),
+                Err(ProbeError::FentryUnavailable(why)) => {
+                    let why = format!("fentry/fexit on do_sys_openat2 refused by this kernel: {why}");
+                    eprintln!("skipping {}: {why}", cond.name());
+                    skipped.push((cond, why));
+                }
+                Err(e) => return Err(e).context("attach the empty fentry/fexit pair"),
+            }
+        }
     }
     for round in 0..args.rounds {
         for (ci, &cond) in CONDITIONS.iter().enumerate() {
@@ -308,10 +353,12 @@ fn main() -> anyhow::Result<()> {
             };
             let floor = match cond {
                 Condition::Floor => Some(attach_floor()?),
+                Condition::FentryFloor => Some(attach_floor_fentry()?),
                 Condition::FloorExits => Some(attach_floor_exits()?),
                 _ => None,
             };
-            let mut options = ProbeOptions { timing: cond != Condition::BadfdUntimed, ..ProbeOptions::default() };
+            let mut options =
+                ProbeOptions { attach: args.attach, timing: cond != Condition::BadfdUntimed, ..ProbeOptions::default() };
             if let Some(bytes) = args.wakeup_bytes {
                 options.config.wakeup_bytes = bytes;
             }
@@ -326,16 +373,26 @@ fn main() -> anyhow::Result<()> {
                 Some(p) => {
                     mode = p.attach_mode().to_string();
                     let mut events = p.take_events()?;
-                    let (stop, received) = (stop.clone(), received.clone());
+                    let (stop, received, reader_wait) = (stop.clone(), received.clone(), args.reader_wait);
                     Some(std::thread::spawn(move || {
                         pin_to(reader_cpu);
+                        let fd = events.as_raw_fd();
                         while !stop.load(Ordering::Relaxed) {
                             let n = events.drain(|_| {});
                             received.fetch_add(n as u64, Ordering::Relaxed);
                             if n == 0 {
-                                std::thread::sleep(Duration::from_millis(1));
+                                match reader_wait {
+                                    ReaderWait::Sleep => std::thread::sleep(Duration::from_millis(1)),
+                                    ReaderWait::Poll => {
+                                        let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+                                        // SAFETY: one valid pollfd; the ring buffer's fd outlives the loop.
+                                        unsafe { libc::poll(&mut pfd, 1, POLL_INTERVAL.as_millis() as i32) };
+                                    }
+                                }
                             }
                         }
+                        // What came after the last look (below the wakeup threshold).
+                        received.fetch_add(events.drain(|_| {}) as u64, Ordering::Relaxed);
                     }))
                 }
                 None => None,
@@ -394,7 +451,16 @@ fn main() -> anyhow::Result<()> {
     std::fs::remove_dir_all(&dir)?;
 
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    println!("badfd bench/opens: kernel {} attach mode {mode}, {} rounds (first discarded) x {} calls, workload on CPU {}",
+    let requested = match args.attach {
+        AttachPreference::Auto => "auto",
+        AttachPreference::Fentry => "fentry",
+        AttachPreference::Tracepoint => "tracepoint",
+    };
+    let reader_wait = match args.reader_wait {
+        ReaderWait::Sleep => "sleep",
+        ReaderWait::Poll => "poll",
+    };
+    println!("badfd bench/opens: kernel {} attach mode {mode} (--attach {requested}), {} rounds (first discarded) x {} calls, workload on CPU {}, reader on CPU {reader_cpu} (--reader-wait {reader_wait})",
         kernel.trim(), args.rounds, args.iters, args.cpu);
     println!();
     let added = |ci: usize, wi: usize| -> Option<f64> {
@@ -419,16 +485,52 @@ fn main() -> anyhow::Result<()> {
         for ci in 1..CONDITIONS.len() {
             print!(" {} |", fmt(added(ci, wi)));
         }
-        let ratios: Vec<f64> = ns[2][wi].iter().zip(&ns[0][wi]).map(|(c, b)| c / b).collect();
+        let badfd = Condition::Badfd.index();
+        let ratios: Vec<f64> = ns[badfd][wi].iter().zip(&ns[0][wi]).map(|(c, b)| c / b).collect();
         let ratio = if ratios.is_empty() { "n/a".to_string() } else { format!("{:.2}", median(ratios)) };
-        let frac = |other: usize| match (added(2, wi), added(other, wi)) {
+        let frac = |other: Condition| match (added(badfd, wi), added(other.index(), wi)) {
             (Some(b), Some(o)) if o > 0.0 => format!("{:.2}", b / o),
             _ => "n/a".into(),
         };
-        println!(" {ratio} | {} | {} | {} |", frac(4), frac(3), frac(5));
+        println!(
+            " {ratio} | {} | {} | {} |",
+            frac(Condition::Bpftrace),
+            frac(Condition::Opensnoop),
+            frac(Condition::BccOpensnoop)
+        );
     }
     for (c, why) in &skipped {
         println!("\n{} skipped: {why}", c.name());
+    }
+    // Every kept round's figure, so a reader can judge the noise: under emulation
+    // or on a busy machine, a difference smaller than the spread of bare is none.
+    println!();
+    println!("spread over the kept rounds (ns/call of each round; added = condition - bare of the same round):");
+    println!("| workload | condition | ns/call per round | added ns: median (min..max) | ratio to bare: median (min..max) |");
+    println!("|---|---|---|---:|---:|");
+    let spread = |v: &[f64], digits: usize| {
+        let min = v.iter().cloned().fold(f64::INFINITY, f64::min);
+        let max = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        format!("{:.*} ({:.*}..{:.*})", digits, median(v.to_vec()), digits, min, digits, max)
+    };
+    for (wi, w) in WORKLOADS.iter().enumerate() {
+        if ns[0][wi].is_empty() {
+            continue;
+        }
+        for (ci, c) in CONDITIONS.iter().enumerate() {
+            if ns[ci][wi].is_empty() {
+                continue;
+            }
+            let rounds: Vec<String> = ns[ci][wi].iter().map(|v| format!("{v:.0}")).collect();
+            let (added, ratio) = if ci == 0 {
+                ("".to_string(), "".to_string())
+            } else {
+                let added: Vec<f64> = ns[ci][wi].iter().zip(&ns[0][wi]).map(|(c, b)| c - b).collect();
+                let ratio: Vec<f64> = ns[ci][wi].iter().zip(&ns[0][wi]).map(|(c, b)| c / b).collect();
+                (spread(&added, 0), spread(&ratio, 3))
+            };
+            println!("| {} | {} | {} | {added} | {ratio} |", w.name(), c.name(), rounds.join(" "));
+        }
     }
     println!();
     println!("in-kernel run time per program (bpf_stats, kept rounds):");
@@ -442,7 +544,7 @@ fn main() -> anyhow::Result<()> {
     println!("| workload | program | runs per call | ns/run | ns per call |");
     println!("|---|---|---:|---:|---:|");
     for (wi, w) in WORKLOADS.iter().enumerate() {
-        let calls = args.iters * ns[2][wi].len() as u64;
+        let calls = args.iters * ns[Condition::Badfd.index()][wi].len() as u64;
         for (name, runs, time) in in_kernel[wi].iter().filter(|s| s.1 > 0) {
             let t = time.as_nanos() as f64;
             println!("| {} | {name} | {:.2} | {:.0} | {:.0} |", w.name(), *runs as f64 / calls as f64, t / *runs as f64, t / calls as f64);

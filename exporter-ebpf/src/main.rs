@@ -1034,3 +1034,16 @@ pub fn bench_emit(ctx: aya_ebpf::programs::RawTracePointContext) -> u32 {
     };
     0
 }
+
+/// Benchmarks only: an empty fentry/fexit pair on `do_sys_openat2`, the floor
+/// cost of the fentry attach mode (the trampoline around the function; other
+/// syscalls pay nothing). Never attached by badfd.
+#[fentry(function = "do_sys_openat2")]
+pub fn floor_fentry_empty(_ctx: FEntryContext) -> u32 {
+    0
+}
+
+#[fexit(function = "do_sys_openat2")]
+pub fn floor_fexit_empty(_ctx: FExitContext) -> u32 {
+    0
+}

@@ -1023,3 +1023,23 @@ impl TransportBench<'_> {
         Ok(())
     }
 }
+
+/// Benchmarks only: attaches an empty fentry/fexit pair on
+/// [`COMMON_OPEN_FUNCTION`], to measure the floor cost of the fentry attach
+/// mode (the counterpart of [`attach_floor`]). Fails, saying why, where the
+/// kernel refuses fentry. Dropping the returned object detaches it.
+pub fn attach_floor_fentry() -> Result<Ebpf, ProbeError> {
+    preflight::check()?;
+    raise_memlock_limit();
+    let btf = Btf::from_sys_fs().map_err(|e| ProbeError::FentryUnavailable(format!("no kernel BTF: {e}")))?;
+    let mut ebpf = EbpfLoader::new().btf(Some(&btf)).load(EBPF_OBJECT).map_err(ProbeError::Load)?;
+    let unavailable = |source: aya::programs::ProgramError| ProbeError::FentryUnavailable(describe_program_error(&source));
+    // Exit first, as badfd attaches its own pair.
+    let fexit: &mut FExit = program(&mut ebpf, "floor_fexit_empty").map_err(unavailable)?;
+    fexit.load(COMMON_OPEN_FUNCTION, &btf).map_err(unavailable)?;
+    fexit.attach().map_err(unavailable)?;
+    let fentry: &mut FEntry = program(&mut ebpf, "floor_fentry_empty").map_err(unavailable)?;
+    fentry.load(COMMON_OPEN_FUNCTION, &btf).map_err(unavailable)?;
+    fentry.attach().map_err(unavailable)?;
+    Ok(ebpf)
+}

@@ -6,6 +6,10 @@
 #   tests/vm/run.sh                    every kernel in tests/vm/kernels, and the host
 #   tests/vm/run.sh 5.10 7.3           only these (names from tests/vm/kernels)
 #   tests/vm/run.sh --list-available   the cloud kernels the apt suites offer now
+#   tests/vm/run.sh --bench [6.12 ...] not the matrix: runs bench/opens (static, release)
+#                                      in each kernel's guest (6.12 if none given), once per
+#                                      attach mode of the kernel's row (fentry, tracepoint),
+#                                      and prints its tables; slow (emulated), never in CI
 #
 # Environment:
 #   BADFD_VM_KERNELS   kernel names to run when none are given ("all", the default,
@@ -16,6 +20,10 @@
 #   BADFD_VM_CACHE     where kernels and apt state are cached (/var/cache/badfd-kernels)
 #   BADFD_VM_TIMEOUT   seconds a VM may run before it counts as failed (default 900)
 #   BADFD_VM_ACCEL     kvm, tcg or auto (default: KVM only where it can run a stock kernel)
+#   BADFD_VM_BENCH_ARGS  --bench: arguments of opens besides --attach (default:
+#                      "--rounds 6 --iters 20000 --reader-wait poll", sized for TCG)
+#   BADFD_VM_QEMU_EXTRA  more qemu arguments; --bench under TCG defaults to
+#                      "-icount shift=0,sleep=off" (guest time = instructions)
 #
 # Kernels are Debian packages fetched with apt through a private configuration
 # (its own sources list, lists and cache under $BADFD_VM_CACHE/apt) and unpacked
@@ -91,6 +99,14 @@ if [[ "${1:-}" == "--list-available" ]]; then
     exit 0
 fi
 
+# --bench: the guests run bench/opens instead of the kernel tests (see the top).
+bench=0
+if [[ "${1:-}" == "--bench" ]]; then
+    bench=1
+    shift
+fi
+BENCH_ARGS=${BADFD_VM_BENCH_ARGS:---rounds 6 --iters 20000 --reader-wait poll}
+
 # Prints the path of the cached vmlinuz of kernel $1, fetching it if needed.
 kernel_image() {
     local name=$1 package=${PACKAGE[$1]}
@@ -118,10 +134,13 @@ declare -a selected=()
 if (( $# )); then
     selected=("$@")
 else
-    case "${BADFD_VM_KERNELS:-all}" in
+    default_kernels=all
+    (( bench )) && default_kernels=6.12
+    wanted=${BADFD_VM_KERNELS:-$default_kernels}
+    case "$wanted" in
         all) selected=("${NAMES[@]}") ;;
         none) selected=() ;;
-        *) read -r -a selected <<<"$BADFD_VM_KERNELS" ;;
+        *) read -r -a selected <<<"$wanted" ;;
     esac
 fi
 for i in "${!selected[@]}"; do
@@ -133,6 +152,8 @@ for i in "${!selected[@]}"; do
     selected[$i]=$name
 done
 run_host=${BADFD_VM_HOST:-1}
+# The host's own figures come from running the bench there (bench/RESULTS.md).
+(( bench )) && run_host=0
 
 for tool in qemu-system-x86_64 busybox cpio strip; do
     command -v "$tool" >/dev/null || die "$tool is missing: run scripts/setup.sh --test"
@@ -144,24 +165,30 @@ if ! rustup target list --installed | grep -qx "$TARGET"; then
     say "adding the Rust target $TARGET"
     rustup target add "$TARGET" >&2
 fi
-say "building the kernel tests for $TARGET"
-build_log=$(mktemp)
-if ! cargo test -p badfd-tests --no-run --target "$TARGET" 2>"$build_log"; then
-    cat "$build_log" >&2
-    die "the static build of the kernel tests failed"
-fi
 declare -A TEST_BIN=()
-for t in $TESTS; do
-    bin=$(sed -n "s|^ *Executable tests/$t\.rs (\(.*\))\$|\1|p" "$build_log" | tail -n1)
-    [[ -n "$bin" ]] || die "no test binary tests/$t.rs in the badfd-tests crate"
-    TEST_BIN[$t]=$ROOT/$bin
-done
-rm -f "$build_log"
-# The badfd binary too: a kernel test runs it (its one-line error without capabilities).
-cargo build -p badfd --bin badfd --target "$TARGET" >&2 || die "the static build of badfd failed"
-BADFD_BIN=$ROOT/target/$TARGET/debug/badfd
-WORKLOAD=$ROOT/target/$TARGET/debug/workload
-[[ -x $WORKLOAD ]] || die "the workload was not built at $WORKLOAD"
+if (( bench )); then
+    say "building bench/opens (release) for $TARGET"
+    cargo build --release -p badfd-bench --bin opens --target "$TARGET" >&2 || die "the static build of bench/opens failed"
+    OPENS_BIN=$ROOT/target/$TARGET/release/opens
+else
+    say "building the kernel tests for $TARGET"
+    build_log=$(mktemp)
+    if ! cargo test -p badfd-tests --no-run --target "$TARGET" 2>"$build_log"; then
+        cat "$build_log" >&2
+        die "the static build of the kernel tests failed"
+    fi
+    for t in $TESTS; do
+        bin=$(sed -n "s|^ *Executable tests/$t\.rs (\(.*\))\$|\1|p" "$build_log" | tail -n1)
+        [[ -n "$bin" ]] || die "no test binary tests/$t.rs in the badfd-tests crate"
+        TEST_BIN[$t]=$ROOT/$bin
+    done
+    rm -f "$build_log"
+    # The badfd binary too: a kernel test runs it (its one-line error without capabilities).
+    cargo build -p badfd --bin badfd --target "$TARGET" >&2 || die "the static build of badfd failed"
+    BADFD_BIN=$ROOT/target/$TARGET/debug/badfd
+    WORKLOAD=$ROOT/target/$TARGET/debug/workload
+    [[ -x $WORKLOAD ]] || die "the workload was not built at $WORKLOAD"
+fi
 
 # --- the initramfs ---------------------------------------------------------------------
 work=$(mktemp -d)
@@ -172,16 +199,21 @@ initramfs=$work/initramfs.cpio
     mkdir -p "$stage"/{bin,dev,proc,sys,tmp,badfd/tests}
     cp "$(command -v busybox)" "$stage/bin/busybox"
     ldd "$stage/bin/busybox" >/dev/null 2>&1 && die "$(command -v busybox) is not static: install busybox-static"
-    for t in "${!TEST_BIN[@]}"; do
-        strip -o "$stage/badfd/tests/$t" "${TEST_BIN[$t]}"
-    done
-    strip -o "$stage/badfd/workload" "$WORKLOAD"
-    strip -o "$stage/badfd/badfd" "$BADFD_BIN"
+    if (( bench )); then
+        strip -o "$stage/badfd/opens" "$OPENS_BIN"
+        printf '%s\n' "$BENCH_ARGS" >"$stage/badfd/bench-args"
+    else
+        for t in "${!TEST_BIN[@]}"; do
+            strip -o "$stage/badfd/tests/$t" "${TEST_BIN[$t]}"
+        done
+        strip -o "$stage/badfd/workload" "$WORKLOAD"
+        strip -o "$stage/badfd/badfd" "$BADFD_BIN"
+    fi
     cat >"$stage/init" <<'EOF'
 #!/bin/busybox sh
-# badfd's kernel matrix: mount what the kernel tests need, run them in every
-# attach mode named on the kernel command line (badfd.modes=a,b), print result
-# markers on the console and power off.
+# badfd's kernel matrix: mount what the kernel tests need, run them (or, with
+# --bench, bench/opens) in every attach mode named on the kernel command line
+# (badfd.modes=a,b), print result markers on the console and power off.
 /bin/busybox --install -s /bin
 export PATH=/bin HOME=/ TMPDIR=/tmp RUST_BACKTRACE=1 BADFD_WORKLOAD=/badfd/workload
 mount -t proc proc /proc
@@ -196,6 +228,12 @@ modes=$(sed -n 's/.*badfd\.modes=\([^ ]*\).*/\1/p' /proc/cmdline)
 echo
 echo "BADFD-VM-KERNEL release=$(uname -r) lockdown=$(cat /sys/kernel/security/lockdown 2>/dev/null | tr ' ' ,)"
 for mode in $(echo "$modes" | tr , ' '); do
+    if [ -x /badfd/opens ]; then
+        echo "BADFD-VM-BEGIN mode=$mode test=opens"
+        /badfd/opens $(cat /badfd/bench-args) --attach "$mode" 2>&1
+        echo "BADFD-VM-END mode=$mode test=opens exit=$?"
+        continue
+    fi
     for t in /badfd/tests/*; do
         echo "BADFD-VM-BEGIN mode=$mode test=${t##*/}"
         BADFD_TEST_ATTACH=$mode "$t" --test-threads=1 --show-output 2>&1
@@ -227,8 +265,19 @@ case $accel in
     tcg) qemu_accel=(-accel tcg,thread=single -cpu max) ;;
     *) die "BADFD_VM_ACCEL=$accel: expected kvm, tcg or auto" ;;
 esac
+# Extra qemu arguments. --bench under TCG defaults to instruction counting: the
+# guest's clock then advances 1 ns per executed instruction (of either vCPU), so
+# its timings are instruction counts that do not move with the host's load
+# (wall-clock TCG timings here varied by 2x between rounds). Set it empty to
+# time by the host's clock instead. They come after -m and -smp, so they may
+# override those (6.1 hangs bringing up its second CPU under icount: "-smp 1").
+qemu_extra_default=""
+(( bench )) && [[ $accel == tcg ]] && qemu_extra_default="-icount shift=0,sleep=off"
+read -r -a qemu_extra <<<"${BADFD_VM_QEMU_EXTRA-$qemu_extra_default}"
 
 # --- results ---------------------------------------------------------------------------------
+# --bench keeps its console logs apart, so a bench run leaves the matrix's logs be.
+(( bench )) && LOG_DIR=$LOG_DIR/bench
 mkdir -p "$LOG_DIR"
 rm -f "$LOG_DIR"/*.log "$LOG_DIR"/*.log.boot-failure-*
 declare -a rows=()
@@ -265,6 +314,32 @@ collect() {
     done
 }
 
+# --bench: prints what opens printed in each mode and appends one row per mode
+# (ok when it ran to the end).
+collect_bench() {
+    local label=$1 log=$2 modes=$3 release
+    release=$(sed -n 's/.*BADFD-VM-KERNEL release=\([^ ]*\).*/\1/p' "$log" | head -n1)
+    [[ -n "$release" ]] || release="$label (did not boot)"
+    for mode in ${modes//,/ }; do
+        local section rc status
+        section=$(awk -v b="BADFD-VM-BEGIN mode=$mode test=opens" -v e="BADFD-VM-END mode=$mode test=opens exit=" \
+            'substr($0, length($0) - length(b) + 1) == b {on = 1; next} index($0, e) {print; on = 0} on' "$log")
+        rc=$(sed -n 's/.*BADFD-VM-END .* exit=\([0-9]*\)$/\1/p' <<<"$section")
+        printf '\n===== guest %s (%s%s), opens --attach %s %s =====\n' "$release" "$accel" \
+            "${qemu_extra[*]:+ ${qemu_extra[*]}}" "$mode" "$BENCH_ARGS"
+        grep -v 'BADFD-VM-END' <<<"$section" || true
+        if [[ -z "$rc" ]]; then
+            status="FAIL (no result: timeout or crash)"
+        elif [[ "$rc" != 0 ]]; then
+            status="FAIL (exit $rc)"
+        else
+            status=ok
+        fi
+        [[ $status == ok ]] || failed_rows=$((failed_rows + 1))
+        rows+=("$release|$mode|opens|-|-|$status|$log")
+    done
+}
+
 started=$(date +%s)
 if [[ $run_host == 1 ]]; then
     log=$LOG_DIR/host.log
@@ -294,7 +369,7 @@ for name in "${selected[@]}"; do
     # /init on counts as it is.
     for attempt in 1 2 3; do
         set +e
-        timeout -k 10 "$TIMEOUT" qemu-system-x86_64 "${qemu_accel[@]}" -m 1G -smp 2 \
+        timeout -k 10 "$TIMEOUT" qemu-system-x86_64 "${qemu_accel[@]}" -m 1G -smp 2 "${qemu_extra[@]}" \
             -kernel "$vmlinuz" -initrd "$initramfs" \
             -append "console=ttyS0 panic=-1 quiet badfd.modes=${MODES[$name]}" \
             -nographic -no-reboot -nodefaults -serial stdio -monitor none </dev/null 2>&1 | stdbuf -oL tr -d '\r' >"$log"
@@ -318,7 +393,11 @@ for name in "${selected[@]}"; do
         break
     done
     say "kernel $name: $(( $(date +%s) - t0 )) s"
-    collect "$name" "$log" "${MODES[$name]}"
+    if (( bench )); then
+        collect_bench "$name" "$log" "${MODES[$name]}"
+    else
+        collect "$name" "$log" "${MODES[$name]}"
+    fi
 done
 
 # --- the table ---------------------------------------------------------------------------------
