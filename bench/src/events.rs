@@ -115,14 +115,7 @@ fn backlog_drain(args: &Args) -> anyhow::Result<()> {
     let in_ring = submitted(&probe)?;
 
     pin_to(1);
-    let aggregates = Arc::new(Mutex::new(Aggregates::new(2000, Duration::from_secs(300))));
-    let mut exposition = Exposition::new();
-    let stats = PipelineStats::register(&mut exposition.registry);
-    let mut pipeline = Pipeline::new(
-        Arc::new(AtomicUsize::new(3)),
-        vec![Box::new(AnomalyMetrics { aggregates: aggregates.clone() })],
-        stats.clone(),
-    );
+    let (mut pipeline, stats, _aggregates, _exposition) = metrics_pipeline();
     let start = Instant::now();
     let mut drained = 0;
     loop {
@@ -323,4 +316,19 @@ fn main() -> anyhow::Result<()> {
         })?;
     }
     Ok(())
+}
+
+/// The per-event work of `badfd serve` into the metrics sink only (path
+/// prefixes 3 deep, 2000 label sets): the pipeline, its counters, the
+/// aggregates it feeds and the registry its counters live in.
+pub(crate) fn metrics_pipeline() -> (Pipeline, PipelineStats, Arc<Mutex<Aggregates>>, Exposition) {
+    let aggregates = Arc::new(Mutex::new(Aggregates::new(2000, Duration::from_secs(300))));
+    let mut exposition = Exposition::new();
+    let stats = PipelineStats::register(&mut exposition.registry);
+    let pipeline = Pipeline::new(
+        Arc::new(AtomicUsize::new(3)),
+        vec![Box::new(AnomalyMetrics { aggregates: aggregates.clone() })],
+        stats.clone(),
+    );
+    (pipeline, stats, aggregates, exposition)
 }

@@ -47,7 +47,7 @@ struct Args {
     /// Workloads to run (open, fail, getpid, mixed); all by default.
     #[arg(long, value_delimiter = ',')]
     workloads: Vec<String>,
-    /// Conditions to run besides bare (floor, fentry-floor, badfd, opensnoop, bpftrace, bcc); all by default.
+    /// Conditions to run besides bare (floor, fentry-floor, floor-exits, badfd, badfd-untimed, opensnoop, bpftrace, bcc); all by default.
     #[arg(long, value_delimiter = ',')]
     conditions: Vec<String>,
     /// badfd's attach mode in the badfd condition (`ProbeOptions::attach`); fails if the kernel refuses it.

@@ -16,8 +16,8 @@ use std::{
     ffi::CString,
     os::fd::AsRawFd,
     sync::{
-        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
-        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
     },
     thread::JoinHandle,
     time::{Duration, Instant},
@@ -25,8 +25,7 @@ use std::{
 
 use anyhow::Context as _;
 use badfd::{
-    metrics::{Aggregates, AnomalyMetrics, Exposition},
-    pipeline::{Pipeline, PipelineStats},
+    pipeline::PipelineStats,
     probe::{BenchPaths, BenchWakeup, EventReader, TransportBench, POLL_INTERVAL},
     Probe, ProbeOptions,
 };
@@ -88,14 +87,7 @@ struct Reader {
 
 impl Reader {
     fn start(mut reader: EventReader, nice: i32) -> Reader {
-        let aggregates = Arc::new(Mutex::new(Aggregates::new(2000, Duration::from_secs(300))));
-        let mut exposition = Exposition::new();
-        let stats = PipelineStats::register(&mut exposition.registry);
-        let mut pipeline = Pipeline::new(
-            Arc::new(AtomicUsize::new(3)),
-            vec![Box::new(AnomalyMetrics { aggregates: aggregates.clone() })],
-            stats.clone(),
-        );
+        let (mut pipeline, stats, aggregates, exposition) = crate::metrics_pipeline();
         let stop = Arc::new(AtomicBool::new(false));
         let cpu_ns = Arc::new(AtomicU64::new(0));
         let bytes = Arc::new(AtomicU64::new(0));

@@ -56,26 +56,36 @@ fn delta(after: &Counters, before: &Counters, f: impl Fn(&Counters) -> u64) -> u
     f(after) - f(before)
 }
 
-#[test]
-fn streams_exactly_the_failures_with_every_field() {
-    let mut probe = load_probe(config(None));
-    let collector = Collector::start(&mut probe);
-    let (before, run, events, after) = without_missed_runs(&probe, || {
-        let dir = TempDir::new("failures");
+/// Runs the `failures` workload (in a temporary directory named after
+/// `name`) until no program run was skipped, and checks that exactly its
+/// failed opens were streamed, each once, with its own thread, syscall, errno,
+/// dirfd and path (no successful open crossed to userspace). Returns the
+/// counters before, the run, its events and the counters after.
+fn failures_streamed_exactly(
+    probe: &badfd::Probe,
+    collector: &Collector,
+    name: &str,
+) -> (Counters, badfd_tests::WorkloadRun, Vec<OpenEvent>, Counters) {
+    let (before, run, events, after) = without_missed_runs(probe, || {
+        let dir = TempDir::new(name);
         let before = probe.counters().unwrap();
         let run = run_workload(&["failures", dir.path().to_str().unwrap()]);
         let events = collector.wait_for(&run, run.failures().len(), WAIT);
         (before, run, events, probe.counters().unwrap())
     });
-    let failures = run.failures();
-
-    // Exactly the failed opens, each once, with its own thread, syscall, errno,
-    // dirfd and path; no successful open crossed to userspace.
     assert_eq!(
         multiset(events.iter().map(key_of_event)),
-        multiset(failures.iter().map(|r| key_of_record(r))),
+        multiset(run.failures().iter().map(|r| key_of_record(r))),
         "events of the workload differ from the failures it made"
     );
+    (before, run, events, after)
+}
+
+#[test]
+fn streams_exactly_the_failures_with_every_field() {
+    let mut probe = load_probe(config(None));
+    let collector = Collector::start(&mut probe);
+    let (before, run, events, after) = failures_streamed_exactly(&probe, &collector, "failures");
     let errnos: std::collections::BTreeSet<i64> = events.iter().map(|e| -e.ret).collect();
     for errno in [libc::ENOENT, libc::ENOTDIR, libc::EISDIR, libc::EEXIST, libc::ELOOP, libc::ENAMETOOLONG, libc::EBADF, libc::EINVAL] {
         assert!(errnos.contains(&(errno as i64)), "no event with {}", badfd::errno::name(errno));
@@ -139,7 +149,7 @@ fn streams_exactly_the_failures_with_every_field() {
         assert!(d >= n, "{} {}: counter delta {d} < {n}", s.name(), badfd::errno::name(errno as i32));
     }
     assert!(delta(&after, &before, |c| c.losses[Loss::PathTruncated as usize]) >= 1);
-    assert!(delta(&after, &before, |c| c.stream[Stream::Submitted as usize]) >= failures.len() as u64);
+    assert!(delta(&after, &before, |c| c.stream[Stream::Submitted as usize]) >= run.failures().len() as u64);
 }
 
 #[test]
@@ -515,19 +525,7 @@ fn untimed_mode_streams_the_same_failures_with_only_the_exit_hooked() {
     );
 
     let collector = Collector::start(&mut probe);
-    let (before, run, events, after) = without_missed_runs(&probe, || {
-        let dir = TempDir::new("untimed");
-        let before = probe.counters().unwrap();
-        let run = run_workload(&["failures", dir.path().to_str().unwrap()]);
-        let events = collector.wait_for(&run, run.failures().len(), WAIT);
-        (before, run, events, probe.counters().unwrap())
-    });
-    let failures = run.failures();
-    assert_eq!(
-        multiset(events.iter().map(key_of_event)),
-        multiset(failures.iter().map(|r| key_of_record(r))),
-        "events of the workload differ from the failures it made"
-    );
+    let (before, run, events, after) = failures_streamed_exactly(&probe, &collector, "untimed");
     for e in &events {
         assert!(e.failed() && !e.slow(), "{e:?}");
         assert_eq!(e.latency_ns(), None, "an untimed event has no latency: {e:?}");
