@@ -875,8 +875,10 @@ pub fn fexit_do_sys_openat2(ctx: FExitContext) -> u32 {
 #[fexit(function = "do_sys_openat2")]
 pub fn fexit_do_sys_openat2_untimed(ctx: FExitContext) -> u32 {
     let ret = ctx.arg::<u64>(3) as u32 as i32 as i64;
-    let args = user_args().unwrap_or_else(|| function_args(ctx.arg(0), ctx.arg(1), ctx.arg(2)));
-    on_exit_untimed(args.syscall, ret, || args);
+    // The arguments only for a failure (openat2's cost a read of user memory).
+    on_exit_untimed(current_syscall().unwrap_or(Syscall::Openat), ret, || {
+        user_args().unwrap_or_else(|| function_args(ctx.arg(0), ctx.arg(1), ctx.arg(2)))
+    });
     0
 }
 
