@@ -88,12 +88,14 @@ fn exporter_workload_failures(dir: &Path) -> std::collections::BTreeMap<(String,
     .collect()
 }
 
-#[test]
-fn labels_failures_by_errno_comm_and_path_prefix_exactly() {
-    let _exact = exact_counts();
-    let dir = TempDir::lettered("exporter");
+/// Runs the `exporter` workload in a fresh directory (named after `name`)
+/// under a `badfd serve` started with `args`, and checks that its failures
+/// are labelled exactly (`exporter_workload_failures`). Returns the directory,
+/// the exporter, and the scrapes before and after.
+fn exporter_workload_scraped(name: &str, args: &[&str]) -> (TempDir, Serve, Scrape, Scrape) {
+    let dir = TempDir::lettered(name);
     let depth = depth_below(dir.path()).to_string();
-    let serve = Serve::start(&["--path-prefix.depth", &depth]);
+    let serve = Serve::start(&[&["--path-prefix.depth", &depth][..], args].concat());
     let before = serve.scrape();
     let d = dir.path().to_str().unwrap().to_string();
 
@@ -101,9 +103,15 @@ fn labels_failures_by_errno_comm_and_path_prefix_exactly() {
     assert_eq!(run.failures().len(), 21, "the workload made the failures this test expects");
     let total = |s: &Scrape| workload_failures_under(s, &d).values().sum::<f64>();
     let after = scrape_until(&serve, "21 workload failures", |s| total(s) >= 21.0);
+    assert_eq!(workload_failures_under(&after, &d), exporter_workload_failures(dir.path()));
+    (dir, serve, before, after)
+}
 
-    let want = exporter_workload_failures(dir.path());
-    assert_eq!(workload_failures_under(&after, &d), want);
+#[test]
+fn labels_failures_by_errno_comm_and_path_prefix_exactly() {
+    let _exact = exact_counts();
+    let (dir, _serve, before, after) = exporter_workload_scraped("exporter", &[]);
+    let d = dir.path().to_str().unwrap().to_string();
     assert_eq!(prefix(dir.path(), b"rel/sub/missing-0"), format!("{d}/rel"));
 
     // Resolutions: at least the 6 relative ones were resolved (from /proc here;
@@ -350,17 +358,7 @@ fn config_check_validates_and_exits() {
 #[test]
 fn no_timing_labels_the_same_failures_and_leaves_out_the_timing_families() {
     let _exact = exact_counts();
-    let dir = TempDir::lettered("untimed");
-    let depth = depth_below(dir.path()).to_string();
-    let serve = Serve::start(&["--path-prefix.depth", &depth, "--no-timing"]);
-    let before = serve.scrape();
-    let d = dir.path().to_str().unwrap().to_string();
-
-    let run = run_workload(&["exporter", &d]);
-    assert_eq!(run.failures().len(), 21, "the workload made the failures this test expects");
-    let total = |s: &Scrape| workload_failures_under(s, &d).values().sum::<f64>();
-    let after = scrape_until(&serve, "21 workload failures", |s| total(s) >= 21.0);
-    assert_eq!(workload_failures_under(&after, &d), exporter_workload_failures(dir.path()));
+    let (_dir, _serve, before, after) = exporter_workload_scraped("untimed", &["--no-timing"]);
 
     let delta = |name: &str, labels: &[(&str, &str)]| after.sum(name, labels) - before.sum(name, labels);
     assert!(delta("badfd_opens_total", &[("syscall", "openat"), ("result", "success")]) >= 1.0);
