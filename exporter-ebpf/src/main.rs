@@ -136,16 +136,7 @@ fn on_enter(syscall: Syscall, dirfd: i32, path_ptr: u64, open_flags: u64, mode: 
         count_loss(c, Loss::InflightCollision);
     }
     count_stream(c, Stream::Entered);
-    *slot = Inflight {
-        start_ns: unsafe { bpf_ktime_get_ns() },
-        path_ptr,
-        open_flags,
-        mode,
-        dirfd,
-        tid,
-        syscall: syscall as u8,
-        _pad: [0; 3],
-    };
+    *slot = OpenArgs { syscall, dirfd, path_ptr, open_flags, mode }.into_inflight(unsafe { bpf_ktime_get_ns() }, tid);
 }
 
 /// Exact counts of every open, timed or not.

@@ -49,8 +49,12 @@ pub fn test_attach_mode() -> AttachPreference {
 /// Loads and attaches the probe, or panics saying why: a kernel test that
 /// cannot load BPF fails.
 pub fn load_probe(config: Config) -> Probe {
-    let options = ProbeOptions { attach: test_attach_mode(), config, ..ProbeOptions::default() };
-    match Probe::load(&options) {
+    load_probe_with(&ProbeOptions { attach: test_attach_mode(), config, ..ProbeOptions::default() })
+}
+
+/// As `load_probe`, with options of the test's own (attach mode included).
+pub fn load_probe_with(options: &ProbeOptions) -> Probe {
+    match Probe::load(options) {
         Ok(p) => p,
         Err(e) => panic!("kernel test could not load badfd's BPF program: {e}"),
     }

@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use badfd::{AttachMode, OpenEvent};
 use badfd_tests::{
-    cgroup_id_of, kernel_has_fentry_helpers, kernel_locked_down, load_probe, run_workload, without_missed_runs,
+    cgroup_id_of, kernel_has_fentry_helpers, kernel_locked_down, load_probe, load_probe_with, run_workload, without_missed_runs,
     Collector, OpenRecord, TempDir,
 };
 use exporter_common::{
@@ -298,7 +298,7 @@ fn a_full_tracked_set_is_counted_not_silent() {
         config: config(None),
         ..badfd::ProbeOptions::default()
     };
-    let mut probe = badfd::Probe::load(&options).unwrap_or_else(|e| panic!("kernel test could not load BPF: {e}"));
+    let mut probe = load_probe_with(&options);
     // This process is followed; the set is then filled with ids no process has.
     probe.track_pid(std::process::id()).unwrap();
     // (Threads this test binary starts meanwhile are followed too and take
@@ -393,7 +393,7 @@ fn fairness_probe(source_rate: u32) -> badfd::Probe {
         config: Config { filter_uid: badfd_tests::FAIRNESS_UID, ..config(None) },
         ..badfd::ProbeOptions::default()
     };
-    let mut probe = badfd::Probe::load(&options).unwrap_or_else(|e| panic!("kernel test could not load BPF: {e}"));
+    let mut probe = load_probe_with(&options);
     probe.set_source_rate(source_rate).unwrap();
     probe
 }
@@ -509,7 +509,7 @@ fn untimed_mode_streams_the_same_failures_with_only_the_exit_hooked() {
         config: config(None),
         ..badfd::ProbeOptions::default()
     };
-    let mut probe = badfd::Probe::load(&options).unwrap_or_else(|e| panic!("kernel test could not load badfd's BPF program: {e}"));
+    let mut probe = load_probe_with(&options);
     if !kernel_has_fentry_helpers() {
         assert!(probe.timed(), "untimed programs loaded without bpf_task_pt_regs");
         let why = probe.untimed_refused().expect("the reason --no-timing was refused");

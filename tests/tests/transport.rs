@@ -152,7 +152,7 @@ fn a_full_ring_buffer_counts_every_event_it_drops() {
         config: isolated_config(),
         ..ProbeOptions::default()
     };
-    let mut probe = Probe::load(&options).unwrap_or_else(|e| panic!("kernel test could not load badfd's BPF program: {e}"));
+    let mut probe = badfd_tests::load_probe_with(&options);
     loaded(&mut probe);
     let mut reader = probe.take_events().unwrap();
     let path = CString::new("/nonexistent-badfd-transport/full").unwrap();
