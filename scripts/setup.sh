@@ -42,18 +42,15 @@ if (( ${#missing[@]} )); then
     fi
 fi
 
-# --- Rust: nightly rust-src (build-std for the BPF target) and bpf-linker ----
+# --- Rust: the pinned nightly with rust-src (build-std for the BPF target) and
+# bpf-linker, both pinned in exporter-ebpf/toolchain.env ----------------------
 export PATH="$HOME/.cargo/bin:$PATH"
-if ! rustup toolchain list | grep -q '^nightly'; then
-    say "installing the nightly toolchain"
-    rustup toolchain install nightly --profile minimal --component rust-src
+# shellcheck source=../exporter-ebpf/toolchain.env
+source "$(dirname "$0")/../exporter-ebpf/toolchain.env"
+if ! rustup component list --toolchain "$RUST_NIGHTLY" --installed 2>/dev/null | grep -q '^rust-src'; then
+    say "installing the pinned toolchain $RUST_NIGHTLY with rust-src"
+    rustup toolchain install "$RUST_NIGHTLY" --profile minimal --component rust-src
 fi
-if ! rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src'; then
-    say "adding rust-src to nightly"
-    rustup component add rust-src --toolchain nightly
-fi
-# bpf-linker 0.10.4 links against nightly's own LLVM (newer ones want LLVM 23).
-BPF_LINKER_VERSION=0.10.4
 if ! bpf-linker --version 2>/dev/null | grep -q "$BPF_LINKER_VERSION"; then
     say "installing bpf-linker $BPF_LINKER_VERSION (about 2 minutes)"
     cargo install bpf-linker --version "$BPF_LINKER_VERSION" --locked --force

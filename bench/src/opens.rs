@@ -27,9 +27,10 @@ use std::{
 
 use anyhow::Context as _;
 use badfd::{
-    probe::{attach_floor, attach_floor_exits, attach_floor_fentry, AttachPreference, ProbeError, POLL_INTERVAL},
+    probe::{AttachPreference, ProbeError, POLL_INTERVAL},
     Probe, ProbeOptions,
 };
+use badfd_tests::kernel_bench::{attach_floor, attach_floor_exits, attach_floor_fentry};
 use clap::Parser;
 
 #[derive(Parser)]

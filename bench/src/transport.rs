@@ -26,9 +26,10 @@ use std::{
 use anyhow::Context as _;
 use badfd::{
     pipeline::PipelineStats,
-    probe::{BenchPaths, BenchWakeup, EventReader, TransportBench, POLL_INTERVAL},
+    probe::{EventReader, POLL_INTERVAL},
     Probe, ProbeOptions,
 };
+use badfd_tests::kernel_bench::{load_test_object, BenchPaths, BenchWakeup, TransportBench, TransportBenchExt};
 use exporter_common::{Config, Counters, Loss, Stream};
 
 use crate::common::pin_to;
@@ -325,7 +326,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         },
         ..ProbeOptions::default()
     };
-    let mut probe = Probe::load(&probe_options)?;
+    let mut probe = load_test_object(&probe_options)?;
     probe.load_transport_bench()?;
     let reader = Reader::start(probe.take_events()?, options.nice);
     let bench = probe.transport_bench()?;

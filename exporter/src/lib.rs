@@ -3,7 +3,6 @@
 //! The library holds everything the `badfd` binary and the kernel tests share:
 //! loading the probe, decoding events, errno names.
 
-pub mod btf_offsets;
 pub mod containers;
 pub mod errno;
 pub mod event;
@@ -12,7 +11,6 @@ pub mod labels;
 pub mod metrics;
 pub mod pipeline;
 pub mod otlp;
-pub mod preflight;
 pub mod privileges;
 pub mod probe;
 pub mod redact;
@@ -22,4 +20,5 @@ pub mod settings;
 pub mod web_config;
 
 pub use event::{KernelDir, OpenEvent};
+pub use probe::preflight;
 pub use probe::{AttachMode, AttachPreference, Probe, ProbeOptions};

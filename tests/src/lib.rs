@@ -4,6 +4,7 @@
 //! Every kernel test loads the real eBPF program into this machine's kernel. A
 //! test that cannot load it panics with the reason: it never skips.
 
+pub mod kernel_bench;
 pub mod otlp_receiver;
 
 use std::{

@@ -7,11 +7,12 @@
 
 use std::ffi::CString;
 
-use badfd::{
-    probe::{BenchPaths, EventReader},
-    KernelDir, OpenEvent, Probe, ProbeOptions,
+use badfd::{probe::EventReader, KernelDir, OpenEvent, Probe, ProbeOptions};
+use badfd_tests::{
+    cgroup_id_of,
+    kernel_bench::{load_test_object, BenchPaths, TransportBenchExt},
+    test_attach_mode,
 };
-use badfd_tests::{cgroup_id_of, load_probe};
 use exporter_common::{Config, Counters, Loss, Stream, Syscall, AT_FDCWD, EVENT_FAILED};
 
 /// A pid no process can have (above PID_MAX_LIMIT, 2^22): with it as the
@@ -24,6 +25,11 @@ const ENOENT: i64 = 2;
 
 fn isolated_config() -> Config {
     Config { filter_pid: NO_REAL_PROCESS, ..Config::DEFAULT }
+}
+
+/// The probe from the tests' object (which has `bench_emit`), or a panic.
+fn load_bench_probe(options: &ProbeOptions) -> Probe {
+    load_test_object(options).unwrap_or_else(|e| panic!("kernel test could not load badfd's BPF program: {e}"))
 }
 
 fn loaded(probe: &mut Probe) {
@@ -68,7 +74,7 @@ fn on_named_thread<T: Send>(comm: &str, f: impl FnOnce() -> T + Send) -> (u32, T
 
 #[test]
 fn every_synthetic_event_arrives_and_decodes_to_what_was_made() {
-    let mut probe = load_probe(isolated_config());
+    let mut probe = load_bench_probe(&ProbeOptions { attach: test_attach_mode(), config: isolated_config(), ..ProbeOptions::default() });
     loaded(&mut probe);
     let mut reader = probe.take_events().unwrap();
     let path = CString::new(format!("/nonexistent-badfd-transport/{}/file.conf", std::process::id())).unwrap();
@@ -118,7 +124,7 @@ fn every_synthetic_event_arrives_and_decodes_to_what_was_made() {
 
 #[test]
 fn a_run_over_several_paths_keeps_their_order_and_resolves_a_relative_one() {
-    let mut probe = load_probe(isolated_config());
+    let mut probe = load_bench_probe(&ProbeOptions { attach: test_attach_mode(), config: isolated_config(), ..ProbeOptions::default() });
     loaded(&mut probe);
     let kernel_dirs = probe.kernel_dir_resolution();
     let mut reader = probe.take_events().unwrap();
@@ -152,7 +158,7 @@ fn a_full_ring_buffer_counts_every_event_it_drops() {
         config: isolated_config(),
         ..ProbeOptions::default()
     };
-    let mut probe = badfd_tests::load_probe_with(&options);
+    let mut probe = load_bench_probe(&options);
     loaded(&mut probe);
     let mut reader = probe.take_events().unwrap();
     let path = CString::new("/nonexistent-badfd-transport/full").unwrap();

@@ -16,7 +16,8 @@
 #                      or e.g. "5.10 7.3"; "none" runs the host row only); a name may
 #                      carry its attach modes, "6.12:fentry", instead of the table's
 #   BADFD_VM_HOST      1 (default) adds the host kernel's row; 0 leaves it out
-#   BADFD_VM_TESTS     test binaries of the badfd-tests crate to run (default: kernel)
+#   BADFD_VM_TESTS     test binaries of the badfd-tests crate to run (default: kernel
+#                      verifier; verifier's counts are printed as a table at the end)
 #   BADFD_VM_CACHE     where kernels and apt state are cached (/var/cache/badfd-kernels)
 #   BADFD_VM_TIMEOUT   seconds a VM may run before it counts as failed (default 900)
 #   BADFD_VM_ACCEL     kvm, tcg or auto (default: KVM only where it can run a stock kernel)
@@ -36,7 +37,7 @@ ROOT=$PWD
 KERNELS_FILE=$ROOT/tests/vm/kernels
 CACHE=${BADFD_VM_CACHE:-/var/cache/badfd-kernels}
 TIMEOUT=${BADFD_VM_TIMEOUT:-900}
-TESTS=${BADFD_VM_TESTS:-kernel}
+TESTS=${BADFD_VM_TESTS:-kernel verifier}
 TARGET=x86_64-unknown-linux-musl
 LOG_DIR=$ROOT/target/vm-logs
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -406,6 +407,18 @@ for row in "${rows[@]}"; do
     IFS='|' read -r release mode t passed failed status log <<<"$row"
     printf '%-34s %-11s %-8s %7s %7s  %s\n' "$release" "$mode" "$t" "$passed" "$failed" "$status"
 done
+# The verifier's work per program and kernel (tests/verifier.rs prints a
+# `verifier: kernel=.. mode=.. timing=.. program=.. insns=..` line per program).
+if (( ! bench )); then
+    verifier_lines=$(cat "$LOG_DIR"/*.log 2>/dev/null | tr -d '\r' | grep -ao 'verifier: kernel=[^ ]* mode=[^ ]* timing=[^ ]* program=[^ ]* insns=[^ ]*' | sort -u || true)
+    if [[ -n "$verifier_lines" ]]; then
+        printf '\nverifier: instructions processed per program (shipped programs must stay <= 100000)\n'
+        printf '%-34s %-11s %-10s %-28s %8s\n' kernel attach timing program insns
+        sed 's/verifier: kernel=\([^ ]*\) mode=\([^ ]*\) timing=\([^ ]*\) program=\([^ ]*\) insns=\([^ ]*\)/\1 \2 \3 \4 \5/' <<<"$verifier_lines" \
+            | sort -k1,1V -k2,2 -k3,3 -k4,4 | while read -r k m t p n; do printf '%-34s %-11s %-10s %-28s %8s\n' "$k" "$m" "$t" "$p" "$n"; done
+        cat "$LOG_DIR"/*.log 2>/dev/null | tr -d '\r' | grep -ao 'verifier: kernel=[^ ]* \(has no verified_insns\|mode=fentry refused\|program=bench_emit needs\).*' | sort -u || true
+    fi
+fi
 say "matrix took $(( $(date +%s) - started )) s (accelerator: $accel)"
 (( ${#crashed_rows[@]} == 0 )) || say "guest kernels that crashed once and were run again: ${crashed_rows[*]} (logs *.crash-1 in ${LOG_DIR#"$ROOT"/})"
 if (( failed_rows )); then

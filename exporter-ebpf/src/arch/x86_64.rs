@@ -1,0 +1,78 @@
+//! x86_64: `struct pt_regs` (arch/x86/include/asm/ptrace.h) and the syscall ABI.
+
+use aya_ebpf::helpers::{
+    bpf_probe_read_user,
+    generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
+};
+use exporter_common::{Syscall, AT_FDCWD};
+
+use crate::args::{OpenArgs, OpenHow, CREAT_FLAGS};
+
+/// Word indexes in `struct pt_regs` of the registers the syscall ABI uses:
+/// number and the first four arguments.
+const REG_R10: usize = 7;
+const REG_DX: usize = 12;
+const REG_SI: usize = 13;
+const REG_DI: usize = 14;
+const REG_ORIG_AX: usize = 15;
+
+/// The calling task's user registers, saved at syscall entry. Needs
+/// bpf_task_pt_regs (Linux 5.15); on older kernels the programs that use it
+/// fail to load and userspace falls back, saying why.
+#[inline(always)]
+fn user_regs() -> *const u64 {
+    unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) as *const u64 }
+}
+
+/// A word of the saved registers, loaded directly: bpf_task_pt_regs returns a
+/// BTF-typed pointer the verifier lets tracing programs read (it guards the
+/// load itself), which saves a probe-read helper call per register.
+#[inline(always)]
+fn reg(regs: *const u64, word: usize) -> u64 {
+    // SAFETY: `regs` is the kernel's `struct pt_regs` of the current task and
+    // every `word` used is one of its u64 fields.
+    unsafe { core::ptr::read_volatile(regs.wrapping_add(word)) }
+}
+
+/// Which syscall reached the common function, from the syscall number saved in
+/// `pt_regs.orig_ax`; `None` when it was none of the four (a 32-bit task).
+#[inline(always)]
+pub fn current_syscall() -> Option<Syscall> {
+    Syscall::from_x86_64_nr(reg(user_regs(), REG_ORIG_AX))
+}
+
+/// The syscall's own arguments, from the saved user registers (the same at
+/// entry and at exit: the kernel writes only the return register); `None` for
+/// a syscall that is not one of the four x86_64 opens.
+#[inline(always)]
+pub fn user_args() -> Option<OpenArgs> {
+    let regs = user_regs();
+    let syscall = Syscall::from_x86_64_nr(reg(regs, REG_ORIG_AX))?;
+    Some(match syscall {
+        Syscall::Open => OpenArgs {
+            syscall,
+            dirfd: AT_FDCWD,
+            path_ptr: reg(regs, REG_DI),
+            open_flags: reg(regs, REG_SI),
+            mode: reg(regs, REG_DX) as u32,
+        },
+        Syscall::Openat => OpenArgs {
+            syscall,
+            dirfd: reg(regs, REG_DI) as i32,
+            path_ptr: reg(regs, REG_SI),
+            open_flags: reg(regs, REG_DX),
+            mode: reg(regs, REG_R10) as u32,
+        },
+        Syscall::Openat2 => {
+            let how = unsafe { bpf_probe_read_user(reg(regs, REG_DX) as *const OpenHow) }.unwrap_or(OpenHow::UNREADABLE);
+            OpenArgs { syscall, dirfd: reg(regs, REG_DI) as i32, path_ptr: reg(regs, REG_SI), open_flags: how.flags, mode: how.mode as u32 }
+        }
+        Syscall::Creat => OpenArgs {
+            syscall,
+            dirfd: AT_FDCWD,
+            path_ptr: reg(regs, REG_DI),
+            open_flags: CREAT_FLAGS,
+            mode: reg(regs, REG_SI) as u32,
+        },
+    })
+}

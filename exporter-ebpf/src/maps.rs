@@ -1,0 +1,80 @@
+//! Every map and load-time constant of the kernel side. Userspace finds the
+//! maps by these names (`exporter_common::MAP_*`).
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+};
+use exporter_common::{
+    Config, Counters, DirBuffer, EventBuffer, Inflight, CGROUP_FILTER_CAPACITY, DEFAULT_RINGBUF_BYTES,
+    INFLIGHT_SLOTS, SOURCES_CAPACITY, TRACKED_CAPACITY,
+};
+
+#[map]
+pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+#[map]
+pub static COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(1, 0);
+
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RINGBUF_BYTES, 0);
+
+/// Opens in progress, one slot per `tid & INFLIGHT_SLOT_MASK` (see the contract
+/// for why an array): a blocked open and its thread may move to another CPU, so
+/// this cannot be per-CPU.
+#[map]
+pub static INFLIGHT: Array<Inflight> = Array::with_max_entries(INFLIGHT_SLOTS, 0);
+
+/// Processes followed by `badfd trace -- command`: filled on fork from the command down.
+#[map]
+pub static TRACKED: HashMap<u32, u8> = HashMap::with_max_entries(TRACKED_CAPACITY, 0);
+
+/// Cgroup ids (cgroup v2) watched or ignored with their subtrees, as
+/// `Config::cgroup_filter` says.
+#[map]
+pub static CGROUP_FILTER: HashMap<u64, u8> = HashMap::with_max_entries(CGROUP_FILTER_CAPACITY, 0);
+
+/// Per-process fairness state: the theoretical arrival time (GCRA) of each
+/// streaming process's next anomaly, in CLOCK_MONOTONIC ns. Touched only for
+/// anomalies, never on the fast path.
+#[map]
+pub static SOURCES: LruHashMap<u32, u64> = LruHashMap::with_max_entries(SOURCES_CAPACITY, 0);
+
+/// Per-CPU time (CLOCK_MONOTONIC ns) of the last reader wakeup this CPU asked
+/// for; see `WAKEUP_MIN_INTERVAL_NS`.
+#[map]
+pub static LAST_WAKEUP: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU space an event is assembled in (too large for the 512-byte stack).
+#[map]
+pub static SCRATCH: PerCpuArray<EventBuffer> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU space the directory of a relative path is assembled in, backwards.
+#[map]
+pub static DIR_SCRATCH: PerCpuArray<DirBuffer> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU hand-over of the open being streamed to `stream::emit` (a
+/// function the verifier checks once, whose arguments can only be scalars).
+#[map]
+pub static PENDING: PerCpuArray<Inflight> = PerCpuArray::with_max_entries(1, 0);
+
+/// Set (to 1) by userspace at load where tracing programs may call
+/// `bpf_get_current_ancestor_cgroup_id` (not on older kernels, 5.10 among
+/// them). A frozen read-only global: the verifier sees its value and drops the
+/// ancestor walk as dead code where it is 0, so the program loads everywhere
+/// (the filter then matches a task's own cgroup only).
+#[unsafe(no_mangle)]
+pub static CGROUP_ANCESTORS: u8 = 0;
+
+/// The ring buffer's size in bytes, set by userspace at load (frozen like
+/// `CGROUP_ANCESTORS`: the verifier sees a constant, so the fairness check
+/// costs no helper call to ask the map).
+#[unsafe(no_mangle)]
+pub static RINGBUF_BYTES: u32 = DEFAULT_RINGBUF_BYTES;
+
+/// A frozen load-time constant, read so that the compiler cannot fold it.
+#[inline(always)]
+pub fn frozen<T: Copy>(global: &T) -> T {
+    // SAFETY: a plain value in the object's read-only data.
+    unsafe { core::ptr::read_volatile(global) }
+}

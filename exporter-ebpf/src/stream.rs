@@ -1,0 +1,275 @@
+//! An anomaly past the exact counts: the filters, per-process fairness, and
+//! the event written to the ring buffer.
+//!
+//! `emit` is a global function (its own BTF `FUNC`, linkage global): the
+//! verifier checks it once per program, on its own, instead of once for every
+//! path that reaches it, which keeps each program far below the verifier's
+//! limits (docs/kernels.md has the figures). Its arguments can only be
+//! scalars, so the open itself is handed over in the per-CPU `PENDING` slot.
+
+use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_probe_read_user,
+        generated::{
+            bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_task, bpf_ktime_get_ns,
+            bpf_probe_read_kernel as probe_read_kernel_raw, bpf_probe_read_user_str,
+        },
+    },
+};
+use exporter_common::{
+    Config, Counters, EventBuffer, Inflight, KernelOffsets, Loss, Stream, CGROUP_FILTER_IGNORE,
+    CGROUP_FILTER_MAX_DEPTH, CGROUP_FILTER_OFF, CGROUP_FILTER_WATCH, CONFIG_TRACKED_ONLY, DIR_MAX, DIR_NOT_ATTEMPTED,
+    DIR_READ_FAILED, DIR_RESOLVED, DIR_TRUNCATED, EVENT_HEADER_SIZE, EVENT_PATH_TRUNCATED, EVENT_PATH_UNREADABLE,
+    FILTER_ANY, PATH_MAX, WAKEUP_MIN_INTERVAL_NS,
+};
+
+use crate::{
+    counters::{count_loss, count_stream, counters},
+    dir_walk::{kernel_dir, read_u32, read_u64},
+    maps::{
+        frozen, CGROUP_ANCESTORS, CGROUP_FILTER, CONFIG, DIR_SCRATCH, EVENTS, LAST_WAKEUP, PENDING, RINGBUF_BYTES,
+        SCRATCH, SOURCES, TRACKED,
+    },
+};
+
+/// The filters, fairness, then the event.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub fn stream_anomaly(
+    c: &mut Counters,
+    config: &Config,
+    entry: &Inflight,
+    pid_tgid: u64,
+    now: u64,
+    ret: i64,
+    latency_ns: u64,
+    event_flags: u8,
+) {
+    let pid = (pid_tgid >> 32) as u32;
+    let uid = bpf_get_current_uid_gid() as u32;
+    let excluded = (config.filter_pid != FILTER_ANY && config.filter_pid != pid)
+        || (config.filter_uid != FILTER_ANY && config.filter_uid != uid)
+        || (config.flags & CONFIG_TRACKED_ONLY != 0 && unsafe { TRACKED.get(pid) }.is_none())
+        || (config.filter_comm[0] != 0 && !comm_is(&config.filter_comm))
+        || cgroup_excluded(config.cgroup_filter);
+    if excluded {
+        count_stream(c, Stream::Filtered);
+        return;
+    }
+    let waiting = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    if !source_may_stream(config, pid, now, waiting) {
+        count_loss(c, Loss::SourceThrottled);
+        return;
+    }
+    emit_pending(entry, ret, latency_ns, event_flags, waiting);
+}
+
+/// Hands `entry` over in `PENDING` and emits it.
+#[inline(always)]
+pub fn emit_pending(entry: &Inflight, ret: i64, latency_ns: u64, event_flags: u8, waiting: u64) {
+    let Some(pending) = PENDING.get_ptr_mut(0) else { return };
+    // SAFETY: per-CPU slot, see `counters`.
+    unsafe { *pending = *entry };
+    badfd_emit(ret, latency_ns, event_flags as u64, waiting);
+}
+
+/// Per-process fairness: a noisy process must not fill the ring buffer and
+/// starve the others' anomalies (GHSA-wv52-frfv-mfh4). While less than half the
+/// ring buffer is used everything streams and nothing else is looked at (one
+/// query of the buffer, which the wakeup decision needs anyway). Past half,
+/// each process has a generic cell rate limit (one anomaly per
+/// `source_interval_ns`, a burst of `source_burst_ns` of credit): a process
+/// over its rate is throttled, so the other half stays for processes within
+/// theirs. `waiting` is the bytes waiting in the ring buffer.
+#[inline(always)]
+pub fn source_may_stream(config: &Config, pid: u32, now: u64, waiting: u64) -> bool {
+    let interval = config.source_interval_ns;
+    let ring_bytes = frozen(&RINGBUF_BYTES) as u64;
+    if interval == 0 || waiting < ring_bytes / 2 {
+        return true;
+    }
+    let Some(tat) = SOURCES.get_ptr_mut(pid) else {
+        // Not seen past half before (or forgotten by the LRU): a full burst.
+        let _ = SOURCES.insert(pid, now + interval, 0);
+        return true;
+    };
+    // SAFETY: a valid map value; a race between two threads of the process on
+    // two CPUs only blurs the rate, never the counts.
+    let tat = unsafe { &mut *tat };
+    let next = if *tat > now { *tat } else { now };
+    if next - now > config.source_burst_ns {
+        return false;
+    }
+    *tat = next + interval;
+    true
+}
+
+/// Whether the cgroup filter keeps this task out: in `WATCH` mode unless its
+/// cgroup or an ancestor is listed, in `IGNORE` mode if one is.
+#[inline(always)]
+fn cgroup_excluded(mode: u32) -> bool {
+    if mode == CGROUP_FILTER_OFF {
+        return false;
+    }
+    let mut listed = unsafe { CGROUP_FILTER.get(&bpf_get_current_cgroup_id()) }.is_some();
+    // Ancestors from the root down; 0 past the task's own level.
+    let ancestors = frozen(&CGROUP_ANCESTORS) != 0;
+    let mut level = 0;
+    while ancestors && !listed && level < CGROUP_FILTER_MAX_DEPTH {
+        let id = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) };
+        if id == 0 {
+            break;
+        }
+        listed = unsafe { CGROUP_FILTER.get(&id) }.is_some();
+        level += 1;
+    }
+    match mode {
+        CGROUP_FILTER_WATCH => !listed,
+        CGROUP_FILTER_IGNORE => listed,
+        _ => false,
+    }
+}
+
+/// Whether the current task's comm is exactly `want` (both NUL-padded), as two
+/// 8-byte compares rather than a byte loop.
+#[inline(always)]
+fn comm_is(want: &[u8; 16]) -> bool {
+    let have = bpf_get_current_comm().unwrap_or([0; 16]);
+    // SAFETY: both are 16 plain bytes; unaligned reads.
+    let (h, w) = unsafe {
+        (core::ptr::read_unaligned(have.as_ptr().cast::<[u64; 2]>()), core::ptr::read_unaligned(want.as_ptr().cast::<[u64; 2]>()))
+    };
+    h[0] == w[0] && h[1] == w[1]
+}
+
+/// The inode number of the current task's mount namespace, or 0.
+#[inline(always)]
+fn mnt_ns_inum(o: &KernelOffsets) -> u32 {
+    if o.mnt_ns_valid == 0 {
+        return 0;
+    }
+    let task = unsafe { bpf_get_current_task() };
+    let Some(nsproxy) = read_u64(task + o.task_nsproxy as u64).filter(|&p| p != 0) else { return 0 };
+    let Some(mnt_ns) = read_u64(nsproxy + o.nsproxy_mnt_ns as u64).filter(|&p| p != 0) else { return 0 };
+    read_u32(mnt_ns + o.mnt_ns_inum as u64).unwrap_or(0)
+}
+
+/// The event of the open in `PENDING` (its path read now, from the pointer
+/// saved at entry, and the directory of a relative path), written to the ring
+/// buffer; `waiting` is the bytes the ring buffer held before it. Returns 0,
+/// or 1 when a map was missing (never, once loaded).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn badfd_emit(ret: i64, latency_ns: u64, event_flags: u64, waiting: u64) -> i64 {
+    let (Some(c), Some(config), Some(entry), Some(buf)) =
+        (counters(), CONFIG.get(0), PENDING.get(0), SCRATCH.get_ptr_mut(0))
+    else {
+        return 1;
+    };
+    // SAFETY: per-CPU scratch, see `counters`.
+    let buf: &mut EventBuffer = unsafe { &mut *buf };
+    let mut event_flags = event_flags as u8;
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let uid_gid = bpf_get_current_uid_gid();
+
+    let src = entry.path_ptr as *const u8;
+    let read = unsafe { bpf_probe_read_user_str(buf.path.as_mut_ptr().cast(), PATH_MAX as u32, src.cast()) };
+    let mut path_len: usize = 0;
+    if read <= 0 {
+        event_flags |= EVENT_PATH_UNREADABLE;
+        count_loss(c, Loss::PathReadFailed);
+    } else {
+        // `read` counts the NUL. A full buffer is a truncation only if the
+        // string goes on past it.
+        path_len = (read as usize - 1) & (PATH_MAX - 1);
+        if read as usize == PATH_MAX {
+            let next: u8 = unsafe { bpf_probe_read_user(src.wrapping_add(PATH_MAX - 1)) }.unwrap_or(0);
+            if next != 0 {
+                event_flags |= EVENT_PATH_TRUNCATED;
+                count_loss(c, Loss::PathTruncated);
+            }
+        }
+    }
+
+    // A relative path: the directory it is relative to, found now, while the
+    // process and its cwd or dirfd still exist (userspace reads events later).
+    let mut dir_len: usize = 0;
+    let mut dir_status = DIR_NOT_ATTEMPTED;
+    if config.offsets.valid != 0 && path_len > 0 && buf.path[0] != b'/' {
+        if let Some(dir_buf) = DIR_SCRATCH.get_ptr_mut(0) {
+            // SAFETY: per-CPU scratch, see `counters`.
+            let dir_buf = unsafe { &mut *dir_buf };
+            let (status, start) = kernel_dir(&config.offsets, entry.dirfd, dir_buf);
+            dir_status = status;
+            match status {
+                DIR_RESOLVED => {
+                    let start = start & (DIR_MAX - 1);
+                    let len = (DIR_MAX - start) & (DIR_MAX - 1);
+                    let dst = buf.path.as_mut_ptr().wrapping_add(path_len & (PATH_MAX - 1));
+                    let src = dir_buf.bytes.as_ptr().wrapping_add(start);
+                    // SAFETY: dst + len stays inside path + dir of the scratch event.
+                    if unsafe { probe_read_kernel_raw(dst.cast(), len as u32, src.cast()) } == 0 {
+                        dir_len = len;
+                    } else {
+                        dir_status = DIR_READ_FAILED;
+                        count_loss(c, Loss::DirReadFailed);
+                    }
+                }
+                DIR_TRUNCATED => count_loss(c, Loss::DirTruncated),
+                DIR_READ_FAILED => count_loss(c, Loss::DirReadFailed),
+                _ => {}
+            }
+        }
+    }
+
+    let h = &mut buf.header;
+    h.start_ns = entry.start_ns;
+    h.latency_ns = latency_ns;
+    h.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    h.ret = ret;
+    h.open_flags = entry.open_flags;
+    h.pid = (pid_tgid >> 32) as u32;
+    h.tid = pid_tgid as u32;
+    h.uid = uid_gid as u32;
+    h.gid = (uid_gid >> 32) as u32;
+    h.mode = entry.mode;
+    h.dirfd = entry.dirfd;
+    h.path_len = path_len as u16;
+    h.syscall = entry.syscall;
+    h.event_flags = event_flags;
+    h._reserved = 0;
+    h.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    h.dir_len = dir_len as u16;
+    h.dir_status = dir_status;
+    h._reserved2 = [0; 5];
+    h.mnt_ns = mnt_ns_inum(&config.offsets);
+    h._reserved3 = 0;
+
+    // Wake the reader only when a batch is waiting (it also polls on a timer),
+    // and from each CPU at most once per WAKEUP_MIN_INTERVAL_NS.
+    let wake = if waiting >= config.wakeup_bytes as u64 && wakeup_due() { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP };
+
+    let len = EVENT_HEADER_SIZE + (path_len & (PATH_MAX - 1)) + (dir_len & (DIR_MAX - 1));
+    // SAFETY: `len` <= size_of::<EventBuffer>() since path_len < PATH_MAX and dir_len < DIR_MAX.
+    let bytes = unsafe { core::slice::from_raw_parts((buf as *const EventBuffer).cast::<u8>(), len) };
+    match EVENTS.output::<[u8]>(bytes, wake as u64) {
+        Ok(()) => count_stream(c, Stream::Submitted),
+        Err(_) => count_loss(c, Loss::RingbufFull),
+    }
+    0
+}
+
+/// Whether this CPU may wake the reader now (and if so, records that it did).
+#[inline(always)]
+fn wakeup_due() -> bool {
+    let Some(last) = LAST_WAKEUP.get_ptr_mut(0) else { return true };
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: per-CPU slot, see `counters`.
+    let last = unsafe { &mut *last };
+    if now.wrapping_sub(*last) < WAKEUP_MIN_INTERVAL_NS {
+        return false;
+    }
+    *last = now;
+    true
+}
