@@ -15,7 +15,7 @@ use axum::{
 
 use crate::{
     metrics::{Aggregates, Exposition, Format, SharedProbe},
-    settings::{format_duration, Settings},
+    config::{values::format_duration, Settings},
     web_config::{require_auth, WebState},
 };
 
@@ -184,7 +184,7 @@ async fn landing(State(state): State<AppState>) -> Html<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::settings::SettingsArgs;
+    use crate::config::SettingsArgs;
     use std::io::{Read, Write};
 
     fn get(address: std::net::SocketAddr, path: &str) -> (u16, String) {
@@ -201,7 +201,7 @@ mod tests {
     #[test]
     fn not_ready_without_attached_programs() {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-        let settings = Settings::resolve(&SettingsArgs::default(), None).unwrap();
+        let settings = Settings::resolve(&SettingsArgs::default(), None, None).unwrap();
         let probe: SharedProbe = Arc::new(Mutex::new(None));
         let mut exposition = Exposition::new();
         exposition.registry.register_collector(Box::new(crate::metrics::KernelCollector { probe: probe.clone() }));

@@ -3,6 +3,7 @@
 //! The library holds everything the `badfd` binary and the kernel tests share:
 //! loading the probe, decoding events, errno names.
 
+pub mod config;
 pub mod containers;
 pub mod errno;
 pub mod event;
@@ -16,7 +17,6 @@ pub mod probe;
 pub mod redact;
 pub mod render;
 pub mod resolve;
-pub mod settings;
 pub mod web_config;
 
 pub use event::{KernelDir, OpenEvent};

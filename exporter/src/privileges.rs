@@ -25,23 +25,6 @@ use caps::{CapSet, Capability, CapsHashSet};
 
 use crate::Probe;
 
-/// The `--capabilities.keep` flag (flattened into `badfd serve`).
-#[derive(clap::Args, Clone, Debug, Default)]
-pub struct PrivilegeArgs {
-    /// Capabilities to keep after attaching, besides what reading the BPF maps
-    /// needs on this kernel; comma separated, `CAP_` prefix and case optional.
-    /// E.g. `sys_ptrace` resolves relative paths through /proc/<pid>/cwd of other
-    /// users' and privileged processes; `net_bind_service` for a port below 1024
-    /// bound after the drop. `all` drops nothing.
-    #[arg(
-        long = "capabilities.keep",
-        env = "BADFD_CAPABILITIES_KEEP",
-        value_delimiter = ',',
-        value_name = "CAP,..."
-    )]
-    pub capabilities_keep: Vec<KeepCapability>,
-}
-
 /// One value of `--capabilities.keep`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KeepCapability {
@@ -152,13 +135,14 @@ impl fmt::Display for CapabilityList {
     }
 }
 
-/// Drops every capability but those still needed and those `args` keeps, in all
-/// five sets, sets no_new_privs, and logs at info what it kept.
+/// Drops every capability but those still needed and those in `keep`
+/// (`--capabilities.keep`), in all five sets, sets no_new_privs, and logs at
+/// info what it kept.
 ///
 /// Call it once, after `Probe::load`, while the process has a single thread
 /// (see the module docs); it refuses otherwise.
-pub fn drop_capabilities(args: &PrivilegeArgs, probe: &mut Probe) -> Result<Retained, PrivilegeError> {
-    if args.capabilities_keep.contains(&KeepCapability::All) {
+pub fn drop_capabilities(keep: &[KeepCapability], probe: &mut Probe) -> Result<Retained, PrivilegeError> {
+    if keep.contains(&KeepCapability::All) {
         let held = read(CapSet::Permitted)?;
         let retained = Retained {
             kept: CapabilityList::of(&held),
@@ -178,8 +162,8 @@ pub fn drop_capabilities(args: &PrivilegeArgs, probe: &mut Probe) -> Result<Reta
     let supported = caps::runtime::thread_all_supported();
     let permitted = read(CapSet::Permitted)?;
     let mut asked = CapsHashSet::new();
-    for keep in &args.capabilities_keep {
-        if let KeepCapability::One(cap) = keep {
+    for wanted in keep {
+        if let KeepCapability::One(cap) = wanted {
             asked.insert(*cap);
         }
     }
@@ -352,44 +336,6 @@ pub fn status_masks(status: &str) -> Option<[u64; 5]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        privileges: PrivilegeArgs,
-    }
-
-    #[test]
-    fn keep_flag_takes_names_in_any_form() {
-        let cli = Cli::try_parse_from([
-            "badfd",
-            "--capabilities.keep",
-            "sys_ptrace,CAP_NET_BIND_SERVICE,Cap_Dac_Read_Search",
-        ])
-        .unwrap();
-        assert_eq!(
-            cli.privileges.capabilities_keep,
-            vec![
-                KeepCapability::One(Capability::CAP_SYS_PTRACE),
-                KeepCapability::One(Capability::CAP_NET_BIND_SERVICE),
-                KeepCapability::One(Capability::CAP_DAC_READ_SEARCH),
-            ]
-        );
-        let cli = Cli::try_parse_from(["badfd", "--capabilities.keep=all"]).unwrap();
-        assert_eq!(cli.privileges.capabilities_keep, vec![KeepCapability::All]);
-        let cli = Cli::try_parse_from(["badfd"]).unwrap();
-        assert!(cli.privileges.capabilities_keep.is_empty());
-    }
-
-    #[test]
-    fn keep_flag_rejects_unknown_names_in_one_line() {
-        let error = Cli::try_parse_from(["badfd", "--capabilities.keep", "sys_ptrace,cap_fly"])
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(error.contains("unknown capability \"cap_fly\""), "{error}");
-    }
 
     #[test]
     fn lists_print_in_kernel_order_with_masks() {

@@ -45,7 +45,7 @@ pub const DROPPED: &str = "<redacted>";
 /// Letters of the keyed hash kept per component (26^13: 61 bits).
 const HASH_LETTERS: usize = 13;
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RedactMode {
     /// Paths in clear.
@@ -55,30 +55,6 @@ pub enum RedactMode {
     Hash,
     /// The redacted components are cut off (`/home/<redacted>`).
     Drop,
-}
-
-/// The flags (shared by `serve` and `trace`; `serve` also reads them from its config file).
-#[derive(clap::Args, Clone, Debug, Default)]
-pub struct RedactArgs {
-    /// Redact personal parts of file paths in every output (labels, OTLP log
-    /// records, trace): `none`, `hash` (each redacted name becomes a keyed hash)
-    /// or `drop` (the redacted part is cut off). [default: none]
-    #[arg(long = "paths.redact", env = "BADFD_PATHS_REDACT", value_enum, value_name = "MODE")]
-    pub mode: Option<RedactMode>,
-    /// Redact only below this directory (repeatable; comma-separated in the
-    /// environment); `*` stands for any one name: /home, /root,
-    /// /var/lib/kubelet/pods/*/volumes. Without it every path is redacted after
-    /// --paths.redact-keep components.
-    #[arg(long = "paths.redact-under", env = "BADFD_PATHS_REDACT_UNDER", value_delimiter = ',', value_name = "DIR")]
-    pub under: Vec<String>,
-    /// Components kept in clear at the start of every path when no
-    /// --paths.redact-under is given. [default: 1]
-    #[arg(long = "paths.redact-keep", env = "BADFD_PATHS_REDACT_KEEP", value_name = "N")]
-    pub keep: Option<usize>,
-    /// File holding the secret key of `hash` (at least 16 bytes), so that hashes
-    /// agree across restarts and nodes. [default: a random key per start]
-    #[arg(long = "paths.redact-key-file", env = "BADFD_PATHS_REDACT_KEY_FILE", value_name = "FILE")]
-    pub key_file: Option<PathBuf>,
 }
 
 /// Validated redaction settings (printed by `--config.check`; the key itself never is).
@@ -91,23 +67,16 @@ pub struct RedactSettings {
 }
 
 impl RedactSettings {
-    /// Flags over the file's values (`under` from flags replaces the file's list).
-    pub fn resolve(
-        args: &RedactArgs,
-        file_mode: Option<RedactMode>,
-        file_under: Option<Vec<String>>,
-        file_keep: Option<usize>,
-        file_key: Option<PathBuf>,
-    ) -> Result<RedactSettings, (&'static str, String)> {
-        let under = if args.under.is_empty() { file_under.unwrap_or_default() } else { args.under.clone() };
-        for dir in &under {
+    /// Whether the settings can be applied; an error names the config key
+    /// that is wrong (`paths_redact_under`, `paths_redact_keep`).
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        for dir in &self.under {
             parse_pattern(dir).map_err(|m| ("paths_redact_under", m))?;
         }
-        let keep = args.keep.or(file_keep).unwrap_or(1);
-        if keep > 32 {
-            return Err(("paths_redact_keep", format!("{keep} is more than 32")));
+        if self.keep > 32 {
+            return Err(("paths_redact_keep", format!("{} is more than 32", self.keep)));
         }
-        Ok(RedactSettings { mode: args.mode.or(file_mode).unwrap_or_default(), under, keep, key_file: args.key_file.clone().or(file_key) })
+        Ok(())
     }
 }
 
@@ -176,7 +145,7 @@ impl Redactor {
         };
         Ok(Redactor {
             mode: settings.mode,
-            patterns: settings.under.iter().map(|d| parse_pattern(d).expect("validated by RedactSettings::resolve")).collect(),
+            patterns: settings.under.iter().map(|d| parse_pattern(d).expect("validated by RedactSettings::check")).collect(),
             keep: settings.keep,
             key: hmac::Key::new(hmac::HMAC_SHA256, &key),
         })
@@ -374,22 +343,6 @@ mod tests {
         // keep: the first N names stay.
         assert_eq!(redactor(RedactMode::Drop, &[], 2).redact_absolute(b"/srv/app/user/x").unwrap(), b"/srv/app/<redacted>");
         assert_eq!(redactor(RedactMode::Drop, &[], 0).redact_absolute(b"/srv/app").unwrap(), b"/<redacted>");
-    }
-
-    #[test]
-    fn bad_patterns_are_one_clear_line() {
-        for (bad, says) in [("home", "absolute"), ("/home/a*", "stand alone"), ("/home/../root", "`..`")] {
-            let args = RedactArgs { under: vec![bad.into()], ..Default::default() };
-            let (key, message) = RedactSettings::resolve(&args, None, None, None, None).unwrap_err();
-            assert_eq!(key, "paths_redact_under");
-            assert!(message.contains(says), "{message}");
-        }
-        let args = RedactArgs { keep: Some(40), ..Default::default() };
-        assert_eq!(RedactSettings::resolve(&args, None, None, None, None).unwrap_err().0, "paths_redact_keep");
-        // Flags replace the file's list.
-        let args = RedactArgs { under: vec!["/root".into()], ..Default::default() };
-        let s = RedactSettings::resolve(&args, Some(RedactMode::Hash), Some(vec!["/home".into()]), None, None).unwrap();
-        assert_eq!((s.mode, s.under, s.keep), (RedactMode::Hash, vec!["/root".to_string()], 1));
     }
 
     #[test]

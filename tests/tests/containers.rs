@@ -631,7 +631,8 @@ fn recorded_pods() -> std::sync::Arc<std::sync::RwLock<badfd::containers::PodCac
 async fn otlp_records_carry_the_pod_from_the_api() {
     use badfd::{
         metrics::{Aggregates, AnomalyMetrics},
-        otlp::{Otlp, OtlpArgs, Protocol},
+        config::OtlpArgs,
+        otlp::{Otlp, Protocol},
         pipeline::{OtlpSink, Pipeline, PipelineStats, Sink},
     };
     use badfd_tests::otlp_receiver::{Receiver, Transport};

@@ -10,7 +10,8 @@ use std::{
 };
 
 use badfd::{
-    otlp::{Otlp, OtlpArgs, OtlpConfig, Protocol, EVENT_FAILED, EVENT_SLOW, EVENT_SUPPRESSED},
+    config::OtlpArgs,
+    otlp::{Otlp, OtlpConfig, Protocol, EVENT_FAILED, EVENT_SLOW, EVENT_SUPPRESSED},
     resolve::{ResolvedPath, Resolver},
     OpenEvent,
 };

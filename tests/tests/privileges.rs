@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use badfd::privileges::{drop_capabilities, status_masks, CapabilityList, PrivilegeArgs, PrivilegeError};
+use badfd::privileges::{drop_capabilities, status_masks, CapabilityList, PrivilegeError};
 use badfd_tests::load_probe;
 use exporter_common::Config;
 
@@ -258,7 +258,7 @@ fn refuses_while_other_threads_run_and_changes_nothing() {
         let _ = stop_rx.recv();
     });
     let before = own_caps();
-    let result = drop_capabilities(&PrivilegeArgs::default(), &mut probe);
+    let result = drop_capabilities(&[], &mut probe);
     let after = own_caps();
     stop_tx.send(()).unwrap();
     other.join().unwrap();

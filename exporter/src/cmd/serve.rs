@@ -6,7 +6,6 @@
 
 use std::{
     os::fd::AsRawFd,
-    path::PathBuf,
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc, Mutex,
@@ -20,39 +19,16 @@ use badfd::{
     http::{router, AppState},
     metrics::{AggregatesCollector, Aggregates, AnomalyMetrics, Exposition, KernelCollector, SharedProbe},
     pipeline::{OtlpSink, Pipeline, PipelineStats, Sink},
-    probe::{ringbuf_size, EventReader, POLL_INTERVAL},
-    otlp::{Otlp, OtlpArgs},
-    privileges::{drop_capabilities, PrivilegeArgs},
+    probe::{EventReader, POLL_INTERVAL},
+    otlp::Otlp,
+    privileges::drop_capabilities,
     redact::Redactor,
     web_config::{TlsListener, WebState},
-    settings::{Settings, SettingsArgs},
-    Probe, ProbeOptions,
+    config::{ServeArgs, Settings},
+    Probe,
 };
-use clap::Args;
 use prometheus_client::metrics::{counter::Counter, family::Family};
 use tokio::signal::unix::{signal, SignalKind};
-
-use super::ProbeArgs;
-
-#[derive(Args)]
-// `--ringbuf-bytes -1` is a bad value of that flag, not an unknown flag `-1`.
-#[command(allow_negative_numbers = true)]
-pub struct ServeArgs {
-    #[command(flatten)]
-    probe: ProbeArgs,
-    #[command(flatten)]
-    settings: SettingsArgs,
-    #[command(flatten)]
-    privileges: PrivilegeArgs,
-    #[command(flatten)]
-    otlp: OtlpArgs,
-    /// TOML file with the same settings (snake_case keys); re-read on SIGHUP. Flags and env win over it.
-    #[arg(long = "config.file", env = "BADFD_CONFIG_FILE")]
-    config_file: Option<PathBuf>,
-    /// Validate the flags and config file, print the result, and exit.
-    #[arg(long = "config.check")]
-    config_check: bool,
-}
 
 /// Every output of the anomaly pipeline: the labeled metrics, and OTLP log
 /// records when an endpoint is configured (its self-metrics were registered
@@ -128,7 +104,7 @@ const OTLP_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(10);
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let settings = Settings::resolve(&args.settings, args.config_file.as_deref())?;
+    let settings = args.settings()?;
     let redactor = Redactor::new(&settings.paths_redact)?;
     let web = Arc::new(WebState::load(settings.web_config_file.clone())?);
     // Checked here too, so that --config.check catches a bad OTLP setting.
@@ -191,19 +167,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     tracing::info!(%address, web = %web.current().description, "serving /metrics");
 
-    let options = ProbeOptions {
-        attach: args.probe.attach,
-        ringbuf_bytes: ringbuf_size(args.probe.ringbuf_bytes),
-        follow_forks: false,
-        timing: !args.probe.no_timing,
-        config: args.probe.apply(settings.probe_config(), settings.source_rate),
-    };
+    let options = args.probe.options(&settings.kernel_settings(), false);
     // Loaded on this thread, before the runtime has started any other thread
     // (the server task above has not run yet): capabilities are per thread, so
     // they are dropped right after attaching, while badfd has a single thread.
     let mut loaded = Probe::load(&options)?;
     apply_cgroup_filter(&mut loaded, &settings)?;
-    drop_capabilities(&args.privileges, &mut loaded).context("dropping capabilities after attach")?;
+    drop_capabilities(&args.privileges.capabilities_keep, &mut loaded).context("dropping capabilities after attach")?;
     let reader = loaded.take_events()?;
     release_free_heap();
     tracing::info!(
@@ -278,7 +248,7 @@ fn release_free_heap() {
 /// Re-reads flags and the config file and applies what can change without
 /// reattaching. A broken config keeps the running one.
 fn reload(args: &ServeArgs, probe: &SharedProbe, running: &Mutex<Settings>, depth: &AtomicUsize) -> bool {
-    let new = match Settings::resolve(&args.settings, args.config_file.as_deref()) {
+    let new = match args.settings() {
         Ok(s) => s,
         Err(error) => {
             tracing::error!("reload failed, keeping the running configuration: {error}");
@@ -291,43 +261,22 @@ fn reload(args: &ServeArgs, probe: &SharedProbe, running: &Mutex<Settings>, dept
             tracing::error!("reload failed, keeping the running configuration: {error:#}");
             return false;
         }
-        if let Err(error) = p.set_config(new.probe_config()) {
+        let kernel = new.kernel_settings();
+        if let Err(error) = p.set_config(kernel.config()) {
             tracing::error!("reload failed, keeping the running configuration: writing the kernel config: {error}");
             return false;
         }
-        // The flag, if given, wins over the file, as at start.
-        if args.probe.source_rate.is_none() && new.source_rate != running.source_rate {
-            if let Err(error) = p.set_source_rate(args.probe.source_rate(new.source_rate)) {
+        if new.source_rate != running.source_rate {
+            if let Err(error) = p.set_source_rate(new.source_rate) {
                 tracing::error!("reload failed, keeping the running configuration: writing the kernel config: {error}");
                 return false;
             }
         }
     }
     depth.store(new.path_prefix_depth, Ordering::Relaxed);
-    for (what, changed) in [
-        ("metrics.max-label-sets", new.max_label_sets != running.max_label_sets),
-        ("metrics.label-set-ttl", new.label_set_ttl != running.label_set_ttl),
-        ("web.listen-address", new.listen_address != running.listen_address),
-        ("metrics.container-labels", new.container_labels != running.container_labels),
-        ("kubernetes.pod-metadata", new.kubernetes_pod_metadata != running.kubernetes_pod_metadata),
-        ("web.config.file", new.web_config_file != running.web_config_file),
-        ("paths.redact", new.paths_redact != running.paths_redact),
-    ] {
-        if changed {
-            tracing::warn!("{what} changed in the config; it takes effect at the next restart");
-        }
+    for what in running.reload(new) {
+        tracing::warn!("{what} changed in the config; it takes effect at the next restart");
     }
-    let restart_only = (running.max_label_sets, running.label_set_ttl, running.listen_address, running.web_config_file.clone(), running.paths_redact.clone());
-    *running = Settings {
-        max_label_sets: restart_only.0,
-        label_set_ttl: restart_only.1,
-        listen_address: restart_only.2,
-        web_config_file: restart_only.3,
-        paths_redact: restart_only.4,
-        container_labels: running.container_labels,
-        kubernetes_pod_metadata: running.kubernetes_pod_metadata,
-        ..new
-    };
     tracing::info!(settings = %serde_json::to_string(&*running).unwrap_or_default(), "configuration reloaded");
     true
 }

@@ -13,193 +13,22 @@ mod child;
 
 use std::{
     collections::BTreeSet,
-    ffi::OsString,
     io::{IsTerminal, Write},
     os::fd::AsFd,
     path::PathBuf,
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use anyhow::{bail, Context as _};
 use badfd::{
-    errno,
+    config::{trace::use_color, TraceArgs},
     containers::{Containers, ContainersOptions},
-    probe::{ringbuf_size, CgroupFilterMode},
-    redact::{RedactArgs, RedactSettings, Redactor},
+    redact::Redactor,
     render::{self, Anomaly, Summary, TableStyle, WallClock},
     resolve::Resolver,
-    OpenEvent, Probe, ProbeOptions,
-};
-use clap::{Args, ValueEnum};
-use exporter_common::{
-    Config, CONFIG_FAILURES_ONLY, CONFIG_TRACKED_ONLY, FILTER_ANY, SLOW_DISABLED, TASK_COMM_LEN,
+    OpenEvent, Probe,
 };
 use tokio::signal::unix::{signal, SignalKind};
-
-use super::ProbeArgs;
-
-#[derive(Args)]
-// `--pid -1` is a bad value of that flag, not an unknown flag `-1`.
-#[command(allow_negative_numbers = true)]
-#[command(after_help = "\
-Examples:
-  badfd trace                         every failed or slow open on the host
-  badfd trace --err -- make           failed opens of make and everything it starts
-  badfd trace --slow 50ms --comm java opens of java processes taking 50 ms or more
-  badfd trace --json -o opens.jsonl -- ./start.sh
-  badfd trace --cgroup /system.slice/docker-<id>.scope   one container (and below)
-
-With a command, badfd exits with the command's exit status (128+N if signal N
-killed it). Ctrl-C reaches the command through the terminal; badfd waits for it
-to end (a second Ctrl-C sends it SIGTERM, a third SIGKILL).")]
-pub struct TraceArgs {
-    #[command(flatten)]
-    probe: ProbeArgs,
-    /// Failed opens only (slow successful opens are counted, not shown).
-    #[arg(long = "err")]
-    failures_only: bool,
-    /// Slow threshold in milliseconds; 0 turns slow reporting off. Same as --slow Nms.
-    #[arg(long, value_name = "N", conflicts_with = "slow")]
-    ms: Option<u64>,
-    /// Slow threshold as a duration (10ms, 250us, 1.5s); 0 turns slow reporting off.
-    #[arg(long, value_name = "DURATION", value_parser = parse_threshold, default_value = "10ms", env = "BADFD_SLOW")]
-    slow: Duration,
-    /// One JSON object per line with every field, instead of the table.
-    #[arg(long)]
-    json: bool,
-    /// Full paths, never elided to fit the terminal.
-    #[arg(long)]
-    wide: bool,
-    /// Colour: auto = on a terminal unless NO_COLOR is set.
-    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
-    color: ColorChoice,
-    /// Write the anomalies here (default: stdout; stderr when a command is given).
-    #[arg(short = 'o', long, value_name = "FILE")]
-    output: Option<PathBuf>,
-    /// Only this process id (decided in the kernel).
-    #[arg(long)]
-    pid: Option<u32>,
-    /// Only tasks whose command name (comm, which a thread may rename) is
-    /// exactly this (at most 15 bytes, as the kernel keeps it; decided in the kernel).
-    #[arg(long)]
-    comm: Option<String>,
-    /// Only this user, by id or name (decided in the kernel).
-    #[arg(long, value_parser = parse_uid)]
-    uid: Option<u32>,
-    /// Only these errnos, by name or number: --errno ENOENT,EACCES. Hides slow
-    /// successful opens.
-    #[arg(long, value_delimiter = ',', value_parser = parse_errno)]
-    errno: Vec<i32>,
-    /// Only processes in this cgroup or below it (decided in the kernel;
-    /// repeatable): a cgroup v2 directory (/sys/fs/cgroup/system.slice/docker-<id>.scope)
-    /// or a path as /proc/PID/cgroup shows it (/system.slice/docker-<id>.scope).
-    #[arg(long, value_name = "PATH")]
-    cgroup: Vec<PathBuf>,
-    /// Only files under this directory (of the resolved path; repeatable).
-    #[arg(long = "path-prefix", value_name = "DIR")]
-    path_prefix: Vec<PathBuf>,
-    /// Stop after this long (10s, 5m; a bare number is seconds).
-    #[arg(long, value_parser = parse_duration_seconds)]
-    duration: Option<Duration>,
-    /// No summary at the end.
-    #[arg(long)]
-    no_summary: bool,
-    #[command(flatten)]
-    redact: RedactArgs,
-    /// The command to run and follow, with every process it starts.
-    #[arg(last = true, value_name = "COMMAND")]
-    command: Vec<OsString>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum ColorChoice {
-    Auto,
-    Always,
-    Never,
-}
-
-fn parse_threshold(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    if s == "0" {
-        return Ok(Duration::ZERO);
-    }
-    if s.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("`{s}` has no unit: write e.g. {s}ms (or use --ms {s})"));
-    }
-    humantime::parse_duration(s).map_err(|e| format!("`{s}`: {e} (e.g. 10ms, 250us, 1.5s)"))
-}
-
-fn parse_duration_seconds(s: &str) -> Result<Duration, String> {
-    match s.trim().parse::<u64>() {
-        Ok(secs) => Ok(Duration::from_secs(secs)),
-        Err(_) => humantime::parse_duration(s.trim()).map_err(|e| format!("`{s}`: {e} (e.g. 30s, 5m)")),
-    }
-}
-
-fn parse_uid(s: &str) -> Result<u32, String> {
-    if let Ok(uid) = s.parse() {
-        return Ok(uid);
-    }
-    match nix::unistd::User::from_name(s) {
-        Ok(Some(user)) => Ok(user.uid.as_raw()),
-        Ok(None) => Err(format!("no user named `{s}`")),
-        Err(e) => Err(format!("looking up user `{s}`: {e}")),
-    }
-}
-
-fn parse_errno(s: &str) -> Result<i32, String> {
-    let s = s.trim();
-    if let Ok(n) = s.parse::<i32>() {
-        return if n > 0 { Ok(n) } else { Err(format!("errno {n} is not positive")) };
-    }
-    errno::from_name(s).ok_or_else(|| format!("`{s}` is not an errno name (e.g. ENOENT, EACCES)"))
-}
-
-/// The comm filter as the kernel compares it: NUL-padded, cut at 15 bytes.
-fn comm_filter(comm: &str) -> anyhow::Result<[u8; TASK_COMM_LEN]> {
-    let bytes = comm.as_bytes();
-    if bytes.is_empty() || bytes.contains(&0) {
-        bail!("--comm must be a non-empty name without NUL bytes");
-    }
-    let mut out = [0u8; TASK_COMM_LEN];
-    let n = bytes.len().min(TASK_COMM_LEN - 1);
-    if bytes.len() > n {
-        tracing::warn!(comm, kept = %String::from_utf8_lossy(&bytes[..n]), "the kernel keeps 15 bytes of a command name; matching the first 15");
-    }
-    out[..n].copy_from_slice(&bytes[..n]);
-    Ok(out)
-}
-
-impl TraceArgs {
-    fn slow_threshold(&self) -> Duration {
-        match self.ms {
-            Some(ms) => Duration::from_millis(ms),
-            None => self.slow,
-        }
-    }
-
-    fn config(&self) -> anyhow::Result<Config> {
-        let mut config = Config::DEFAULT;
-        let slow = self.slow_threshold();
-        config.slow_threshold_ns = if slow.is_zero() { SLOW_DISABLED } else { slow.as_nanos().min(u64::MAX as u128 - 1) as u64 };
-        // --errno shows failures only: the kernel need not send slow successes.
-        if self.failures_only || !self.errno.is_empty() {
-            config.flags |= CONFIG_FAILURES_ONLY;
-        }
-        if !self.command.is_empty() {
-            config.flags |= CONFIG_TRACKED_ONLY;
-        }
-        config.filter_pid = self.pid.unwrap_or(FILTER_ANY);
-        config.filter_uid = self.uid.unwrap_or(FILTER_ANY);
-        if let Some(comm) = &self.comm {
-            config.filter_comm = comm_filter(comm)?;
-        }
-        if !self.cgroup.is_empty() {
-            config.cgroup_filter = CgroupFilterMode::Watch.to_kernel();
-        }
-        Ok(config)
-    }
-}
 
 /// The userspace filters: what the kernel cannot decide.
 struct Filters {
@@ -286,19 +115,6 @@ impl Output {
     }
 }
 
-/// Colour on a terminal unless NO_COLOR (https://no-color.org) or TERM=dumb.
-fn use_color(choice: ColorChoice, output: &Output) -> bool {
-    match choice {
-        ColorChoice::Always => true,
-        ColorChoice::Never => false,
-        ColorChoice::Auto => {
-            output.is_terminal()
-                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-                && std::env::var("TERM").map_or(true, |t| t != "dumb")
-        }
-    }
-}
-
 /// What the event loop carries from event to event.
 struct Session {
     json: bool,
@@ -372,18 +188,11 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
     if args.probe.no_timing && args.ms.is_some() {
         bail!("--ms: --no-timing times no opens, so there is no slow threshold to apply (drop one of the two)");
     }
-    let config = args.config()?;
-    let redact = RedactSettings::resolve(&args.redact, None, None, None, None).map_err(|(key, message)| anyhow::anyhow!("--{}: {message}", key.replacen('_', ".", 1).replace('_', "-")))?;
-    let redactor = Redactor::new(&redact)?;
-    let options = ProbeOptions {
-        attach: args.probe.attach,
-        ringbuf_bytes: ringbuf_size(args.probe.ringbuf_bytes),
-        follow_forks: !args.command.is_empty(),
-        timing: !args.probe.no_timing,
-        config: args.probe.apply(config, None),
-    };
+    let kernel = args.kernel_settings()?;
+    let redactor = Redactor::new(&args.redact.settings()?)?;
+    let options = args.probe.options(&kernel, !args.command.is_empty());
     let output = Output::open(&args)?;
-    let color = !args.json && use_color(args.color, &output);
+    let color = !args.json && use_color(args.color, output.is_terminal());
     let mut session = Session {
         json: args.json,
         output,
@@ -511,38 +320,6 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn thresholds_need_a_unit() {
-        assert_eq!(parse_threshold("10ms"), Ok(Duration::from_millis(10)));
-        assert_eq!(parse_threshold("250us"), Ok(Duration::from_micros(250)));
-        assert_eq!(parse_threshold("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_threshold("0"), Ok(Duration::ZERO));
-        assert!(parse_threshold("10").unwrap_err().contains("10ms"));
-        assert!(parse_threshold("fast").is_err());
-        assert_eq!(parse_duration_seconds("5"), Ok(Duration::from_secs(5)));
-        assert_eq!(parse_duration_seconds("2m"), Ok(Duration::from_secs(120)));
-    }
-
-    #[test]
-    fn errnos_and_users_by_name_or_number() {
-        assert_eq!(parse_errno("ENOENT"), Ok(libc::ENOENT));
-        assert_eq!(parse_errno("eacces"), Ok(libc::EACCES));
-        assert_eq!(parse_errno("13"), Ok(13));
-        assert!(parse_errno("ENOPE").is_err());
-        assert_eq!(parse_uid("0"), Ok(0));
-        assert_eq!(parse_uid("root"), Ok(0));
-        assert!(parse_uid("no-such-user-here").is_err());
-    }
-
-    #[test]
-    fn comm_is_cut_like_the_kernel_cuts_it() {
-        assert_eq!(&comm_filter("cat").unwrap()[..4], b"cat\0");
-        let long = comm_filter("a-very-long-command-name").unwrap();
-        assert_eq!(&long[..15], b"a-very-long-com");
-        assert_eq!(long[15], 0);
-        assert!(comm_filter("").is_err());
-    }
 
     #[test]
     fn path_prefixes_match_whole_components() {

@@ -16,13 +16,6 @@
 //! How `badfd serve` uses it:
 //!
 //! ```ignore
-//! #[derive(clap::Args)]
-//! struct ServeArgs {
-//!     #[command(flatten)]
-//!     otlp: badfd::otlp::OtlpArgs,
-//!     // ...
-//! }
-//!
 //! // Inside the tokio runtime; `registry` carries the `badfd` prefix.
 //! let otlp = match args.otlp.resolve()? {
 //!     Some(config) => Some(badfd::otlp::Otlp::start(config, &mut registry)?),
@@ -53,7 +46,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-pub use config::{Compression, ConfigError, OtlpArgs, OtlpConfig, Protocol};
+pub use config::{Compression, OtlpConfig, Protocol};
 pub use metrics::OtlpCounts;
 use metrics::Metrics;
 pub use opentelemetry::TraceId;
@@ -599,6 +592,7 @@ const _: () = {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::OtlpArgs;
 
     fn config(endpoint: &str) -> OtlpConfig {
         OtlpArgs::with_endpoint(endpoint, Protocol::Grpc).resolve_with(|_| None).unwrap().unwrap()

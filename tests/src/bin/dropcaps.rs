@@ -19,7 +19,7 @@ use std::{
     time::Duration,
 };
 
-use badfd::privileges::{drop_capabilities, PrivilegeArgs};
+use badfd::{config::PrivilegeArgs, privileges::drop_capabilities};
 use badfd_tests::{load_probe, run_workload, Collector, TempDir};
 use clap::Parser;
 use exporter_common::{Config, Stream, SLOW_DISABLED};
@@ -53,7 +53,7 @@ fn main() {
         ..Config::DEFAULT
     };
     let mut probe = load_probe(config);
-    let retained = drop_capabilities(&cli.privileges, &mut probe).unwrap_or_else(|e| panic!("drop: {e}"));
+    let retained = drop_capabilities(&cli.privileges.capabilities_keep, &mut probe).unwrap_or_else(|e| panic!("drop: {e}"));
     let collector = Collector::start(&mut probe);
 
     println!("ready {}", std::process::id());

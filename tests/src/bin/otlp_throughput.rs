@@ -19,7 +19,8 @@ use std::{
 };
 
 use badfd::{
-    otlp::{Otlp, OtlpArgs, Protocol},
+    config::OtlpArgs,
+    otlp::{Otlp, Protocol},
     resolve::{Resolution, ResolvedPath},
     OpenEvent,
 };

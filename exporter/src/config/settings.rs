@@ -1,15 +1,20 @@
-//! `badfd serve` settings: flags (each with an environment fallback), an
-//! optional TOML config file, and defaults, in that order of precedence. The
-//! file is re-read on SIGHUP; the kernel-side settings (slow threshold,
-//! failures only, filters) and the path-prefix depth then change without
-//! reattaching the programs.
+//! `badfd serve` settings: flags (each with an environment fallback), the
+//! optional TOML config file (`config::file`), and defaults, in that order of
+//! precedence; validated once into [`Settings`]. The file is re-read on SIGHUP:
+//! [`Settings::reload`] says what changes at once (the kernel-side settings,
+//! the path-prefix depth) and what waits for a restart.
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use exporter_common::{Config, CGROUP_FILTER_IGNORE, CGROUP_FILTER_OFF, CGROUP_FILTER_WATCH, CONFIG_FAILURES_ONLY, FILTER_ANY, SLOW_DISABLED};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::redact::{RedactArgs, RedactMode, RedactSettings};
+use super::{
+    file::FileSettings,
+    kernel::KernelSettings,
+    redact::RedactArgs,
+    values::{duration_str, opt_duration_str, parse_duration, parse_listen_address},
+};
+use crate::{probe::CgroupFilterMode, redact::RedactSettings};
 
 /// The default port: outside the fully allocated 9100-9999 exporter range,
 /// not kubelet/kube-proxy's 10248-10259, below the ephemeral range, and ending
@@ -69,30 +74,6 @@ pub struct SettingsArgs {
     pub redact: RedactArgs,
 }
 
-/// The config file: the same keys, snake_case.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileSettings {
-    pub slow_threshold: Option<String>,
-    pub failures_only: Option<bool>,
-    pub filter_pid: Option<u32>,
-    pub filter_uid: Option<u32>,
-    pub path_prefix_depth: Option<usize>,
-    pub max_label_sets: Option<usize>,
-    pub label_set_ttl: Option<String>,
-    pub listen_address: Option<String>,
-    pub filter_cgroup: Option<Vec<PathBuf>>,
-    pub filter_cgroup_ignore: Option<Vec<PathBuf>>,
-    pub container_labels: Option<bool>,
-    pub kubernetes_pod_metadata: Option<bool>,
-    pub web_config_file: Option<PathBuf>,
-    pub paths_redact: Option<RedactMode>,
-    pub paths_redact_under: Option<Vec<String>>,
-    pub paths_redact_keep: Option<usize>,
-    pub paths_redact_key_file: Option<PathBuf>,
-    pub source_rate: Option<u32>,
-}
-
 /// Validated settings.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Settings {
@@ -115,8 +96,9 @@ pub struct Settings {
     pub kubernetes_pod_metadata: bool,
     pub web_config_file: Option<PathBuf>,
     pub paths_redact: RedactSettings,
-    /// The config file's `source_rate` (the `--source-rate` flag, a probe flag, wins).
-    pub source_rate: Option<u32>,
+    /// Anomalies per second per process (`--source-rate`, a probe flag, over
+    /// the file's `source_rate`, over the default).
+    pub source_rate: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -134,16 +116,14 @@ pub enum SettingsError {
 }
 
 impl Settings {
-    /// Flags/env over the file over defaults.
-    pub fn resolve(args: &SettingsArgs, file: Option<&std::path::Path>) -> Result<Settings, SettingsError> {
+    /// Flags/env over the file over defaults. `source_rate` is the
+    /// `--source-rate` flag (a probe flag, which `trace` has too).
+    pub fn resolve(args: &SettingsArgs, source_rate: Option<u32>, file: Option<&std::path::Path>) -> Result<Settings, SettingsError> {
         let f = match file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|error| SettingsError::Read { path: path.into(), error })?;
-                toml::from_str::<FileSettings>(&text)
-                    .map_err(|e| SettingsError::Parse { path: path.into(), message: toml_error_line(&text, &e) })?
-            }
+            Some(path) => FileSettings::read(path)?,
             None => FileSettings::default(),
         };
+        let redact_file = f.redact();
         // Names where a bad value came from, so that the one error line points at it.
         let invalid = |from_args: bool, flag: &str, key: &str, message: String| SettingsError::Invalid {
             key: match (from_args, file) {
@@ -204,7 +184,9 @@ impl Settings {
                 "give filter_cgroup (watch only these) or filter_cgroup_ignore (all but these), not both".into(),
             ));
         }
-        let paths_redact = RedactSettings::resolve(&args.redact, f.paths_redact, f.paths_redact_under, f.paths_redact_keep, f.paths_redact_key_file)
+        let paths_redact = args
+            .redact
+            .resolve(redact_file)
             .map_err(|(key, message)| match key {
                 "paths_redact_under" => invalid(!args.redact.under.is_empty(), "--paths.redact-under", key, message),
                 "paths_redact_keep" => invalid(args.redact.keep.is_some(), "--paths.redact-keep", key, message),
@@ -225,124 +207,83 @@ impl Settings {
             kubernetes_pod_metadata: args.kubernetes_pod_metadata.or(f.kubernetes_pod_metadata).unwrap_or(true),
             web_config_file: args.web_config_file.clone().or(f.web_config_file),
             paths_redact,
-            source_rate: f.source_rate,
+            source_rate: source_rate.or(f.source_rate).unwrap_or(exporter_common::DEFAULT_SOURCE_RATE),
         })
     }
 
-    /// The kernel config these settings ask for.
-    pub fn probe_config(&self) -> Config {
-        let mut c = Config::DEFAULT;
-        c.slow_threshold_ns = self.slow_threshold.map(|d| d.as_nanos().min(u64::MAX as u128 - 1) as u64).unwrap_or(SLOW_DISABLED);
-        if self.failures_only {
-            c.flags |= CONFIG_FAILURES_ONLY;
+    /// What these settings ask of the kernel.
+    pub fn kernel_settings(&self) -> KernelSettings {
+        KernelSettings {
+            slow_threshold: self.slow_threshold,
+            failures_only: self.failures_only,
+            tracked_only: false,
+            filter_pid: self.filter_pid,
+            filter_uid: self.filter_uid,
+            filter_comm: None,
+            cgroup_filter: match (self.filter_cgroup.is_empty(), self.filter_cgroup_ignore.is_empty()) {
+                (false, _) => CgroupFilterMode::Watch,
+                (true, false) => CgroupFilterMode::Ignore,
+                (true, true) => CgroupFilterMode::Off,
+            },
+            source_rate: self.source_rate,
         }
-        c.filter_pid = self.filter_pid.unwrap_or(FILTER_ANY);
-        c.filter_uid = self.filter_uid.unwrap_or(FILTER_ANY);
-        c.cgroup_filter = match (self.filter_cgroup.is_empty(), self.filter_cgroup_ignore.is_empty()) {
-            (false, _) => CGROUP_FILTER_WATCH,
-            (true, false) => CGROUP_FILTER_IGNORE,
-            (true, true) => CGROUP_FILTER_OFF,
-        };
-        c
     }
 
     /// The cgroup directories the kernel's cgroup filter lists (watched or ignored).
     pub fn filter_cgroups(&self) -> &[PathBuf] {
         if self.filter_cgroup.is_empty() { &self.filter_cgroup_ignore } else { &self.filter_cgroup }
     }
-}
 
-/// A TOML error as one line that names the line and the key: `line 2:
-/// failures_only: invalid type: string "yes", expected a boolean` (the
-/// library's own rendering draws the line with a caret, over several lines).
-fn toml_error_line(text: &str, error: &toml::de::Error) -> String {
-    let message = error.message().trim().replace('\n', " ");
-    let Some(span) = error.span() else { return message };
-    let start = span.start.min(text.len());
-    let line_number = text[..start].matches('\n').count() + 1;
-    let line = text.lines().nth(line_number - 1).unwrap_or("");
-    let key = line.split_once('=').map(|(k, _)| k.trim()).filter(|k| !k.is_empty() && !k.starts_with('['));
-    match key {
-        Some(key) if !message.contains(&format!("`{key}`")) => format!("line {line_number}: {key}: {message}"),
-        _ => format!("line {line_number}: {message}"),
-    }
-}
-
-/// `:19435` (every interface), `127.0.0.1:19435`, `[::1]:19435`.
-pub fn parse_listen_address(s: &str) -> Result<SocketAddr, String> {
-    if let Some(port) = s.strip_prefix(':') {
-        let port: u16 = port.parse().map_err(|_| format!("{s:?}: bad port"))?;
-        return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
-    }
-    s.parse().map_err(|_| format!("{s:?}: expected HOST:PORT or :PORT"))
-}
-
-/// `250us`, `10ms`, `1.5s`, `30m`, `1h`, `2d`; a bare number is seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let value: f64 = number.parse().map_err(|_| format!("{s:?}: expected a duration such as 10ms or 1h"))?;
-    let seconds = match unit.trim() {
-        "ns" => 1e-9,
-        "us" | "µs" => 1e-6,
-        "ms" => 1e-3,
-        "" | "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
-        "d" => 86400.0,
-        other => return Err(format!("{s:?}: unknown unit {other:?} (ns, us, ms, s, m, h, d)")),
-    };
-    let total = value * seconds;
-    if !total.is_finite() || total > 1e9 {
-        return Err(format!("{s:?}: out of range"));
-    }
-    Ok(Duration::from_secs_f64(total))
-}
-
-pub fn format_duration(d: Duration) -> String {
-    let ns = d.as_nanos();
-    for (unit, size) in [("h", 3_600_000_000_000u128), ("m", 60_000_000_000), ("s", 1_000_000_000), ("ms", 1_000_000), ("us", 1_000)] {
-        if ns >= size && ns.is_multiple_of(size) {
-            return format!("{}{unit}", ns / size);
-        }
-    }
-    format!("{ns}ns")
-}
-
-mod duration_str {
-    pub fn serialize<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&super::format_duration(*d))
-    }
-}
-
-mod opt_duration_str {
-    pub fn serialize<S: serde::Serializer>(d: &Option<std::time::Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_str(&super::format_duration(*d)),
-            None => s.serialize_str("off"),
-        }
+    /// Takes what a reload can change from `new` (the kernel-side settings and
+    /// the path-prefix depth, which the caller applies) and keeps the rest as
+    /// it runs; returns the names of the settings `new` changes in vain, which
+    /// take effect at the next restart.
+    pub fn reload(&mut self, new: Settings) -> Vec<&'static str> {
+        // Every field is named, so that a new setting has to be put on one side.
+        let Settings {
+            slow_threshold,
+            failures_only,
+            filter_pid,
+            filter_uid,
+            path_prefix_depth,
+            filter_cgroup,
+            filter_cgroup_ignore,
+            source_rate,
+            max_label_sets,
+            label_set_ttl,
+            listen_address,
+            container_labels,
+            kubernetes_pod_metadata,
+            web_config_file,
+            paths_redact,
+        } = new;
+        let restart_only = [
+            ("metrics.max-label-sets", max_label_sets != self.max_label_sets),
+            ("metrics.label-set-ttl", label_set_ttl != self.label_set_ttl),
+            ("web.listen-address", listen_address != self.listen_address),
+            ("metrics.container-labels", container_labels != self.container_labels),
+            ("kubernetes.pod-metadata", kubernetes_pod_metadata != self.kubernetes_pod_metadata),
+            ("web.config.file", web_config_file != self.web_config_file),
+            ("paths.redact", paths_redact != self.paths_redact),
+        ];
+        self.slow_threshold = slow_threshold;
+        self.failures_only = failures_only;
+        self.filter_pid = filter_pid;
+        self.filter_uid = filter_uid;
+        self.path_prefix_depth = path_prefix_depth;
+        self.filter_cgroup = filter_cgroup;
+        self.filter_cgroup_ignore = filter_cgroup_ignore;
+        self.source_rate = source_rate;
+        restart_only.into_iter().filter(|(_, changed)| *changed).map(|(name, _)| name).collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use exporter_common::{CGROUP_FILTER_IGNORE, CGROUP_FILTER_OFF, CGROUP_FILTER_WATCH, CONFIG_FAILURES_ONLY, SLOW_DISABLED};
 
-    #[test]
-    fn parses_durations_and_addresses() {
-        assert_eq!(parse_duration("10ms"), Ok(Duration::from_millis(10)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
-        assert!(parse_duration("10 parsecs").is_err());
-        assert!(parse_duration("").is_err());
-        assert_eq!(format_duration(Duration::from_millis(10)), "10ms");
-        assert_eq!(format_duration(Duration::from_secs(3600)), "1h");
-        assert_eq!(parse_listen_address(":19435"), Ok(SocketAddr::from(([0, 0, 0, 0], 19435))));
-        assert_eq!(parse_listen_address("127.0.0.1:80"), Ok(SocketAddr::from(([127, 0, 0, 1], 80))));
-        assert!(parse_listen_address("localhost").is_err());
-    }
+    use super::*;
+    use crate::redact::RedactMode;
 
     #[test]
     fn flags_win_over_the_file_which_wins_over_defaults() {
@@ -351,79 +292,99 @@ mod tests {
         let file = dir.join("badfd.toml");
         std::fs::write(&file, "slow_threshold = \"50ms\"\nfailures_only = true\npath_prefix_depth = 2\n").unwrap();
         let args = SettingsArgs { path_prefix_depth: Some(4), ..Default::default() };
-        let s = Settings::resolve(&args, Some(&file)).unwrap();
+        let s = Settings::resolve(&args, None, Some(&file)).unwrap();
         assert_eq!(s.slow_threshold, Some(Duration::from_millis(50)));
         assert!(s.failures_only);
         assert_eq!(s.path_prefix_depth, 4);
         assert_eq!(s.max_label_sets, 2000);
         assert_eq!(s.label_set_ttl, Duration::from_secs(3600));
         assert_eq!(s.listen_address.port(), 19435);
-        let c = s.probe_config();
+        let c = s.kernel_settings().config();
         assert_eq!(c.slow_threshold_ns, 50_000_000);
         assert_eq!(c.flags & CONFIG_FAILURES_ONLY, CONFIG_FAILURES_ONLY);
 
         std::fs::write(&file, "slow_threshold = \"fast\"\n").unwrap();
-        let e = Settings::resolve(&SettingsArgs::default(), Some(&file)).unwrap_err().to_string();
+        let e = Settings::resolve(&SettingsArgs::default(), None, Some(&file)).unwrap_err().to_string();
         assert!(e.starts_with(&format!("config file {}: slow_threshold: \"fast\"", file.display())), "{e}");
         let flag = SettingsArgs { slow_threshold: Some("fast".into()), ..Default::default() };
-        let e = Settings::resolve(&flag, Some(&file)).unwrap_err().to_string();
+        let e = Settings::resolve(&flag, None, Some(&file)).unwrap_err().to_string();
         assert!(e.starts_with("--slow-threshold: \"fast\""), "the flag's value is the bad one: {e}");
         std::fs::write(&file, "slow_treshold = \"5ms\"\n").unwrap();
-        let e = Settings::resolve(&SettingsArgs::default(), Some(&file)).unwrap_err().to_string();
+        let e = Settings::resolve(&SettingsArgs::default(), None, Some(&file)).unwrap_err().to_string();
         assert!(e.contains("unknown field") && !e.contains('\n'), "{e}");
 
         // Redaction and the web config from the file; a bad mode is one line naming the key.
         std::fs::write(&file, "paths_redact = \"drop\"\npaths_redact_under = [\"/home\", \"/root\"]\nweb_config_file = \"/etc/badfd/web.yml\"\n").unwrap();
-        let s = Settings::resolve(&SettingsArgs::default(), Some(&file)).unwrap();
+        let s = Settings::resolve(&SettingsArgs::default(), None, Some(&file)).unwrap();
         assert_eq!(s.paths_redact.mode, RedactMode::Drop);
         assert_eq!(s.paths_redact.under, ["/home", "/root"]);
         assert_eq!(s.web_config_file.as_deref(), Some(std::path::Path::new("/etc/badfd/web.yml")));
         std::fs::write(&file, "paths_redact = \"mask\"\n").unwrap();
-        let e = Settings::resolve(&SettingsArgs::default(), Some(&file)).unwrap_err().to_string();
+        let e = Settings::resolve(&SettingsArgs::default(), None, Some(&file)).unwrap_err().to_string();
         assert!(e.contains("paths_redact") && e.contains("unknown variant") && !e.contains('\n'), "{e}");
         std::fs::write(&file, "paths_redact_under = [\"home\"]\n").unwrap();
-        let e = Settings::resolve(&SettingsArgs::default(), Some(&file)).unwrap_err().to_string();
+        let e = Settings::resolve(&SettingsArgs::default(), None, Some(&file)).unwrap_err().to_string();
         assert!(e.contains("paths_redact_under: \"home\": not an absolute directory"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
 
-        let off = Settings::resolve(&SettingsArgs { slow_threshold: Some("off".into()), ..Default::default() }, None).unwrap();
-        assert_eq!(off.probe_config().slow_threshold_ns, SLOW_DISABLED);
+        let off = Settings::resolve(&SettingsArgs { slow_threshold: Some("off".into()), ..Default::default() }, None, None).unwrap();
+        assert_eq!(off.kernel_settings().config().slow_threshold_ns, SLOW_DISABLED);
     }
 
     #[test]
     fn cgroup_filter_and_container_settings() {
-        let defaults = Settings::resolve(&SettingsArgs::default(), None).unwrap();
+        let defaults = Settings::resolve(&SettingsArgs::default(), None, None).unwrap();
         assert!(!defaults.container_labels, "container labels are opt-in");
         assert!(defaults.kubernetes_pod_metadata);
-        assert_eq!(defaults.probe_config().cgroup_filter, CGROUP_FILTER_OFF);
+        assert_eq!(defaults.kernel_settings().config().cgroup_filter, CGROUP_FILTER_OFF);
 
         let bad = SettingsArgs { filter_cgroup: vec!["/no/such/cgroup".into()], ..Default::default() };
-        let e = Settings::resolve(&bad, None).unwrap_err().to_string();
+        let e = Settings::resolve(&bad, None, None).unwrap_err().to_string();
         assert!(e.starts_with("--filter.cgroup: /no/such/cgroup: not a cgroup v2 directory") && !e.contains('\n'), "{e}");
         // A plain directory is no cgroup either.
         let plain = SettingsArgs { filter_cgroup_ignore: vec![std::env::temp_dir()], ..Default::default() };
-        let e = Settings::resolve(&plain, None).unwrap_err().to_string();
+        let e = Settings::resolve(&plain, None, None).unwrap_err().to_string();
         assert!(e.starts_with("--filter.cgroup-ignore: ") && e.contains("not a cgroup v2 directory"), "{e}");
 
         // The root of the hierarchy is a cgroup, by its directory or as /proc spells it.
         let Some(root) = crate::containers::cgroup2_mount() else { panic!("this machine has a cgroup v2 hierarchy") };
         let watch = SettingsArgs { filter_cgroup: vec![root.clone(), "/".into()], ..Default::default() };
-        let s = Settings::resolve(&watch, None).unwrap();
+        let s = Settings::resolve(&watch, None, None).unwrap();
         assert_eq!(s.filter_cgroup, [root.clone(), root.clone()]);
-        assert_eq!(s.probe_config().cgroup_filter, CGROUP_FILTER_WATCH);
+        assert_eq!(s.kernel_settings().config().cgroup_filter, CGROUP_FILTER_WATCH);
         assert_eq!(s.filter_cgroups(), [root.clone(), root.clone()]);
         let ignore = SettingsArgs { filter_cgroup_ignore: vec!["/".into()], ..Default::default() };
-        assert_eq!(Settings::resolve(&ignore, None).unwrap().probe_config().cgroup_filter, CGROUP_FILTER_IGNORE);
+        assert_eq!(Settings::resolve(&ignore, None, None).unwrap().kernel_settings().config().cgroup_filter, CGROUP_FILTER_IGNORE);
         let both = SettingsArgs { filter_cgroup: vec!["/".into()], filter_cgroup_ignore: vec!["/".into()], ..Default::default() };
-        let e = Settings::resolve(&both, None).unwrap_err().to_string();
+        let e = Settings::resolve(&both, None, None).unwrap_err().to_string();
         assert!(e.contains("not both"), "{e}");
 
         let dir = std::env::temp_dir().join(format!("badfd-settings-cg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("badfd.toml");
         std::fs::write(&file, "filter_cgroup_ignore = [\"/\"]\ncontainer_labels = true\nkubernetes_pod_metadata = false\n").unwrap();
-        let s = Settings::resolve(&SettingsArgs::default(), Some(&file)).unwrap();
+        let s = Settings::resolve(&SettingsArgs::default(), None, Some(&file)).unwrap();
         assert_eq!((s.filter_cgroup_ignore.len(), s.container_labels, s.kubernetes_pod_metadata), (1, true, false));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A reload takes the kernel-side settings and the depth at once, keeps
+    /// the rest as running, and names what waits for a restart.
+    #[test]
+    fn reload_applies_what_it_can_and_names_the_rest() {
+        let mut running = Settings::resolve(&SettingsArgs::default(), None, None).unwrap();
+        let args = SettingsArgs {
+            slow_threshold: Some("100ms".into()),
+            path_prefix_depth: Some(5),
+            max_label_sets: Some(10),
+            listen_address: Some(":1".into()),
+            ..Default::default()
+        };
+        let new = Settings::resolve(&args, Some(7), None).unwrap();
+        let waiting = running.reload(new);
+        assert_eq!(waiting, ["metrics.max-label-sets", "web.listen-address"]);
+        assert_eq!((running.slow_threshold, running.path_prefix_depth, running.source_rate), (Some(Duration::from_millis(100)), 5, 7));
+        assert_eq!((running.max_label_sets, running.listen_address.port()), (2000, 19435), "kept until a restart");
+        assert!(running.clone().reload(running.clone()).is_empty(), "nothing changed, nothing named");
     }
 }
