@@ -15,8 +15,8 @@ use std::{
 };
 
 use badfd::{
-    metrics::{Aggregates, AnomalyMetrics, Exposition},
     pipeline::{Anomaly, Pipeline, PipelineStats, Sink},
+    sinks::metrics::{Aggregates, Exposition, MetricsSink},
     OpenEvent,
 };
 use clap::Parser;
@@ -46,7 +46,7 @@ struct Args {
 struct Capture(Arc<Mutex<Vec<Anomaly>>>);
 
 impl Sink for Capture {
-    fn accept(&mut self, batch: &mut [Anomaly]) {
+    fn accept(&mut self, batch: &[Anomaly]) {
         self.0.lock().unwrap().extend(batch.iter().cloned());
     }
 }
@@ -117,7 +117,7 @@ fn main() -> anyhow::Result<()> {
     let mut anomalies = std::mem::take(&mut *captured.lock().unwrap());
     let mut sink_only = Vec::new();
     for _ in 0..args.rounds {
-        let mut sink = AnomalyMetrics { aggregates: aggregates(&args) };
+        let mut sink = MetricsSink { aggregates: aggregates(&args) };
         let start = Instant::now();
         let mut done = 0;
         while done < args.events {
@@ -135,7 +135,7 @@ fn main() -> anyhow::Result<()> {
     let mut folded = 0;
     for _ in 0..args.rounds {
         let agg = aggregates(&args);
-        let mut p = new_pipeline(vec![Box::new(AnomalyMetrics { aggregates: agg.clone() })]);
+        let mut p = new_pipeline(vec![Box::new(MetricsSink { aggregates: agg.clone() })]);
         full.push(run(&mut corpus, args.events, |r| p.push_bytes(r)));
         p.flush();
         let a = agg.lock().unwrap();

@@ -13,8 +13,8 @@ use std::{
 };
 
 use badfd::{
-    metrics::{AggregatesCollector, Aggregates, Exposition, Format, KernelCollector, SharedProbe},
     pipeline::PipelineStats,
+    sinks::metrics::{Aggregates, AggregatesCollector, Exposition, Format, KernelCollector, SharedProbe},
     Probe, ProbeOptions,
 };
 use clap::Parser;

@@ -27,8 +27,8 @@ use std::{
 };
 
 use badfd::{
-    metrics::{Aggregates, AnomalyMetrics, Exposition},
     pipeline::{Pipeline, PipelineStats},
+    sinks::metrics::{Aggregates, Exposition, MetricsSink},
     Probe, ProbeOptions,
 };
 use clap::Parser;
@@ -327,7 +327,7 @@ pub(crate) fn metrics_pipeline() -> (Pipeline, PipelineStats, Arc<Mutex<Aggregat
     let stats = PipelineStats::register(&mut exposition.registry);
     let pipeline = Pipeline::new(
         Arc::new(AtomicUsize::new(3)),
-        vec![Box::new(AnomalyMetrics { aggregates: aggregates.clone() })],
+        vec![Box::new(MetricsSink { aggregates: aggregates.clone() })],
         stats.clone(),
     );
     (pipeline, stats, aggregates, exposition)

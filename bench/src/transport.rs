@@ -6,15 +6,14 @@
 //! with BPF_PROG_TEST_RUN by one thread pinned to CPU 0: each run makes
 //! `per_run` events through the real `emit` (fairness check, path read from
 //! this process's memory, comm, cgroup, the real ring buffer and loss
-//! counters), paced to a target rate. On CPU 1 the library's `EventReader` and
-//! `Pipeline` into the metrics sink run in `badfd serve`'s event loop (drain,
-//! flush, housekeeping, poll with the kernel's batched wakeups). Every event
+//! counters), paced to a target rate. On CPU 1 the library's `EventLoop`
+//! (`badfd serve`'s: drain, flush, housekeeping, poll with the kernel's
+//! batched wakeups) runs the `Pipeline` into the metrics sink. Every event
 //! made is counted by the kernel as submitted, lost to a full ring buffer or
 //! throttled, so `made == received + lost` is checked exactly.
 
 use std::{
     ffi::CString,
-    os::fd::AsRawFd,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
@@ -25,8 +24,8 @@ use std::{
 
 use anyhow::Context as _;
 use badfd::{
-    pipeline::PipelineStats,
-    probe::{EventReader, POLL_INTERVAL},
+    pipeline::{event_loop::EventLoop, PipelineStats},
+    probe::EventReader,
     Probe, ProbeOptions,
 };
 use badfd_tests::kernel_bench::{load_test_object, BenchPaths, BenchWakeup, TransportBench, TransportBenchExt};
@@ -66,9 +65,6 @@ fn renice(nice: i32) {
 /// buffer, so only `bench_emit`, which does not consult the filters, streams.
 const NO_REAL_PROCESS: u32 = u32::MAX - 1;
 
-/// As in `badfd serve`'s event loop.
-const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(10);
-
 /// CPU time of the calling thread, in ns.
 fn thread_cpu_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
@@ -87,8 +83,8 @@ struct Reader {
 }
 
 impl Reader {
-    fn start(mut reader: EventReader, nice: i32) -> Reader {
-        let (mut pipeline, stats, aggregates, exposition) = crate::metrics_pipeline();
+    fn start(reader: EventReader, nice: i32) -> Reader {
+        let (pipeline, stats, _aggregates, exposition) = crate::metrics_pipeline();
         let stop = Arc::new(AtomicBool::new(false));
         let cpu_ns = Arc::new(AtomicU64::new(0));
         let bytes = Arc::new(AtomicU64::new(0));
@@ -99,29 +95,18 @@ impl Reader {
                 .spawn(move || {
                     pin_to(1);
                     renice(nice);
-                    let fd = reader.as_raw_fd();
-                    let mut last_housekeeping = Instant::now();
+                    // `EventLoop::run`, turn by turn, to read the thread's CPU time and bytes.
+                    let mut events = EventLoop::new(reader, pipeline);
                     let mut total_bytes = 0u64;
                     loop {
                         let stopping = stop.load(Ordering::Acquire);
-                        reader.drain(|b| {
-                            total_bytes += b.len() as u64;
-                            pipeline.push_bytes(b)
-                        });
-                        pipeline.flush();
+                        total_bytes += events.turn().bytes;
                         bytes.store(total_bytes, Ordering::Relaxed);
                         cpu_ns.store(thread_cpu_ns(), Ordering::Relaxed);
                         if stopping {
                             break;
                         }
-                        if last_housekeeping.elapsed() >= HOUSEKEEPING_INTERVAL {
-                            aggregates.lock().unwrap_or_else(|e| e.into_inner()).expire();
-                            pipeline.collect_garbage();
-                            last_housekeeping = Instant::now();
-                        }
-                        let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-                        // SAFETY: one valid pollfd; the fd lives as long as `reader`.
-                        unsafe { libc::poll(&mut pfd, 1, POLL_INTERVAL.as_millis() as i32) };
+                        events.wait();
                     }
                     drop(exposition);
                 })

@@ -15,7 +15,7 @@ use std::{
 };
 
 use badfd::{
-    containers::{cgroup2_mount, cgroup_id_of_dir, Containers, ContainersOptions, Runtime},
+    pipeline::containers::{cgroup2_mount, cgroup_id_of_dir, Containers, ContainersOptions, Runtime},
     probe::CgroupFilterMode,
     OpenEvent,
 };
@@ -609,12 +609,12 @@ const WEB_UID: &str = "3f0c2a4e-7b1d-4c8e-9a6f-5d2b1e0c9a87";
 const NGINX_ID: &str = "8f2c7d5b4a3e19c0d6b7a8e9f0123456789abcdef0123456789abcdef0a1b2c3";
 
 /// The pod cache filled from the recorded PodList (tests/fixtures/k8s).
-fn recorded_pods() -> std::sync::Arc<std::sync::RwLock<badfd::containers::PodCache>> {
+fn recorded_pods() -> std::sync::Arc<std::sync::RwLock<badfd::pipeline::containers::PodCache>> {
     use k8s_openapi::api::core::v1::Pod;
     use kube::runtime::watcher::Event;
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/k8s/podlist-node-a.recorded-example.json");
     let list: k8s_openapi::List<Pod> = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    let mut cache = badfd::containers::PodCache::new();
+    let mut cache = badfd::pipeline::containers::PodCache::new();
     cache.apply(Event::Init);
     for pod in list.items {
         cache.apply(Event::InitApply(pod));
@@ -630,10 +630,12 @@ fn recorded_pods() -> std::sync::Arc<std::sync::RwLock<badfd::containers::PodCac
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn otlp_records_carry_the_pod_from_the_api() {
     use badfd::{
-        metrics::{Aggregates, AnomalyMetrics},
         config::OtlpArgs,
-        otlp::{Otlp, Protocol},
-        pipeline::{OtlpSink, Pipeline, PipelineStats, Sink},
+        pipeline::{Pipeline, PipelineStats, Sink},
+        sinks::{
+            metrics::{Aggregates, MetricsSink},
+            otlp::{Otlp, OtlpSink, Protocol},
+        },
     };
     use badfd_tests::otlp_receiver::{Receiver, Transport};
     use std::sync::{atomic::AtomicUsize, Arc, Mutex};
@@ -657,10 +659,11 @@ async fn otlp_records_carry_the_pod_from_the_api() {
     let otlp = Arc::new(Otlp::start(args.resolve_with(|_| None).unwrap().unwrap(), &mut registry).unwrap());
     let aggregates = Arc::new(Mutex::new(Aggregates::new(100, Duration::from_secs(3600))));
     let sinks: Vec<Box<dyn Sink>> =
-        vec![Box::new(OtlpSink { otlp: otlp.clone() }), Box::new(AnomalyMetrics { aggregates: aggregates.clone() })];
+        vec![Box::new(OtlpSink { otlp: otlp.clone() }), Box::new(MetricsSink { aggregates: aggregates.clone() })];
     let containers = Containers::new(ContainersOptions::default()).with_pods(recorded_pods(), "node-a");
     let mut pipeline = Pipeline::new(Arc::new(AtomicUsize::new(3)), sinks, PipelineStats::register(&mut registry))
-        .with_containers(Arc::new(containers), true);
+        .with_containers(Arc::new(containers), true)
+        .with_record_ids(otlp.clone());
     for e in events {
         pipeline.push(e);
     }

@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use badfd::labels::path_prefix;
+use badfd::pipeline::labels::path_prefix;
 use badfd_tests::{badfd_path, kernel_locked_down, run_workload, Scrape, Serve, TempDir};
 
 const WAIT: Duration = Duration::from_secs(15);

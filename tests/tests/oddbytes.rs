@@ -20,7 +20,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use badfd::labels::path_prefix;
+use badfd::pipeline::labels::path_prefix;
 use badfd_tests::{
     badfd_path,
     otlp_receiver::{Receiver, Transport},

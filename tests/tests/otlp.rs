@@ -11,8 +11,8 @@ use std::{
 
 use badfd::{
     config::OtlpArgs,
-    otlp::{Otlp, OtlpConfig, Protocol, EVENT_FAILED, EVENT_SLOW, EVENT_SUPPRESSED},
-    resolve::{ResolvedPath, Resolver},
+    pipeline::resolve::{ResolvedPath, Resolver},
+    sinks::otlp::{Otlp, OtlpConfig, Protocol, EVENT_FAILED, EVENT_SLOW, EVENT_SUPPRESSED},
     OpenEvent,
 };
 use badfd_tests::{

@@ -12,7 +12,7 @@ use std::{
 };
 
 use badfd::{
-    resolve::{Resolution, ResolvedPath, Resolver},
+    pipeline::resolve::{Resolution, ResolvedPath, Resolver},
     KernelDir, OpenEvent,
 };
 use badfd_tests::{load_probe, run_workload, workload_path, Collector, OpenRecord, TempDir, WorkloadRun};

@@ -12,7 +12,7 @@ use std::{
 
 use badfd::{
     render::{self, Anomaly, TableStyle},
-    resolve::{Resolution, ResolvedPath},
+    pipeline::resolve::{Resolution, ResolvedPath},
     OpenEvent,
 };
 use badfd_tests::{load_probe, workload_path, Collector, OpenRecord, TempDir};

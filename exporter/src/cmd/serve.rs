@@ -5,26 +5,31 @@
 //! so that a flood of anomalies never delays a scrape and vice versa.
 
 use std::{
-    os::fd::AsRawFd,
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc, Mutex,
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::Context as _;
 use badfd::{
-    containers::{cgroup_id_of_dir, k8s, Containers, ContainersOptions, PodWatcher},
-    http::{router, AppState},
-    metrics::{AggregatesCollector, Aggregates, AnomalyMetrics, Exposition, KernelCollector, SharedProbe},
-    pipeline::{OtlpSink, Pipeline, PipelineStats, Sink},
-    probe::{EventReader, POLL_INTERVAL},
-    otlp::Otlp,
-    privileges::drop_capabilities,
-    redact::Redactor,
-    web_config::{TlsListener, WebState},
     config::{ServeArgs, Settings},
+    pipeline::{
+        containers::{cgroup_id_of_dir, k8s, Containers, ContainersOptions, PodWatcher},
+        event_loop::{release_free_heap, EventLoop},
+        redact::Redactor,
+        Pipeline, PipelineStats, Sink,
+    },
+    privileges::drop_capabilities,
+    server::{
+        http::{router, AppState},
+        web_config::{TlsListener, WebState},
+    },
+    sinks::{
+        metrics::{Aggregates, AggregatesCollector, Exposition, KernelCollector, MetricsSink, SharedProbe},
+        otlp::{Otlp, OtlpSink},
+    },
     Probe,
 };
 use prometheus_client::metrics::{counter::Counter, family::Family};
@@ -34,12 +39,10 @@ use tokio::signal::unix::{signal, SignalKind};
 /// records when an endpoint is configured (its self-metrics were registered
 /// when it started).
 fn sinks(aggregates: &Arc<Mutex<Aggregates>>, otlp: Option<Arc<Otlp>>) -> Vec<Box<dyn Sink>> {
-    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
-    // OTLP first: the metrics attach each record's id as an exemplar.
+    let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(MetricsSink { aggregates: aggregates.clone() })];
     if let Some(otlp) = otlp {
         sinks.push(Box::new(OtlpSink { otlp }));
     }
-    sinks.push(Box::new(AnomalyMetrics { aggregates: aggregates.clone() }));
     sinks
 }
 
@@ -99,9 +102,6 @@ fn apply_cgroup_filter(probe: &mut badfd::Probe, settings: &Settings) -> anyhow:
 
 /// How long SIGTERM waits for queued OTLP records to be exported.
 const OTLP_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// How often idle label sets are expired and unused strings forgotten.
-const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(10);
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let settings = args.settings()?;
@@ -194,11 +194,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         if let Some(containers) = containers {
             pipeline = pipeline.with_containers(containers, settings.container_labels);
         }
-        let stop = stop.clone();
-        let aggregates = aggregates.clone();
-        std::thread::Builder::new()
-            .name("badfd-events".into())
-            .spawn(move || event_loop(reader, pipeline, aggregates, stop))?
+        if let Some(otlp) = &otlp {
+            pipeline = pipeline.with_record_ids(otlp.clone());
+        }
+        EventLoop::new(reader, pipeline).spawn(stop.clone())?
     };
 
     let mut server = server;
@@ -229,20 +228,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     server.abort();
     Ok(())
-}
-
-/// Hands free heap pages back to the system. Loading parses the kernel's BTF
-/// and the eBPF object: about 20 MiB of heap that is free again afterwards but
-/// that glibc keeps (idle RSS 54 MiB before this, 38 MiB after; see
-/// bench/RESULTS.md); a flood of anomalies leaves the same behind. It walks
-/// glibc's free lists (a few MiB after a flood), once per housekeeping; the
-/// ring buffer holds tens of ms of events meanwhile.
-fn release_free_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free heap pages to the kernel.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }
 
 /// Re-reads flags and the config file and applies what can change without
@@ -279,28 +264,4 @@ fn reload(args: &ServeArgs, probe: &SharedProbe, running: &Mutex<Settings>, dept
     }
     tracing::info!(settings = %serde_json::to_string(&*running).unwrap_or_default(), "configuration reloaded");
     true
-}
-
-fn event_loop(mut reader: EventReader, mut pipeline: Pipeline, aggregates: Arc<Mutex<Aggregates>>, stop: Arc<AtomicBool>) {
-    let fd = reader.as_raw_fd();
-    let mut last_housekeeping = Instant::now();
-    loop {
-        let stopping = stop.load(Ordering::Acquire);
-        reader.drain(|bytes| pipeline.push_bytes(bytes));
-        pipeline.flush();
-        if stopping {
-            break;
-        }
-        if last_housekeeping.elapsed() >= HOUSEKEEPING_INTERVAL {
-            aggregates.lock().unwrap_or_else(|e| e.into_inner()).expire();
-            pipeline.collect_garbage();
-            // What a flood allocated and freed since (label strings, batches).
-            release_free_heap();
-            last_housekeeping = Instant::now();
-        }
-        // The kernel wakes us once a batch waits; below that we poll.
-        let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-        // SAFETY: one valid pollfd; the fd lives as long as `reader`.
-        unsafe { libc::poll(&mut pfd, 1, POLL_INTERVAL.as_millis() as i32) };
-    }
 }

@@ -22,10 +22,11 @@ use std::{
 use anyhow::{bail, Context as _};
 use badfd::{
     config::{trace::use_color, TraceArgs},
-    containers::{Containers, ContainersOptions},
-    redact::Redactor,
-    render::{self, Anomaly, Summary, TableStyle, WallClock},
-    resolve::Resolver,
+    pipeline::containers::{Containers, ContainersOptions},
+    pipeline::redact::Redactor,
+    pipeline::clock::WallClock,
+    render::{self, Anomaly, Summary, TableStyle},
+    pipeline::resolve::Resolver,
     OpenEvent, Probe,
 };
 use tokio::signal::unix::{signal, SignalKind};
@@ -44,7 +45,7 @@ impl Filters {
             .path_prefix
             .iter()
             .map(|p| {
-                let mut b = badfd::resolve::normalize(p.as_os_str().as_bytes());
+                let mut b = badfd::pipeline::resolve::normalize(p.as_os_str().as_bytes());
                 while b.len() > 1 && b.ends_with(b"/") {
                     b.pop();
                 }
@@ -215,7 +216,7 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
     let cgroups: Vec<PathBuf> = args
         .cgroup
         .iter()
-        .map(|p| badfd::containers::cgroup_dir(p).map_err(|m| anyhow::anyhow!("--cgroup {m}")))
+        .map(|p| badfd::pipeline::containers::cgroup_dir(p).map_err(|m| anyhow::anyhow!("--cgroup {m}")))
         .collect::<anyhow::Result<_>>()?;
     let mut probe = Probe::load(&options)?;
     // The kernel streams nothing until these are in (watch mode, empty map).

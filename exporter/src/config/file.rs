@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::{redact::RedactFile, settings::SettingsError};
-use crate::redact::RedactMode;
+use crate::pipeline::redact::RedactMode;
 
 /// The config file: the same keys as the flags, snake_case.
 #[derive(Clone, Debug, Default, Deserialize)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::otlp::{Compression, OtlpConfig, Protocol};
+use crate::sinks::otlp::{Compression, OtlpConfig, Protocol};
 
 /// OTLP flags of `badfd serve` (flattened into its arguments).
 ///

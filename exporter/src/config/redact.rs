@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{builder::PossibleValue, ValueEnum};
 
-use crate::redact::{RedactMode, RedactSettings};
+use crate::pipeline::redact::{RedactMode, RedactSettings};
 
 /// The redaction flags.
 #[derive(clap::Args, Clone, Debug, Default)]

@@ -14,7 +14,7 @@ use super::{
     redact::RedactArgs,
     values::{duration_str, opt_duration_str, parse_duration, parse_listen_address},
 };
-use crate::{probe::CgroupFilterMode, redact::RedactSettings};
+use crate::{pipeline::redact::RedactSettings, probe::CgroupFilterMode};
 
 /// The default port: outside the fully allocated 9100-9999 exporter range,
 /// not kubelet/kube-proxy's 10248-10259, below the ephemeral range, and ending
@@ -172,7 +172,7 @@ impl Settings {
         let listen_address = parse_listen_address(&listen).map_err(|m| invalid(args.listen_address.is_some(), "--web.listen-address", "listen_address", m))?;
         let cgroups = |flag: &[PathBuf], file: Option<Vec<PathBuf>>, name: &'static str, key: &'static str| -> Result<Vec<PathBuf>, SettingsError> {
             let paths = if flag.is_empty() { file.unwrap_or_default() } else { flag.to_vec() };
-            paths.iter().map(|p| crate::containers::cgroup_dir(p).map_err(|m| invalid(!flag.is_empty(), name, key, m))).collect()
+            paths.iter().map(|p| crate::pipeline::containers::cgroup_dir(p).map_err(|m| invalid(!flag.is_empty(), name, key, m))).collect()
         };
         let filter_cgroup = cgroups(&args.filter_cgroup, f.filter_cgroup, "--filter.cgroup", "filter_cgroup")?;
         let filter_cgroup_ignore = cgroups(&args.filter_cgroup_ignore, f.filter_cgroup_ignore, "--filter.cgroup-ignore", "filter_cgroup_ignore")?;
@@ -283,7 +283,7 @@ mod tests {
     use exporter_common::{CGROUP_FILTER_IGNORE, CGROUP_FILTER_OFF, CGROUP_FILTER_WATCH, CONFIG_FAILURES_ONLY, SLOW_DISABLED};
 
     use super::*;
-    use crate::redact::RedactMode;
+    use crate::pipeline::redact::RedactMode;
 
     #[test]
     fn flags_win_over_the_file_which_wins_over_defaults() {
@@ -347,7 +347,7 @@ mod tests {
         assert!(e.starts_with("--filter.cgroup-ignore: ") && e.contains("not a cgroup v2 directory"), "{e}");
 
         // The root of the hierarchy is a cgroup, by its directory or as /proc spells it.
-        let Some(root) = crate::containers::cgroup2_mount() else { panic!("this machine has a cgroup v2 hierarchy") };
+        let Some(root) = crate::pipeline::containers::cgroup2_mount() else { panic!("this machine has a cgroup v2 hierarchy") };
         let watch = SettingsArgs { filter_cgroup: vec![root.clone(), "/".into()], ..Default::default() };
         let s = Settings::resolve(&watch, None, None).unwrap();
         assert_eq!(s.filter_cgroup, [root.clone(), root.clone()]);

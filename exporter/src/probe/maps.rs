@@ -136,7 +136,7 @@ impl Probe {
     /// Adds the cgroup v2 directory `dir` (e.g. `/sys/fs/cgroup/system.slice/docker-<id>.scope`);
     /// returns its id.
     pub fn add_cgroup_path(&mut self, dir: &Path) -> Result<u64, ProbeError> {
-        let id = crate::containers::cgroup_id_of_dir(dir)?;
+        let id = crate::pipeline::containers::cgroup_id_of_dir(dir)?;
         self.add_cgroup(id)?;
         Ok(id)
     }
@@ -155,7 +155,7 @@ impl Probe {
 
     /// Removes the cgroup v2 directory `dir` from the filter; `false` if it was not in it.
     pub fn remove_cgroup_path(&mut self, dir: &Path) -> Result<bool, ProbeError> {
-        let id = crate::containers::cgroup_id_of_dir(dir)?;
+        let id = crate::pipeline::containers::cgroup_id_of_dir(dir)?;
         self.remove_cgroup(id)
     }
 

@@ -12,7 +12,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use serde::Serialize;
 
-use crate::{errno, resolve::ResolvedPath, OpenEvent};
+use crate::{
+    errno,
+    pipeline::{open_flags::open_flags_names, resolve::ResolvedPath},
+    OpenEvent,
+};
 
 pub use summary::Summary;
 pub use table::TableStyle;
@@ -40,39 +44,6 @@ impl Anomaly {
             None => "ok".to_string(),
         }
     }
-}
-
-/// Converts the kernel's CLOCK_MONOTONIC timestamps to wall-clock time, with
-/// the offset between the two clocks taken once at start.
-#[derive(Clone, Copy, Debug)]
-pub struct WallClock {
-    /// Unix-epoch ns minus monotonic ns.
-    offset_ns: i128,
-}
-
-impl WallClock {
-    pub fn now() -> WallClock {
-        let monotonic = clock_ns(libc::CLOCK_MONOTONIC);
-        let realtime = clock_ns(libc::CLOCK_REALTIME);
-        WallClock { offset_ns: realtime as i128 - monotonic as i128 }
-    }
-
-    /// A clock whose epoch offset is given (tests).
-    pub fn with_offset_ns(offset_ns: i128) -> WallClock {
-        WallClock { offset_ns }
-    }
-
-    /// Unix-epoch ns of a CLOCK_MONOTONIC timestamp.
-    pub fn wall_ns(&self, monotonic_ns: u64) -> u64 {
-        (monotonic_ns as i128 + self.offset_ns).clamp(0, u64::MAX as i128) as u64
-    }
-}
-
-fn clock_ns(clock: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: valid pointer; both clocks always exist on Linux.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// One JSON line of `badfd trace --json`. Field names are a public interface:
@@ -139,7 +110,7 @@ pub fn json_line(a: &Anomaly) -> String {
 }
 
 /// The JSON line of an anomaly, with what is known of its container.
-pub fn json_line_with(a: &Anomaly, container: Option<&crate::containers::ContainerInfo>) -> String {
+pub fn json_line_with(a: &Anomaly, container: Option<&crate::pipeline::containers::ContainerInfo>) -> String {
     let e = &a.event;
     let (comm, comm_base64) = lossless(e.comm_bytes());
     let (path, path_base64) = lossless(&e.path);
@@ -155,7 +126,7 @@ pub fn json_line_with(a: &Anomaly, container: Option<&crate::containers::Contain
         comm_base64,
         syscall: e.syscall.name(),
         flags: e.open_flags,
-        flags_names: text::open_flags_names(e.open_flags),
+        flags_names: open_flags_names(e.open_flags),
         mode: e.mode,
         dirfd: e.dirfd,
         ret: e.ret,
@@ -183,7 +154,7 @@ pub(crate) mod tests {
     use exporter_common::{EVENT_FAILED, EVENT_PATH_TRUNCATED, EVENT_SLOW};
 
     use super::*;
-    use crate::resolve::Resolution;
+    use crate::pipeline::resolve::Resolution;
 
     pub fn anomaly(path: &[u8], ret: i64, latency_ns: u64, slow: bool) -> Anomaly {
         let mut flags = if ret < 0 { EVENT_FAILED } else { 0 };
@@ -249,7 +220,7 @@ pub(crate) mod tests {
         assert_eq!(v["cgroup_id"], 77);
         assert!(v.get("container_id").is_none(), "no container known");
         assert_eq!(v["mnt_ns"], 0);
-        let info = crate::containers::ContainerInfo { container_id: Some("ab12".into()), ..Default::default() };
+        let info = crate::pipeline::containers::ContainerInfo { container_id: Some("ab12".into()), ..Default::default() };
         let v: serde_json::Value = serde_json::from_str(&json_line_with(&a, Some(&info))).unwrap();
         assert_eq!(v["container_id"], "ab12");
 
@@ -258,15 +229,5 @@ pub(crate) mod tests {
         assert_eq!(v["errno"], serde_json::Value::Null);
         assert_eq!(v["slow"], true);
         assert!(v.get("path_base64").is_none(), "valid UTF-8 needs no base64");
-    }
-
-    #[test]
-    fn wall_clock_adds_the_offset() {
-        let c = WallClock::with_offset_ns(1_000);
-        assert_eq!(c.wall_ns(5), 1_005);
-        let now = WallClock::now();
-        let wall = now.wall_ns(clock_ns(libc::CLOCK_MONOTONIC));
-        let real = clock_ns(libc::CLOCK_REALTIME);
-        assert!(wall.abs_diff(real) < 1_000_000_000, "{wall} vs {real}");
     }
 }

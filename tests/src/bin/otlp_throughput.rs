@@ -20,8 +20,8 @@ use std::{
 
 use badfd::{
     config::OtlpArgs,
-    otlp::{Otlp, Protocol},
-    resolve::{Resolution, ResolvedPath},
+    pipeline::resolve::{Resolution, ResolvedPath},
+    sinks::otlp::{Otlp, Protocol},
     OpenEvent,
 };
 use badfd_tests::otlp_receiver::{Receiver, Transport};

@@ -3,11 +3,13 @@
 //! systemd unit (`path`), and the pod UID to the pod's name, namespace and
 //! container names from the Kubernetes API (`k8s`, in a cluster only).
 //!
-//! The API for `badfd serve` and the OTLP exporter is [`Containers::lookup`]
-//! (or [`Containers::lookup_event`]), which gives a [`ContainerInfo`].
+//! The API is [`Containers::lookup`] (or [`Containers::lookup_event`]), which
+//! gives a [`ContainerInfo`]; the pipeline's stage ([`ContainerLookup`]) keeps
+//! a small cache by cgroup in front of it.
 
 pub mod cgroupfs;
 pub mod k8s;
+mod lookup;
 pub mod path;
 
 use std::{
@@ -23,7 +25,9 @@ pub use cgroupfs::{cgroup2_mount, cgroup_dir, cgroup_id_of_dir, Cgroup, CgroupPa
 pub use k8s::{PodCache, PodMeta, PodWatcher};
 pub use path::{owner_from_proc_cgroup, parse_cgroup_path, CgroupOwner, Runtime};
 
-use crate::{labels::ContainerLabels, OpenEvent};
+pub use lookup::ContainerLookup;
+
+use crate::{pipeline::labels::OTHER, OpenEvent};
 
 /// Everything known about the cgroup of an event. Fields are `None` where not
 /// known (a host process has no container; outside a cluster there are no pod
@@ -242,6 +246,31 @@ impl Containers {
         if let Some(pods) = &self.pods {
             info.enrich(&pods.read().unwrap_or_else(|e| e.into_inner()));
         }
+    }
+}
+
+/// The container labels of a series, with `badfd serve --metrics.container-labels`:
+/// named as kube-state-metrics and cAdvisor name them, so that series join
+/// with theirs (`kube_pod_container_info` has the same `container_id`,
+/// `<runtime>://<id>`). Empty where not known: a host process has none, and
+/// outside a cluster only `container_id` is known.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ContainerLabels {
+    pub namespace: String,
+    pub pod: String,
+    pub container: String,
+    pub container_id: String,
+}
+
+impl ContainerLabels {
+    /// What a folded label set carries: `other` everywhere.
+    pub fn other() -> ContainerLabels {
+        ContainerLabels { namespace: OTHER.into(), pod: OTHER.into(), container: OTHER.into(), container_id: OTHER.into() }
+    }
+
+    /// As (name, value) pairs, in exposition order.
+    pub fn pairs(&self) -> [(&'static str, &str); 4] {
+        [("namespace", &self.namespace), ("pod", &self.pod), ("container", &self.container), ("container_id", &self.container_id)]
     }
 }
 

@@ -200,7 +200,7 @@ fn lookup_joins_the_cgroup_path_and_the_api() {
     // The metric labels, named as kube-state-metrics names them.
     assert_eq!(
         info.metric_labels(),
-        crate::labels::ContainerLabels {
+        ContainerLabels {
             namespace: "shop".into(),
             pod: "web-7d4b9c6f8-x2k9p".into(),
             container: "nginx".into(),

@@ -33,10 +33,9 @@ use std::path::PathBuf;
 use ring::hmac;
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    event::KernelDir,
+use super::{
+    event::{KernelDir, OpenEvent},
     resolve::{normalize, ResolvedPath},
-    OpenEvent,
 };
 
 /// What `drop` leaves where the redacted components were.
@@ -272,7 +271,7 @@ impl Redactor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resolve::Resolution;
+    use crate::pipeline::resolve::Resolution;
 
     fn redactor(mode: RedactMode, under: &[&str], keep: usize) -> Redactor {
         let settings = RedactSettings { mode, under: under.iter().map(|s| s.to_string()).collect(), keep, key_file: None };
@@ -321,7 +320,7 @@ mod tests {
         assert!(parts[2].starts_with('#') && parts[2].len() == 1 + HASH_LETTERS, "{a}");
         assert!(parts[2][1..].bytes().all(|b| b.is_ascii_lowercase()), "{a}");
         // Label templating leaves it whole.
-        assert_eq!(crate::labels::path_prefix(a.as_bytes(), 2), format!("/home/{}", parts[2]));
+        assert_eq!(crate::pipeline::labels::path_prefix(a.as_bytes(), 2), format!("/home/{}", parts[2]));
         assert!(!a.contains("alice") && !a.contains("config"), "{a}");
         assert_eq!(a.split('/').nth(2), b.split('/').nth(2), "one name, one hash");
         assert_ne!(a, b);

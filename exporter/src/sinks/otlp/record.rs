@@ -38,7 +38,11 @@ use opentelemetry::{
 };
 use opentelemetry_sdk::logs::SdkLogRecord;
 
-use crate::{errno, resolve::Resolution, OpenEvent};
+use crate::{
+    errno,
+    pipeline::{open_flags::open_flags_names, resolve::Resolution, OtelAttributes},
+    OpenEvent,
+};
 
 pub const EVENT_FAILED: &str = "file.open.failed";
 pub const EVENT_SLOW: &str = "file.open.slow";
@@ -55,7 +59,7 @@ pub(crate) struct QueuedAnomaly {
     pub trace_id: TraceId,
     pub span_id: SpanId,
     /// The container's attributes (see `ContainerInfo::otel_attributes`).
-    pub container: Option<crate::pipeline::OtelAttributes>,
+    pub container: Option<OtelAttributes>,
 }
 
 /// Records of one (command, errno or slow) that the rate limit held back.
@@ -86,68 +90,6 @@ pub fn severity(errno: Option<i32>) -> Severity {
         Some(e) if ORDINARY_ERRNOS.contains(&e) => Severity::Info,
         _ => Severity::Warn,
     }
-}
-
-/// The wall-clock time of a CLOCK_MONOTONIC instant (the kernel's `start_ns`).
-pub fn monotonic_to_wall(monotonic_ns: u64) -> SystemTime {
-    let mono_now = clock_ns(libc::CLOCK_MONOTONIC);
-    let wall_now = SystemTime::now();
-    let age = Duration::from_nanos(mono_now.saturating_sub(monotonic_ns));
-    wall_now.checked_sub(age).unwrap_or(wall_now)
-}
-
-fn clock_ns(clock: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: valid pointer to a timespec; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// `O_WRONLY|O_CREAT|O_EXCL`: the access mode and the flags users know.
-pub fn open_flags_names(flags: u64) -> String {
-    const NAMED: [(u64, &str); 14] = [
-        (libc::O_CREAT as u64, "O_CREAT"),
-        (libc::O_EXCL as u64, "O_EXCL"),
-        (libc::O_NOCTTY as u64, "O_NOCTTY"),
-        (libc::O_TRUNC as u64, "O_TRUNC"),
-        (libc::O_APPEND as u64, "O_APPEND"),
-        (libc::O_NONBLOCK as u64, "O_NONBLOCK"),
-        (libc::O_DSYNC as u64, "O_DSYNC"),
-        (libc::O_DIRECT as u64, "O_DIRECT"),
-        (libc::O_LARGEFILE as u64, "O_LARGEFILE"),
-        (libc::O_DIRECTORY as u64, "O_DIRECTORY"),
-        (libc::O_NOFOLLOW as u64, "O_NOFOLLOW"),
-        (libc::O_NOATIME as u64, "O_NOATIME"),
-        (libc::O_CLOEXEC as u64, "O_CLOEXEC"),
-        (libc::O_PATH as u64, "O_PATH"),
-    ];
-    let mut out = String::from(match flags & libc::O_ACCMODE as u64 {
-        0 => "O_RDONLY",
-        1 => "O_WRONLY",
-        2 => "O_RDWR",
-        _ => "O_ACCMODE",
-    });
-    let mut rest = flags & !(libc::O_ACCMODE as u64);
-    // O_SYNC contains O_DSYNC's bit: name it first.
-    if rest & libc::O_SYNC as u64 == libc::O_SYNC as u64 {
-        out.push_str("|O_SYNC");
-        rest &= !(libc::O_SYNC as u64);
-    }
-    if rest & libc::O_TMPFILE as u64 == libc::O_TMPFILE as u64 {
-        out.push_str("|O_TMPFILE");
-        rest &= !(libc::O_TMPFILE as u64);
-    }
-    for (bit, name) in NAMED {
-        if rest & bit != 0 {
-            out.push('|');
-            out.push_str(name);
-            rest &= !bit;
-        }
-    }
-    if rest != 0 {
-        out.push_str(&format!("|0x{rest:x}"));
-    }
-    out
 }
 
 fn lossy(bytes: &[u8]) -> String {
@@ -246,22 +188,5 @@ mod tests {
             assert_eq!(severity(Some(e)), Severity::Error, "{}", errno::name(e));
         }
         assert_eq!(severity(None), Severity::Warn);
-    }
-
-    #[test]
-    fn names_open_flags() {
-        assert_eq!(open_flags_names(0), "O_RDONLY");
-        let f = (libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC) as u64;
-        assert_eq!(open_flags_names(f), "O_WRONLY|O_CREAT|O_EXCL|O_CLOEXEC");
-        assert_eq!(open_flags_names(libc::O_SYNC as u64), "O_RDONLY|O_SYNC");
-        assert_eq!(open_flags_names(1 << 40), "O_RDONLY|0x10000000000");
-    }
-
-    #[test]
-    fn monotonic_times_become_wall_times() {
-        let now = clock_ns(libc::CLOCK_MONOTONIC);
-        let wall = monotonic_to_wall(now - 2_000_000_000);
-        let age = SystemTime::now().duration_since(wall).unwrap();
-        assert!(age >= Duration::from_secs(2) && age < Duration::from_secs(3), "{age:?}");
     }
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use exporter_common::AT_FDCWD;
 
-use crate::{event::KernelDir, OpenEvent};
+use super::event::{KernelDir, OpenEvent};
 
 /// How a path was made absolute; the `method` label of
 /// `badfd_path_resolutions_total`.

@@ -13,10 +13,10 @@ use axum::{
     Router,
 };
 
+use super::web_config::{require_auth, WebState};
 use crate::{
-    metrics::{Aggregates, Exposition, Format, SharedProbe},
     config::{values::format_duration, Settings},
-    web_config::{require_auth, WebState},
+    sinks::metrics::{Aggregates, Exposition, Format, SharedProbe},
 };
 
 #[derive(Clone)]
@@ -93,8 +93,8 @@ fn micros(us: u64) -> String {
     }
 }
 
-fn redaction_summary(r: &crate::redact::RedactSettings) -> String {
-    use crate::redact::RedactMode;
+fn redaction_summary(r: &crate::pipeline::redact::RedactSettings) -> String {
+    use crate::pipeline::redact::RedactMode;
     let mode = match r.mode {
         RedactMode::None => return "none".into(),
         RedactMode::Hash => "hash",
@@ -131,7 +131,7 @@ async fn landing(State(state): State<AppState>) -> Html<String> {
     if let Some(c) = config {
         let _ = write!(h, "<tr><th>kernel slow threshold</th><td>{}</td></tr>", if c.slow_threshold_ns == u64::MAX { "off".to_string() } else { format!("{} ns", c.slow_threshold_ns) });
     }
-    let _ = write!(h, "<tr><th>kernel release</th><td>{}</td></tr></table>", escape(&crate::metrics::kernel_release()));
+    let _ = write!(h, "<tr><th>kernel release</th><td>{}</td></tr></table>", escape(&crate::probe::kernel_release()));
     h.push_str("<h2>Running configuration</h2><table>");
     let rows = [
         ("config file", state.config_file.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(none)".into())),
@@ -204,7 +204,7 @@ mod tests {
         let settings = Settings::resolve(&SettingsArgs::default(), None, None).unwrap();
         let probe: SharedProbe = Arc::new(Mutex::new(None));
         let mut exposition = Exposition::new();
-        exposition.registry.register_collector(Box::new(crate::metrics::KernelCollector { probe: probe.clone() }));
+        exposition.registry.register_collector(Box::new(crate::sinks::metrics::KernelCollector { probe: probe.clone() }));
         let state = AppState {
             exposition: Arc::new(exposition),
             probe,

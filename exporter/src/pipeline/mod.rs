@@ -1,0 +1,200 @@
+//! The one path of an event in userspace, for `serve` and `trace` alike:
+//!
+//! ```text
+//! ring buffer bytes                       (probe: EventReader, drained by event_loop.rs)
+//!   -> decode          event.rs           OpenEvent, or counted undecodable
+//!   -> resolve         resolve.rs         the absolute path, against the opener's cwd or dirfd
+//!   -> redact          redact.rs          --paths.redact, before any label, record or line sees a path
+//!   -> labels          labels/            the interned `comm` and `path_prefix` label values
+//!   -> container       containers/        container and pod, by cgroup (when a sink uses them)
+//!   -> wall time       clock.rs           the one monotonic-to-wall clock
+//!   -> record id       record_ids.rs      which anomalies get an OTLP record, and its id
+//!   = Anomaly          anomaly.rs         complete: sinks only read it
+//!   -> sinks, in batches                  (sinks/: metrics, OTLP, terminal)
+//! ```
+//!
+//! Every stage runs on the event thread ([`event_loop`]), one anomaly at a
+//! time; the sinks get batches of up to [`BATCH`] anomalies, each batch once
+//! per sink, in order. [`Pipeline::flush`] runs on every wake of the event
+//! loop (at least every `POLL_INTERVAL`, events or not) and
+//! [`Pipeline::finish`] once at the end of the stream: a stage that holds
+//! anomalies for a while (to classify them by what follows) releases them
+//! there, to every sink at once.
+
+pub mod anomaly;
+pub mod clock;
+pub mod containers;
+pub mod event;
+pub mod event_loop;
+pub mod labels;
+pub mod open_flags;
+pub mod record_ids;
+pub mod redact;
+pub mod resolve;
+pub mod stats;
+
+use std::sync::{atomic::AtomicUsize, Arc};
+
+pub use anomaly::{Anomaly, OtelAttributes, RecordId};
+pub use stats::PipelineStats;
+
+use self::{
+    clock::WallClock,
+    containers::{ContainerLookup, Containers},
+    event::OpenEvent,
+    labels::Labeler,
+    record_ids::{RecordAdmission, RecordIds},
+    redact::Redactor,
+    resolve::{Resolution, Resolver},
+};
+
+/// A consumer of anomalies: the metrics, the OTLP records, the terminal.
+/// Called on the event thread; must not block for long (hand slow work to a
+/// thread of its own, as the OTLP sink does).
+pub trait Sink: Send {
+    /// The next anomalies, in the order the pipeline made them.
+    fn accept(&mut self, batch: &[Anomaly]);
+    /// Periodic upkeep on the event thread (expiring idle series).
+    fn housekeeping(&mut self) {}
+    /// The stream has ended: every anomaly has been accepted.
+    fn finish(&mut self) {}
+}
+
+/// Anomalies handed to sinks at once: big enough to amortize locks, small
+/// enough to keep memory flat during a flood.
+pub const BATCH: usize = 1024;
+
+pub struct Pipeline {
+    resolver: Resolver,
+    redactor: Redactor,
+    labels: Labeler,
+    containers: Option<ContainerLookup>,
+    clock: WallClock,
+    record_ids: Option<RecordIds>,
+    batch: Vec<Anomaly>,
+    sinks: Vec<Box<dyn Sink>>,
+    stats: PipelineStats,
+}
+
+impl Pipeline {
+    /// `depth` is the `path_prefix` depth, shared so that a reload can change it.
+    pub fn new(depth: Arc<AtomicUsize>, sinks: Vec<Box<dyn Sink>>, stats: PipelineStats) -> Pipeline {
+        Pipeline {
+            resolver: Resolver::new(),
+            redactor: Redactor::off(),
+            labels: Labeler::new(depth),
+            containers: None,
+            clock: WallClock::now(),
+            record_ids: None,
+            batch: Vec::with_capacity(BATCH),
+            sinks,
+            stats,
+        }
+    }
+
+    /// Looks up each anomaly's container and pod, and with `labels` makes
+    /// their metric labels too (`--metrics.container-labels`).
+    pub fn with_containers(mut self, containers: Arc<Containers>, labels: bool) -> Pipeline {
+        self.containers = Some(ContainerLookup::new(containers, labels));
+        self
+    }
+
+    /// Redacts every anomaly's paths (`--paths.redact`) before any label,
+    /// record or line sees them: the one place where redaction happens.
+    pub fn with_redactor(mut self, redactor: Redactor) -> Pipeline {
+        self.redactor = redactor;
+        self
+    }
+
+    /// Gives the anomalies that `admission` admits an OTLP record id.
+    pub fn with_record_ids(mut self, admission: Arc<dyn RecordAdmission>) -> Pipeline {
+        self.record_ids = Some(RecordIds::new(admission));
+        self
+    }
+
+    /// Takes one ring-buffer record; hands a full batch to the sinks.
+    pub fn push_bytes(&mut self, bytes: &[u8]) {
+        self.stats.events_received.inc();
+        match OpenEvent::decode(bytes) {
+            Ok(event) => self.push(event),
+            Err(error) => {
+                self.stats.events_undecodable.inc();
+                tracing::debug!(%error, "undecodable event");
+            }
+        }
+    }
+
+    /// Takes one decoded event through every stage.
+    pub fn push(&mut self, mut event: OpenEvent) {
+        let mut resolved = self.resolver.resolve(&event);
+        if let Some(i) = Resolution::ALL.iter().position(|&r| r == resolved.how) {
+            self.stats.resolutions[i].inc();
+        }
+        self.redactor.apply(&mut event, &mut resolved);
+        let path_prefix = self.labels.path_prefix(&resolved.path);
+        let comm = self.labels.comm(&event.comm);
+        let (container, container_attributes, container_labels) = match &mut self.containers {
+            Some(lookup) => {
+                let e = lookup.entry(&event);
+                (e.info, e.attributes, e.labels)
+            }
+            None => (None, None, None),
+        };
+        let mut anomaly = Anomaly {
+            wall_ns: self.clock.wall_ns(event.start_ns),
+            event,
+            resolved,
+            record_id: None,
+            comm,
+            path_prefix,
+            container,
+            container_attributes,
+            container_labels,
+        };
+        if let Some(ids) = &self.record_ids {
+            anomaly.record_id = ids.assign(&anomaly);
+        }
+        self.batch.push(anomaly);
+        if self.batch.len() >= BATCH {
+            self.flush();
+        }
+    }
+
+    /// Hands what is batched to every sink.
+    pub fn flush(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        for sink in &mut self.sinks {
+            sink.accept(&self.batch);
+        }
+        self.batch.clear();
+        self.labels.collect_if_due();
+        self.clock.refresh();
+    }
+
+    /// Periodic upkeep: forgets label strings nothing holds any more, and
+    /// lets each sink do its own (expire idle series).
+    pub fn housekeeping(&mut self) {
+        self.labels.collect_garbage();
+        for sink in &mut self.sinks {
+            sink.housekeeping();
+        }
+    }
+
+    /// The end of the stream: hands over what is left and tells every sink.
+    pub fn finish(&mut self) {
+        self.flush();
+        for sink in &mut self.sinks {
+            sink.finish();
+        }
+    }
+
+    /// The pipeline's counters.
+    pub fn stats(&self) -> &PipelineStats {
+        &self.stats
+    }
+}
+
+#[cfg(test)]
+mod tests;

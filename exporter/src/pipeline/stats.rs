@@ -1,0 +1,44 @@
+//! The pipeline's own counters: what it received, dropped and resolved.
+
+use prometheus_client::{
+    metrics::{counter::Counter, family::Family},
+    registry::Registry,
+};
+
+use super::resolve::Resolution;
+
+/// The pipeline's counters; clones share them. `register` exposes all but
+/// `filtered` (only `trace` filters, and says so in its summary).
+#[derive(Clone, Debug, Default)]
+pub struct PipelineStats {
+    pub events_received: Counter,
+    pub events_undecodable: Counter,
+    /// Indexed like `Resolution::ALL`.
+    pub resolutions: [Counter; 4],
+    /// Anomalies the userspace filters hid (`trace --errno`, `--path-prefix`).
+    pub filtered: Counter,
+}
+
+impl PipelineStats {
+    pub fn register(registry: &mut Registry) -> PipelineStats {
+        let stats = PipelineStats::default();
+        registry.register(
+            "events_received",
+            "Anomaly events read from the kernel ring buffer",
+            stats.events_received.clone(),
+        );
+        registry.register(
+            "events_undecodable",
+            "Ring buffer records that did not decode as an event (dropped)",
+            stats.events_undecodable.clone(),
+        );
+        let family = Family::<[(&'static str, &'static str); 1], Counter>::default();
+        let resolutions = Resolution::ALL.map(|r| family.get_or_create(&[("method", r.name())]).clone());
+        registry.register(
+            "path_resolutions",
+            "Anomaly paths by how they were made absolute (absolute already, in the kernel, from /proc, or not at all)",
+            family,
+        );
+        PipelineStats { resolutions, ..stats }
+    }
+}

@@ -1,0 +1,233 @@
+//! The labeled anomaly series behind the `badfd_anomaly_*` metrics, each
+//! metric under its own label-set budget, and the rankings of the landing page.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use hdrhistogram::Histogram as HdrHistogram;
+
+use super::budget::{Budgeted, Fold};
+use crate::{
+    errno,
+    pipeline::{containers::ContainerLabels, labels::OTHER, Anomaly, RecordId},
+};
+
+/// Bucket bounds of the slow-open histogram, in seconds.
+pub const SLOW_BUCKETS_SECONDS: [f64; 15] =
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+
+/// The container labels of a series: `None` unless `--metrics.container-labels`
+/// is on (then the label sets are those of today plus the container's).
+pub type Container = Option<Arc<ContainerLabels>>;
+pub type FailureKey = (i32, Arc<str>, Arc<str>, Container);
+pub type SlowKey = (Arc<str>, Arc<str>, Container);
+pub type CommKey = (Arc<str>, Container);
+
+/// Slow opens of one label set: the count and an hdrhistogram (microseconds)
+/// for quantiles on the landing page and in terminal mode.
+#[derive(Debug)]
+pub struct SlowSeries {
+    pub count: u64,
+    pub latency_us: HdrHistogram<u64>,
+    /// The OTLP record id of the latest slow open (the exemplar).
+    pub last_record: Option<RecordId>,
+}
+
+/// A failure counter and the OTLP record id of its latest failure.
+#[derive(Debug, Default)]
+pub struct FailureSeries {
+    pub count: u64,
+    pub last_record: Option<RecordId>,
+}
+
+impl Fold for FailureSeries {
+    fn fold_into(self, target: &mut FailureSeries) {
+        target.count += self.count;
+        target.last_record = self.last_record.or(target.last_record);
+    }
+}
+
+impl Default for SlowSeries {
+    fn default() -> Self {
+        // Two significant figures, auto-resizing to the largest value seen.
+        SlowSeries { count: 0, latency_us: HdrHistogram::new(2).expect("2 significant figures is valid"), last_record: None }
+    }
+}
+
+impl Fold for SlowSeries {
+    fn fold_into(self, target: &mut SlowSeries) {
+        target.count += self.count;
+        let _ = target.latency_us.add(&self.latency_us);
+        target.last_record = self.last_record.or(target.last_record);
+    }
+}
+
+/// A fixed-bucket histogram of one label set ([`SLOW_BUCKETS_SECONDS`]).
+#[derive(Debug, Default)]
+pub struct BucketHistogram {
+    /// Non-cumulative; the last slot is +Inf.
+    pub buckets: [u64; SLOW_BUCKETS_SECONDS.len() + 1],
+    pub sum_ns: u64,
+    pub count: u64,
+}
+
+impl BucketHistogram {
+    pub fn observe_ns(&mut self, ns: u64) {
+        let s = ns as f64 / 1e9;
+        let i = SLOW_BUCKETS_SECONDS.iter().position(|&b| s <= b).unwrap_or(SLOW_BUCKETS_SECONDS.len());
+        self.buckets[i] += 1;
+        self.sum_ns += ns;
+        self.count += 1;
+    }
+}
+
+impl Fold for BucketHistogram {
+    fn fold_into(self, target: &mut BucketHistogram) {
+        for (t, s) in target.buckets.iter_mut().zip(self.buckets) {
+            *t += s;
+        }
+        target.sum_ns += self.sum_ns;
+        target.count += self.count;
+    }
+}
+
+fn other() -> Arc<str> {
+    Arc::from(OTHER)
+}
+
+/// Folded label sets keep container labels (as `other`) if they had them.
+fn other_container(c: &Container) -> Container {
+    c.as_ref().map(|_| Arc::new(ContainerLabels::other()))
+}
+
+/// The labeled anomaly series, each metric under its own label-set budget.
+#[derive(Debug)]
+pub struct Aggregates {
+    pub failures: Budgeted<FailureKey, FailureSeries>,
+    pub slow: Budgeted<SlowKey, SlowSeries>,
+    pub slow_duration: Budgeted<CommKey, BucketHistogram>,
+    started: Instant,
+}
+
+impl Aggregates {
+    pub fn new(max_label_sets: usize, ttl: Duration) -> Aggregates {
+        Aggregates {
+            failures: Budgeted::new(max_label_sets, ttl, |k| (k.0, other(), other(), other_container(&k.3))),
+            slow: Budgeted::new(max_label_sets, ttl, |k| (other(), other(), other_container(&k.2))),
+            slow_duration: Budgeted::new(max_label_sets, ttl, |k| (other(), other_container(&k.1))),
+            started: Instant::now(),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    /// The aggregates' clock (seconds), for [`Aggregates::record_at`].
+    pub fn clock(&self) -> u64 {
+        self.now()
+    }
+
+    pub fn record(&mut self, a: &Anomaly) {
+        let now = self.now();
+        self.record_at(a, now);
+    }
+
+    /// [`Aggregates::record`] with the clock read once per batch by the caller
+    /// (`now` from [`Aggregates::clock`]).
+    pub fn record_at(&mut self, a: &Anomaly, now: u64) {
+        if let Some(e) = a.event.errno() {
+            let f = self.failures.get_mut(&(e, a.comm.clone(), a.path_prefix.clone(), a.container_labels.clone()), now);
+            f.count += 1;
+            if a.record_id.is_some() {
+                f.last_record = a.record_id;
+            }
+        }
+        if a.event.slow() {
+            let s = self.slow.get_mut(&(a.comm.clone(), a.path_prefix.clone(), a.container_labels.clone()), now);
+            s.count += 1;
+            if a.record_id.is_some() {
+                s.last_record = a.record_id;
+            }
+            s.latency_us.saturating_record((a.event.latency_ns / 1000).max(1));
+            self.slow_duration.get_mut(&(a.comm.clone(), a.container_labels.clone()), now).observe_ns(a.event.latency_ns);
+        }
+    }
+
+    pub fn expire(&mut self) {
+        let now = self.now();
+        self.failures.expire(now);
+        self.slow.expire(now);
+        self.slow_duration.expire(now);
+    }
+
+    /// Slow-open label sets with the highest p99 first.
+    pub fn worst_slow(&self, n: usize) -> Vec<OffenderRow> {
+        let mut rows: Vec<OffenderRow> = self
+            .slow
+            .iter()
+            .map(|((comm, prefix, _), s)| OffenderRow {
+                comm: comm.to_string(),
+                path_prefix: prefix.to_string(),
+                errno: None,
+                count: s.count,
+                p50_us: s.latency_us.value_at_quantile(0.5),
+                p99_us: s.latency_us.value_at_quantile(0.99),
+                max_us: s.latency_us.max(),
+            })
+            .collect();
+        rows.sort_by(|a, b| b.p99_us.cmp(&a.p99_us).then(b.count.cmp(&a.count)));
+        rows.truncate(n);
+        rows
+    }
+
+    /// Failure label sets with the most failures first.
+    pub fn worst_failures(&self, n: usize) -> Vec<OffenderRow> {
+        let mut rows: Vec<OffenderRow> = self
+            .failures
+            .iter()
+            .map(|((e, comm, prefix, _), f)| OffenderRow {
+                comm: comm.to_string(),
+                path_prefix: prefix.to_string(),
+                errno: Some(errno::name(*e)),
+                count: f.count,
+                p50_us: 0,
+                p99_us: 0,
+                max_us: 0,
+            })
+            .collect();
+        rows.sort_by_key(|r| std::cmp::Reverse(r.count));
+        rows.truncate(n);
+        rows
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct OffenderRow {
+    pub comm: String,
+    pub path_prefix: String,
+    pub errno: Option<&'static str>,
+    pub count: u64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub max_us: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slow_histogram_buckets_are_inclusive_upper_bounds() {
+        let mut h = BucketHistogram::default();
+        h.observe_ns(10_000_000); // exactly 0.01 s: in le="0.01"
+        h.observe_ns(10_000_001);
+        h.observe_ns(120_000_000_000);
+        assert_eq!(h.buckets[3], 1);
+        assert_eq!(h.buckets[4], 1);
+        assert_eq!(h.buckets[SLOW_BUCKETS_SECONDS.len()], 1);
+        assert_eq!(h.count, 3);
+    }
+}
