@@ -20,7 +20,6 @@ pub mod errno;
 pub mod pipeline;
 pub mod privileges;
 pub mod probe;
-pub mod render;
 pub mod server;
 pub mod sinks;
 

@@ -11,8 +11,11 @@ use std::{
 };
 
 use badfd::{
-    render::{self, Anomaly, TableStyle},
-    pipeline::resolve::{Resolution, ResolvedPath},
+    pipeline::{
+        resolve::{Resolution, ResolvedPath},
+        Anomaly,
+    },
+    sinks::terminal::{table, text, TableStyle},
     OpenEvent,
 };
 use badfd_tests::{load_probe, workload_path, Collector, OpenRecord, TempDir};
@@ -491,23 +494,21 @@ fn golden_anomaly(path: &str, ret: i64, latency_ns: u64, slow: bool, comm: &[u8]
     if slow {
         flags |= EVENT_SLOW;
     }
-    Anomaly {
-        event: OpenEvent {
-            start_ns: 1,
-            latency_ns,
-            cgroup_id: 1,
-            ret,
-            pid: 31337,
-            tid: 31337,
-            flags,
-            comm: c,
-            path: path.as_bytes().to_vec(),
-            ..Default::default()
-        },
-        resolved: ResolvedPath { path: path.as_bytes().to_vec(), how: Resolution::Absolute },
-        // 2023-11-14T22:13:20.123Z
-        wall_ns: 1_700_000_000_123_000_000,
-    }
+    let event = OpenEvent {
+        start_ns: 1,
+        latency_ns,
+        cgroup_id: 1,
+        ret,
+        pid: 31337,
+        tid: 31337,
+        flags,
+        comm: c,
+        path: path.as_bytes().to_vec(),
+        ..Default::default()
+    };
+    let resolved = ResolvedPath { path: path.as_bytes().to_vec(), how: Resolution::Absolute };
+    // 2023-11-14T22:13:20.123Z
+    Anomaly::new(event, resolved, 1_700_000_000_123_000_000)
 }
 
 #[test]
@@ -519,8 +520,8 @@ fn table_rows_are_fixed_width_with_paths_elided_at_the_front() {
         golden_anomaly("/x/\x1b[31mevil\nname", -36, 2_500_000_000, true, b"a-fifteen-chars"),
     ];
     let style = TableStyle { width: Some(100), wide: false, color: false };
-    let got: Vec<String> = std::iter::once(render::table::header(&style))
-        .chain(rows.iter().map(|a| render::table::row(a, &chrono::Utc, &style)))
+    let got: Vec<String> = std::iter::once(table::header(&style))
+        .chain(rows.iter().map(|a| table::row(a, &chrono::Utc, &style)))
         .collect();
     let want = [
         "TIME             PID COMM            LATENCY RESULT                   FILE",
@@ -531,12 +532,12 @@ fn table_rows_are_fixed_width_with_paths_elided_at_the_front() {
     ];
     assert_eq!(got, want, "\n{}", got.join("\n"));
     for line in &got {
-        assert!(render::text::display_width(line) <= 100, "{line}");
+        assert!(text::display_width(line) <= 100, "{line}");
     }
 
     // Wide: whole paths, the full meaning column.
     let wide = TableStyle { width: Some(100), wide: true, color: false };
-    let long = render::table::row(&rows[1], &chrono::Utc, &wide);
+    let long = table::row(&rows[1], &chrono::Utc, &wide);
     assert_eq!(
         long,
         "22:13:20.123   31337 postgres          850ns EACCES Permission denied         /srv/data/a-rather-long-directory-name/another-level/yet-another/file.db"
@@ -544,7 +545,7 @@ fn table_rows_are_fixed_width_with_paths_elided_at_the_front() {
     // At 80 columns the name alone stays visible.
     let narrow = TableStyle { width: Some(80), wide: false, color: false };
     assert_eq!(
-        render::table::row(&rows[0], &chrono::Utc, &narrow),
+        table::row(&rows[0], &chrono::Utc, &narrow),
         "22:13:20.123   31337 cat              12.3µs ENOENT No such… …/deep/name.conf"
     );
 }
@@ -589,7 +590,7 @@ fn renders_in_a_terminal_under_tmux() {
     // 90 columns: the path is elided at the front and the row does not wrap.
     assert!(row.contains("…/deep/") && row.ends_with("missing.conf"), "{row:?}");
     assert!(!row.contains(&format!("{}/deep", str_of(dir.path()))), "{row:?}");
-    assert!(render::text::display_width(&strip_ansi(row)) <= 90, "{row:?}");
+    assert!(text::display_width(&strip_ansi(row)) <= 90, "{row:?}");
     assert!(pane.contains("badfd trace: 1 anomalies (1 failed, 0 slow)"), "summary:\n{pane}");
 }
 

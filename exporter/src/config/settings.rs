@@ -21,6 +21,9 @@ use crate::{pipeline::redact::RedactSettings, probe::CgroupFilterMode};
 /// in 435 like ebpf_exporter's 9435.
 pub const DEFAULT_LISTEN_ADDRESS: &str = ":19435";
 
+/// Components of the path kept in the `path_prefix` label.
+pub const DEFAULT_PATH_PREFIX_DEPTH: usize = 3;
+
 /// Settings that can come from flags/env or the file (flags win).
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct SettingsArgs {
@@ -140,7 +143,7 @@ impl Settings {
             let d = parse_duration(&slow).map_err(|m| invalid(args.slow_threshold.is_some(), "--slow-threshold", "slow_threshold", m))?;
             if d.is_zero() { None } else { Some(d) }
         };
-        let depth = args.path_prefix_depth.or(f.path_prefix_depth).unwrap_or(3);
+        let depth = args.path_prefix_depth.or(f.path_prefix_depth).unwrap_or(DEFAULT_PATH_PREFIX_DEPTH);
         if !(1..=32).contains(&depth) {
             return Err(invalid(
                 args.path_prefix_depth.is_some(),

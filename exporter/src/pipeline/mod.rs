@@ -4,6 +4,7 @@
 //! ring buffer bytes                       (probe: EventReader, drained by event_loop.rs)
 //!   -> decode          event.rs           OpenEvent, or counted undecodable
 //!   -> resolve         resolve.rs         the absolute path, against the opener's cwd or dirfd
+//!   -> filter          filter.rs          what the kernel cannot decide (trace's --errno, --path-prefix)
 //!   -> redact          redact.rs          --paths.redact, before any label, record or line sees a path
 //!   -> labels          labels/            the interned `comm` and `path_prefix` label values
 //!   -> container       containers/        container and pod, by cgroup (when a sink uses them)
@@ -26,6 +27,7 @@ pub mod clock;
 pub mod containers;
 pub mod event;
 pub mod event_loop;
+pub mod filter;
 pub mod labels;
 pub mod open_flags;
 pub mod record_ids;
@@ -42,6 +44,7 @@ use self::{
     clock::WallClock,
     containers::{ContainerLookup, Containers},
     event::OpenEvent,
+    filter::Filter,
     labels::Labeler,
     record_ids::{RecordAdmission, RecordIds},
     redact::Redactor,
@@ -66,6 +69,7 @@ pub const BATCH: usize = 1024;
 
 pub struct Pipeline {
     resolver: Resolver,
+    filter: Filter,
     redactor: Redactor,
     labels: Labeler,
     containers: Option<ContainerLookup>,
@@ -81,6 +85,7 @@ impl Pipeline {
     pub fn new(depth: Arc<AtomicUsize>, sinks: Vec<Box<dyn Sink>>, stats: PipelineStats) -> Pipeline {
         Pipeline {
             resolver: Resolver::new(),
+            filter: Filter::default(),
             redactor: Redactor::off(),
             labels: Labeler::new(depth),
             containers: None,
@@ -96,6 +101,12 @@ impl Pipeline {
     /// their metric labels too (`--metrics.container-labels`).
     pub fn with_containers(mut self, containers: Arc<Containers>, labels: bool) -> Pipeline {
         self.containers = Some(ContainerLookup::new(containers, labels));
+        self
+    }
+
+    /// Drops the anomalies `filter` does not keep (counted as `filtered`).
+    pub fn with_filter(mut self, filter: Filter) -> Pipeline {
+        self.filter = filter;
         self
     }
 
@@ -129,6 +140,10 @@ impl Pipeline {
         let mut resolved = self.resolver.resolve(&event);
         if let Some(i) = Resolution::ALL.iter().position(|&r| r == resolved.how) {
             self.stats.resolutions[i].inc();
+        }
+        if !self.filter.keep(&event, &resolved.path) {
+            self.stats.filtered.inc();
+            return;
         }
         self.redactor.apply(&mut event, &mut resolved);
         let path_prefix = self.labels.path_prefix(&resolved.path);

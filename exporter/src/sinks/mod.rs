@@ -2,7 +2,9 @@
 //! [`Sink`](crate::pipeline::Sink) trait) and knows nothing of the others.
 //!
 //! - [`metrics`]: the Prometheus series of `serve`, beside the kernel's exact counters;
-//! - [`otlp`]: one OpenTelemetry log record per anomaly, for a collector.
+//! - [`otlp`]: one OpenTelemetry log record per anomaly, for a collector;
+//! - [`terminal`]: `badfd trace`'s table or JSON lines, and its summary.
 
 pub mod metrics;
 pub mod otlp;
+pub mod terminal;

@@ -9,8 +9,8 @@ use std::{
 use exporter_common::{Loss, LOSS_COUNT};
 use hdrhistogram::Histogram;
 
-use super::{text, Anomaly};
-use crate::errno;
+use super::text;
+use crate::{errno, pipeline::Anomaly};
 
 /// Distinct paths counted for "top paths"; beyond it new paths are counted
 /// as not ranked, so a long trace of a busy host keeps bounded memory.
@@ -172,7 +172,7 @@ impl Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::render::tests::anomaly;
+    use crate::sinks::terminal::tests::anomaly;
 
     #[test]
     fn counts_by_errno_paths_and_slow_quantiles() {

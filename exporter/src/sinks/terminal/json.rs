@@ -1,53 +1,13 @@
-//! How `badfd trace` shows anomalies: a fixed-width table for a person, JSON
-//! lines for a pipeline, and a summary at the end. Every function here is pure
-//! (no clock, no terminal, no /proc), so that the output can be tested byte for
-//! byte.
-
-pub mod summary;
-pub mod table;
-pub mod text;
-
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+//! `badfd trace --json`: one JSON object per line with every field, lossless
+//! for paths and comms that are not UTF-8.
 
 use base64::Engine as _;
 use serde::Serialize;
 
-use crate::{
-    errno,
-    pipeline::{open_flags::open_flags_names, resolve::ResolvedPath},
-    OpenEvent,
-};
-
-pub use summary::Summary;
-pub use table::TableStyle;
-
-/// One anomaly ready to show: the event, where its path really is, and when it
-/// happened by the wall clock.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Anomaly {
-    pub event: OpenEvent,
-    pub resolved: ResolvedPath,
-    /// Wall-clock time of the open's start, in ns since the Unix epoch.
-    pub wall_ns: u64,
-}
-
-impl Anomaly {
-    pub fn wall_time(&self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_nanos(self.wall_ns)
-    }
-
-    /// `ENOENT No such file or directory`, or `slow`, or `ok`.
-    pub fn result_text(&self) -> String {
-        match self.event.errno() {
-            Some(e) => format!("{} {}", errno::name(e), errno::meaning(e)),
-            None if self.event.slow() => "slow".to_string(),
-            None => "ok".to_string(),
-        }
-    }
-}
+use crate::{errno, pipeline::open_flags::open_flags_names, pipeline::Anomaly};
 
 /// One JSON line of `badfd trace --json`. Field names are a public interface:
-/// documented in the README ("Terminal mode"); add fields, never rename.
+/// documented in docs/trace.md; add fields, never rename.
 #[derive(Serialize)]
 struct JsonLine<'a> {
     /// RFC 3339, UTC, nanoseconds: when the open started.
@@ -85,7 +45,7 @@ struct JsonLine<'a> {
     path_truncated: bool,
     path_unreadable: bool,
     cgroup_id: u64,
-    /// The container the open was made in, where its cgroup says (`badfd::containers`).
+    /// The container the open was made in, where its cgroup says (`pipeline::containers`).
     #[serde(skip_serializing_if = "Option::is_none")]
     container_id: Option<&'a str>,
     /// Inode number of the process's mount namespace; 0 if unknown.
@@ -104,13 +64,9 @@ fn lossless(bytes: &[u8]) -> (String, Option<String>) {
     }
 }
 
-/// The JSON line of an anomaly (no trailing newline).
+/// The JSON line of an anomaly (no trailing newline), with its container
+/// where the pipeline looked it up.
 pub fn json_line(a: &Anomaly) -> String {
-    json_line_with(a, None)
-}
-
-/// The JSON line of an anomaly, with what is known of its container.
-pub fn json_line_with(a: &Anomaly, container: Option<&crate::pipeline::containers::ContainerInfo>) -> String {
     let e = &a.event;
     let (comm, comm_base64) = lossless(e.comm_bytes());
     let (path, path_base64) = lossless(&e.path);
@@ -143,44 +99,21 @@ pub fn json_line_with(a: &Anomaly, container: Option<&crate::pipeline::container
         path_truncated: e.path_truncated(),
         path_unreadable: e.path_unreadable(),
         cgroup_id: e.cgroup_id,
-        container_id: container.and_then(|c| c.container_id.as_deref()),
+        container_id: a.container.as_ref().and_then(|c| c.container_id.as_deref()),
         mnt_ns: e.mnt_ns,
     };
     serde_json::to_string(&line).expect("a struct of strings and numbers serializes")
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use exporter_common::{EVENT_FAILED, EVENT_PATH_TRUNCATED, EVENT_SLOW};
+mod tests {
+    use exporter_common::EVENT_PATH_TRUNCATED;
 
     use super::*;
-    use crate::pipeline::resolve::Resolution;
-
-    pub fn anomaly(path: &[u8], ret: i64, latency_ns: u64, slow: bool) -> Anomaly {
-        let mut flags = if ret < 0 { EVENT_FAILED } else { 0 };
-        if slow {
-            flags |= EVENT_SLOW;
-        }
-        Anomaly {
-            event: OpenEvent {
-                start_ns: 5_000_000_000,
-                latency_ns,
-                cgroup_id: 77,
-                ret,
-                open_flags: (libc::O_RDONLY | libc::O_CLOEXEC) as u64,
-                pid: 4242,
-                tid: 4243,
-                uid: 1000,
-                gid: 100,
-                flags,
-                comm: *b"cat\0\0\0\0\0\0\0\0\0\0\0\0\0",
-                path: path.to_vec(),
-                ..Default::default()
-            },
-            resolved: ResolvedPath { path: path.to_vec(), how: Resolution::Absolute },
-            wall_ns: 1_700_000_000_123_456_789,
-        }
-    }
+    use crate::{
+        pipeline::{containers::ContainerInfo, resolve::Resolution},
+        sinks::terminal::tests::anomaly,
+    };
 
     #[test]
     fn json_has_every_field_and_escapes_odd_bytes_losslessly() {
@@ -220,8 +153,8 @@ pub(crate) mod tests {
         assert_eq!(v["cgroup_id"], 77);
         assert!(v.get("container_id").is_none(), "no container known");
         assert_eq!(v["mnt_ns"], 0);
-        let info = crate::pipeline::containers::ContainerInfo { container_id: Some("ab12".into()), ..Default::default() };
-        let v: serde_json::Value = serde_json::from_str(&json_line_with(&a, Some(&info))).unwrap();
+        a.container = Some(std::sync::Arc::new(ContainerInfo { container_id: Some("ab12".into()), ..Default::default() }));
+        let v: serde_json::Value = serde_json::from_str(&json_line(&a)).unwrap();
         assert_eq!(v["container_id"], "ab12");
 
         let ok = json_line(&anomaly(b"/fifo", 3, 300_000_000, true));

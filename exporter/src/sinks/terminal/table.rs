@@ -10,7 +10,8 @@
 
 use chrono::TimeZone;
 
-use super::{text, Anomaly};
+use super::text;
+use crate::pipeline::Anomaly;
 
 const TIME_WIDTH: usize = 12;
 /// pid_max is at most 4194304: seven digits.
@@ -161,7 +162,7 @@ fn paint_path(path: &str, color: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::render::tests::anomaly;
+    use crate::sinks::terminal::tests::anomaly;
 
     #[test]
     fn layout_gives_file_the_room_left() {
