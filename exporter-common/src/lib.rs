@@ -112,7 +112,23 @@ pub struct Config {
     /// Burst a process may stream above its rate before it is throttled, as a
     /// time credit in ns (burst events times `source_interval_ns`).
     pub source_burst_ns: u64,
+    /// A failed open is *found later* when the same process opens a file of
+    /// the same basename successfully within this many ns after it (see
+    /// `FailedNames`). 0 turns the classification off.
+    pub found_later_window_ns: u64,
+    /// Length of a found-later epoch in ns (at least the window): failures and
+    /// their finds are counted in the bucket of the failure's epoch
+    /// (`Counters::failures_by_epoch`), so that userspace can count each
+    /// epoch's failures once all of them are decided.
+    pub found_later_epoch_ns: u64,
 }
+
+/// Stream a successful open that found earlier failures of its process
+/// (`EVENT_FOUND`), so that userspace can classify the failures it holds.
+pub const CONFIG_FOUND_NOTICES: u32 = 1 << 2;
+
+/// Default found-later window: 1 s.
+pub const DEFAULT_FOUND_LATER_WINDOW_NS: u64 = 1_000_000_000;
 
 /// Default per-process rate once the ring buffer is half full (anomalies/s).
 pub const DEFAULT_SOURCE_RATE: u32 = 1000;
@@ -241,6 +257,8 @@ impl Config {
         _pad2: 0,
         source_interval_ns: source_limit(DEFAULT_SOURCE_RATE).0,
         source_burst_ns: source_limit(DEFAULT_SOURCE_RATE).1,
+        found_later_window_ns: DEFAULT_FOUND_LATER_WINDOW_NS,
+        found_later_epoch_ns: DEFAULT_FOUND_LATER_WINDOW_NS,
     };
 }
 
@@ -295,6 +313,10 @@ pub const EVENT_PATH_UNREADABLE: u8 = 1 << 3;
 /// The open was not timed (the untimed attach, `--no-timing`: only the exit is
 /// hooked): `latency_ns` is 0 and `start_ns` is the time of the exit.
 pub const EVENT_UNTIMED: u8 = 1 << 4;
+/// Not an anomaly: a successful open that found earlier failures of its
+/// process with the same basename (`EventHeader::name_hash`) within the
+/// found-later window; streamed only with `CONFIG_FOUND_NOTICES`.
+pub const EVENT_FOUND: u8 = 1 << 5;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -319,7 +341,10 @@ pub struct EventHeader {
     pub syscall: u8,
     /// `EVENT_*` bits.
     pub event_flags: u8,
-    pub _reserved: u32,
+    /// `basename_hash` of the path, as the kernel computed it for the
+    /// found-later classification; 0 where it did not (classification off,
+    /// path unreadable, empty basename).
+    pub name_hash: u32,
     pub comm: [u8; TASK_COMM_LEN],
     /// Bytes of directory that follow the path: the absolute directory a relative
     /// path is resolved against, as the kernel found it (`dir_status` says how).
@@ -383,6 +408,103 @@ pub struct DirBuffer {
 }
 
 // ---------------------------------------------------------------------------
+// Found later: recent failed basenames per process, in the `FAILED_NAMES`
+// array, one table per `tgid & FAILED_NAMES_SLOT_MASK`.
+//
+// A failure whose process opens a file of the same basename successfully
+// within the window after it is a probe of a search path (the dynamic
+// loader, locale lookup, sys.path), not a fault. Every failure is counted in
+// `Counters::failures_by_epoch` in the bucket of its epoch; a success that
+// matches counts the failures it found in `Counters::found_by_epoch`, in the
+// bucket of *their* epoch. Once an epoch's window has closed, its failures
+// less its finds were never found. A failure whose name could not be kept
+// (path unreadable, empty basename, evicted) is simply never found.
+// ---------------------------------------------------------------------------
+
+/// One recent failed basename of a process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FailedName {
+    /// CLOCK_MONOTONIC ns of the latest failure of this name in this entry.
+    pub last_ns: u64,
+    /// `basename_hash` of the name.
+    pub hash: u32,
+    /// Failures of this name (same errno, same epoch) not yet found; 0 when
+    /// the entry is free or decided.
+    pub count: u16,
+    /// The failures' errno slot (`FOUND_ERRNO_SLOTS`).
+    pub errno_slot: u8,
+    /// The failures' epoch bucket (`epoch % FOUND_EPOCHS`).
+    pub epoch_bucket: u8,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FailedNames {
+    /// The process whose table this is; 0 when unused.
+    pub tgid: u32,
+    /// The entry the next new name takes when none is free.
+    pub next: u32,
+    /// CLOCK_MONOTONIC ns of the process's latest recorded failure: a
+    /// successful open looks at the names only within the window after it.
+    pub last_ns: u64,
+    pub names: [FailedName; FAILED_NAMES_PER_PROCESS],
+}
+
+/// Names a process's table holds; a search of one name through many
+/// directories takes one entry (same name, errno and epoch).
+pub const FAILED_NAMES_PER_PROCESS: usize = 8;
+/// Tables in `FAILED_NAMES` (a power of two): 1.2 MiB of kernel memory.
+pub const FAILED_NAMES_SLOTS: u32 = 1 << 13;
+pub const FAILED_NAMES_SLOT_MASK: u32 = FAILED_NAMES_SLOTS - 1;
+/// Epoch buckets of the found-later counters: an epoch's bucket is reused
+/// four epochs later, so userspace has two epochs to read it once it closed.
+pub const FOUND_EPOCHS: usize = 4;
+/// errno slots of the found-later counters (larger errnos share the last).
+pub const FOUND_ERRNO_SLOTS: usize = 128;
+/// Longest basename hashed (NAME_MAX + 1 bytes: a longer one is cut).
+pub const BASENAME_HASH_MAX: usize = 256;
+
+/// The errno slot of the found-later counters for a failure's errno.
+pub const fn found_errno_slot(errno: u64) -> usize {
+    if errno < (FOUND_ERRNO_SLOTS - 1) as u64 {
+        errno as usize
+    } else {
+        FOUND_ERRNO_SLOTS - 1
+    }
+}
+
+const FNV_OFFSET: u32 = 0x811c_9dc5;
+const FNV_PRIME: u32 = 0x0100_0193;
+
+/// One step of the basename hash (FNV-1a).
+#[inline(always)]
+pub const fn basename_hash_step(hash: u32, byte: u8) -> u32 {
+    (hash ^ byte as u32).wrapping_mul(FNV_PRIME)
+}
+
+/// The starting value of the basename hash.
+pub const BASENAME_HASH_START: u32 = FNV_OFFSET;
+
+/// The hash of a path's last component (after its last `/`), taken over its
+/// bytes from the last to the first (so the kernel needs no forward scan),
+/// at most `BASENAME_HASH_MAX` of them; `None` for an empty basename (a path
+/// that is empty or ends in `/`). The kernel computes the same; this is the
+/// reference userspace matches events with.
+pub fn basename_hash(path: &[u8]) -> Option<u32> {
+    let mut hash = BASENAME_HASH_START;
+    let mut taken = 0;
+    for &b in path.iter().rev() {
+        if b == b'/' || taken == BASENAME_HASH_MAX {
+            break;
+        }
+        hash = basename_hash_step(hash, b);
+        taken += 1;
+    }
+    (taken > 0).then_some(hash)
+}
+
+// ---------------------------------------------------------------------------
 // Exact per-CPU counters: one element of the `COUNTERS` per-CPU array. Every open
 // is counted here whether or not it was streamed; userspace sums over CPUs.
 // ---------------------------------------------------------------------------
@@ -427,13 +549,17 @@ pub enum Loss {
     /// exit program missed, e.g. a recursion miss in fentry mode): the slot was
     /// freed at thread exit and that open is neither timed nor counted.
     InflightReaped = 9,
+    /// A process's table of recent failed names was taken by another process
+    /// (same slot) or was full while it still held undecided failures: those
+    /// can no longer be found later, so they count as never found.
+    FailedNameEvicted = 10,
 }
 
 /// Slots of `Counters::losses`; room for reasons yet to come.
 pub const LOSS_COUNT: usize = 16;
 
 impl Loss {
-    pub const ALL: [Loss; 10] = [
+    pub const ALL: [Loss; 11] = [
         Loss::RingbufFull,
         Loss::InflightCollision,
         Loss::ExitWithoutEnter,
@@ -444,6 +570,7 @@ impl Loss {
         Loss::TrackedFull,
         Loss::SourceThrottled,
         Loss::InflightReaped,
+        Loss::FailedNameEvicted,
     ];
 
     /// The `reason` label of `badfd_kernel_events_lost_total`.
@@ -459,6 +586,7 @@ impl Loss {
             Loss::TrackedFull => "tracked_full",
             Loss::SourceThrottled => "source_throttled",
             Loss::InflightReaped => "inflight_reaped",
+            Loss::FailedNameEvicted => "failed_name_evicted",
         }
     }
 }
@@ -482,6 +610,8 @@ pub enum Stream {
     /// is) or the task was killed. No program ever sees that result, so it is
     /// neither a failure nor timed.
     Interrupted = 4,
+    /// Failed opens found later by a successful open of their process.
+    FoundLater = 5,
 }
 
 /// The kernel-internal codes an interrupted syscall leaves with before the
@@ -511,6 +641,12 @@ pub struct Counters {
     pub losses: [u64; LOSS_COUNT],
     /// Indexed by `Stream`.
     pub stream: [u64; STREAM_COUNT],
+    /// `[epoch bucket][errno slot]`: every failed open, in the bucket of its
+    /// epoch, while the found-later classification is on.
+    pub failures_by_epoch: [[u64; FOUND_ERRNO_SLOTS]; FOUND_EPOCHS],
+    /// `[epoch bucket][errno slot]`: failures found later, in the bucket of
+    /// the failure's epoch.
+    pub found_by_epoch: [[u64; FOUND_ERRNO_SLOTS]; FOUND_EPOCHS],
 }
 
 impl Counters {
@@ -522,6 +658,8 @@ impl Counters {
         latency_sum_ns: [0; SYSCALL_COUNT],
         losses: [0; LOSS_COUNT],
         stream: [0; STREAM_COUNT],
+        failures_by_epoch: [[0; FOUND_ERRNO_SLOTS]; FOUND_EPOCHS],
+        found_by_epoch: [[0; FOUND_ERRNO_SLOTS]; FOUND_EPOCHS],
     };
 
     /// Opens whose start is recorded and whose exit has not come yet: entered,
@@ -553,6 +691,10 @@ impl Counters {
         add(&mut self.latency_sum_ns, &other.latency_sum_ns);
         add(&mut self.losses, &other.losses);
         add(&mut self.stream, &other.stream);
+        for b in 0..FOUND_EPOCHS {
+            add(&mut self.failures_by_epoch[b], &other.failures_by_epoch[b]);
+            add(&mut self.found_by_epoch[b], &other.found_by_epoch[b]);
+        }
     }
 }
 
@@ -587,6 +729,7 @@ pub const MAP_TRACKED: &str = "TRACKED";
 pub const MAP_DIR_SCRATCH: &str = "DIR_SCRATCH";
 pub const MAP_CGROUP_FILTER: &str = "CGROUP_FILTER";
 pub const MAP_SOURCES: &str = "SOURCES";
+pub const MAP_FAILED_NAMES: &str = "FAILED_NAMES";
 
 /// Capacity of `SOURCES`, the per-process fairness state (an LRU: the least
 /// recently streaming processes are forgotten first, and start again with a
@@ -616,6 +759,7 @@ mod user {
     unsafe impl aya::Pod for super::Inflight {}
     unsafe impl aya::Pod for super::EventHeader {}
     unsafe impl aya::Pod for super::Counters {}
+    unsafe impl aya::Pod for super::FailedNames {}
 }
 
 #[cfg(test)]
@@ -644,7 +788,9 @@ mod tests {
         assert_eq!(EVENT_HEADER_SIZE % 8, 0);
         assert_eq!(core::mem::size_of::<Inflight>(), 40);
         assert!(INFLIGHT_SLOTS.is_power_of_two());
-        assert_eq!(core::mem::size_of::<Config>(), 168);
+        assert_eq!(core::mem::size_of::<Config>(), 184);
+        assert_eq!(core::mem::size_of::<FailedName>(), 16);
+        assert_eq!(core::mem::size_of::<FailedNames>(), 16 + 16 * FAILED_NAMES_PER_PROCESS);
         assert_eq!(core::mem::size_of::<KernelOffsets>(), 96);
         assert!(Loss::ALL.len() <= LOSS_COUNT);
         for (i, loss) in Loss::ALL.iter().enumerate() {
@@ -662,6 +808,23 @@ mod tests {
         assert_eq!(source_limit(1000), (1_000_000, 1_000_000_000));
         assert_eq!(source_limit(3), (333_333_333, 999_999_999));
         assert_eq!(Config::DEFAULT.source_interval_ns, 1_000_000);
+    }
+
+    #[test]
+    fn basename_hash_covers_the_last_component_only() {
+        let h = basename_hash(b"libfoo.so.1").unwrap();
+        assert_eq!(basename_hash(b"/usr/lib/x86_64-linux-gnu/libfoo.so.1"), Some(h));
+        assert_eq!(basename_hash(b"glibc-hwcaps/x86-64-v3/libfoo.so.1"), Some(h));
+        assert_ne!(basename_hash(b"/usr/lib/libfoo.so.2"), Some(h));
+        assert_eq!(basename_hash(b""), None);
+        assert_eq!(basename_hash(b"/etc/"), None);
+        // FNV-1a of "a" (one byte, so the direction does not matter).
+        assert_eq!(basename_hash(b"/x/a"), Some(0xe40c_292c));
+        // Only the last 256 bytes of an overlong name count.
+        let long = [b'x'; 300];
+        assert_eq!(basename_hash(&long), basename_hash(&long[..256]));
+        assert_eq!(found_errno_slot(2), 2);
+        assert_eq!(found_errno_slot(4000), FOUND_ERRNO_SLOTS - 1);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! | `counters` | the exact per-CPU counters |
 //! | `args`, `arch` | an open's arguments; the saved user registers |
 //! | `open` | enter and exit: counting, timing, the anomaly decision |
+//! | `found_later` | failures a later open of the same name found (search-path probes) |
 //! | `stream` | filters, fairness, the event into the ring buffer |
 //! | `dir_walk` | the directory of a relative path |
 //! | `tracepoints`, `fentry` | the programs of each attach mode |
@@ -24,6 +25,7 @@ mod args;
 mod counters;
 mod dir_walk;
 mod fentry;
+mod found_later;
 mod maps;
 mod open;
 mod stream;

@@ -33,6 +33,20 @@ use crate::{
     },
 };
 
+/// The path of the open being streamed, if it was already read into
+/// `SCRATCH.path` (by `found_later`), and its basename hash.
+#[derive(Clone, Copy)]
+pub struct PathRead {
+    /// What `bpf_probe_read_user_str` returned; 0: not read.
+    pub read: i64,
+    /// `basename_hash` of the path; 0: none.
+    pub name_hash: u32,
+}
+
+impl PathRead {
+    pub const NONE: PathRead = PathRead { read: 0, name_hash: 0 };
+}
+
 /// The filters, fairness, then the event.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
@@ -45,6 +59,7 @@ pub fn stream_anomaly(
     ret: i64,
     latency_ns: u64,
     event_flags: u8,
+    path: PathRead,
 ) {
     let pid = (pid_tgid >> 32) as u32;
     let uid = bpf_get_current_uid_gid() as u32;
@@ -62,16 +77,19 @@ pub fn stream_anomaly(
         count_loss(c, Loss::SourceThrottled);
         return;
     }
-    emit_pending(entry, ret, latency_ns, event_flags, waiting);
+    emit_pending(entry, ret, latency_ns, event_flags, waiting, path);
 }
 
 /// Hands `entry` over in `PENDING` and emits it.
 #[inline(always)]
-pub fn emit_pending(entry: &Inflight, ret: i64, latency_ns: u64, event_flags: u8, waiting: u64) {
+pub fn emit_pending(entry: &Inflight, ret: i64, latency_ns: u64, event_flags: u8, waiting: u64, path: PathRead) {
     let Some(pending) = PENDING.get_ptr_mut(0) else { return };
     // SAFETY: per-CPU slot, see `counters`.
-    unsafe { *pending = *entry };
-    badfd_emit(ret, latency_ns, event_flags as u64, waiting);
+    unsafe {
+        (*pending).entry = *entry;
+        (*pending).path_read = path.read;
+    }
+    badfd_emit(ret, latency_ns, event_flags as u64, waiting, path.name_hash as u64);
 }
 
 /// Per-process fairness: a noisy process must not fill the ring buffer and
@@ -156,25 +174,31 @@ fn mnt_ns_inum(o: &KernelOffsets) -> u32 {
 }
 
 /// The event of the open in `PENDING` (its path read now, from the pointer
-/// saved at entry, and the directory of a relative path), written to the ring
-/// buffer; `waiting` is the bytes the ring buffer held before it. Returns 0,
-/// or 1 when a map was missing (never, once loaded).
+/// saved at entry, unless already read, and the directory of a relative
+/// path), written to the ring buffer; `waiting` is the bytes the ring buffer
+/// held before it. Returns 0, or 1 when a map was missing (never, once loaded).
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn badfd_emit(ret: i64, latency_ns: u64, event_flags: u64, waiting: u64) -> i64 {
-    let (Some(c), Some(config), Some(entry), Some(buf)) =
+pub extern "C" fn badfd_emit(ret: i64, latency_ns: u64, event_flags: u64, waiting: u64, name_hash: u64) -> i64 {
+    let (Some(c), Some(config), Some(pending), Some(buf)) =
         (counters(), CONFIG.get(0), PENDING.get(0), SCRATCH.get_ptr_mut(0))
     else {
         return 1;
     };
+    let entry = &pending.entry;
     // SAFETY: per-CPU scratch, see `counters`.
     let buf: &mut EventBuffer = unsafe { &mut *buf };
     let mut event_flags = event_flags as u8;
     let pid_tgid = bpf_get_current_pid_tgid();
     let uid_gid = bpf_get_current_uid_gid();
 
+    // The path, unless found_later already read it into the scratch event.
     let src = entry.path_ptr as *const u8;
-    let read = unsafe { bpf_probe_read_user_str(buf.path.as_mut_ptr().cast(), PATH_MAX as u32, src.cast()) };
+    let read = if pending.path_read != 0 {
+        pending.path_read
+    } else {
+        unsafe { bpf_probe_read_user_str(buf.path.as_mut_ptr().cast(), PATH_MAX as u32, src.cast()) }
+    };
     let mut path_len: usize = 0;
     if read <= 0 {
         event_flags |= EVENT_PATH_UNREADABLE;
@@ -238,7 +262,7 @@ pub extern "C" fn badfd_emit(ret: i64, latency_ns: u64, event_flags: u64, waitin
     h.path_len = path_len as u16;
     h.syscall = entry.syscall;
     h.event_flags = event_flags;
-    h._reserved = 0;
+    h.name_hash = name_hash as u32;
     h.comm = bpf_get_current_comm().unwrap_or([0; 16]);
     h.dir_len = dir_len as u16;
     h.dir_status = dir_status;

@@ -12,7 +12,7 @@ use exporter_common::{Inflight, Loss, Syscall, AT_FDCWD, EVENT_FAILED};
 use crate::{
     counters::{count_loss, counters},
     maps::{CONFIG, EVENTS},
-    stream::{emit_pending, source_may_stream},
+    stream::{emit_pending, source_may_stream, PathRead},
 };
 
 /// An empty program on the same tracepoints, the floor cost of the attach mode
@@ -99,7 +99,7 @@ extern "C" fn bench_emit_one(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
     let threshold = config.wakeup_bytes as u64;
     let crossed = threshold == 0 || (waiting >= threshold && waiting % threshold < BENCH_CROSSING_WINDOW);
     let wake_waiting = if args.wake_on_crossing == 0 || crossed { waiting } else { 0 };
-    emit_pending(&entry, BENCH_ENOENT, BENCH_LATENCY_NS, EVENT_FAILED, wake_waiting);
+    emit_pending(&entry, BENCH_ENOENT, BENCH_LATENCY_NS, EVENT_FAILED, wake_waiting, PathRead::NONE);
     0
 }
 

@@ -4,6 +4,7 @@
 
 mod btf_offsets;
 mod fentry;
+mod found_later;
 mod kernel;
 mod maps;
 pub mod preflight;
@@ -18,6 +19,7 @@ use exporter_common::{Config, Syscall, CGROUP_FILTER_IGNORE, CGROUP_FILTER_OFF, 
 
 pub use btf_offsets::{running_kernel_offsets, running_mnt_ns_offsets};
 pub use fentry::COMMON_OPEN_FUNCTION;
+pub use found_later::{FoundLaterTally, FoundLaterTotals};
 pub use kernel::{ancestor_cgroup_helper_available, kernel_release, raise_memlock_limit, ringbuf_size};
 use kernel::recursion_misses;
 pub use program::{describe_program_error, program};
