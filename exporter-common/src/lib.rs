@@ -8,7 +8,9 @@ pub const PATH_MAX: usize = 4096;
 /// Length of `task_struct.comm`, including the NUL.
 pub const TASK_COMM_LEN: usize = 16;
 
-/// The syscalls that open a path. The discriminant indexes the counter arrays.
+/// The syscalls that open a path, and the execs (a program that fails to
+/// start often fails at execve: a missing binary or `#!` interpreter). The
+/// discriminant indexes the counter arrays.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Syscall {
@@ -16,13 +18,15 @@ pub enum Syscall {
     Openat = 1,
     Openat2 = 2,
     Creat = 3,
+    Execve = 4,
+    Execveat = 5,
 }
 
-pub const SYSCALL_COUNT: usize = 4;
+pub const SYSCALL_COUNT: usize = 6;
 
 impl Syscall {
     pub const ALL: [Syscall; SYSCALL_COUNT] =
-        [Syscall::Open, Syscall::Openat, Syscall::Openat2, Syscall::Creat];
+        [Syscall::Open, Syscall::Openat, Syscall::Openat2, Syscall::Creat, Syscall::Execve, Syscall::Execveat];
 
     pub const fn name(self) -> &'static str {
         match self {
@@ -30,7 +34,16 @@ impl Syscall {
             Syscall::Openat => "openat",
             Syscall::Openat2 => "openat2",
             Syscall::Creat => "creat",
+            Syscall::Execve => "execve",
+            Syscall::Execveat => "execveat",
         }
+    }
+
+    /// An exec rather than an open: its `Inflight::mode` carries the
+    /// basename hash taken at entry (the path is gone once the exec
+    /// succeeded), and it is never a slow anomaly.
+    pub const fn is_exec(self) -> bool {
+        matches!(self, Syscall::Execve | Syscall::Execveat)
     }
 
     pub const fn from_u8(value: u8) -> Option<Syscall> {
@@ -39,6 +52,8 @@ impl Syscall {
             1 => Some(Syscall::Openat),
             2 => Some(Syscall::Openat2),
             3 => Some(Syscall::Creat),
+            4 => Some(Syscall::Execve),
+            5 => Some(Syscall::Execveat),
             _ => None,
         }
     }
@@ -51,6 +66,8 @@ impl Syscall {
             257 => Some(Syscall::Openat),
             437 => Some(Syscall::Openat2),
             85 => Some(Syscall::Creat),
+            59 => Some(Syscall::Execve),
+            322 => Some(Syscall::Execveat),
             _ => None,
         }
     }
@@ -126,6 +143,9 @@ pub struct Config {
 /// Stream a successful open that found earlier failures of its process
 /// (`EVENT_FOUND`), so that userspace can classify the failures it holds.
 pub const CONFIG_FOUND_NOTICES: u32 = 1 << 2;
+/// Stream failed execs (they are always counted): set by a userspace that
+/// sets aside the failures of a `PATH` search, which most execs make.
+pub const CONFIG_STREAM_EXECS: u32 = 1 << 3;
 
 /// Default found-later window: 1 s.
 pub const DEFAULT_FOUND_LATER_WINDOW_NS: u64 = 1_000_000_000;

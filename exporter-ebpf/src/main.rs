@@ -15,6 +15,7 @@
 //! | `stream` | filters, fairness, the event into the ring buffer |
 //! | `dir_walk` | the directory of a relative path |
 //! | `tracepoints`, `fentry` | the programs of each attach mode |
+//! | `exec` | execve/execveat, both modes: failed execs are failures too |
 //! | `tracking` | forks and exits: followed commands, in-flight reaping |
 //! | `test_programs` | tests and benchmarks only (feature `test-programs`) |
 #![no_std]
@@ -24,6 +25,7 @@ mod arch;
 mod args;
 mod counters;
 mod dir_walk;
+mod exec;
 mod fentry;
 mod found_later;
 mod maps;

@@ -5,13 +5,13 @@
 use aya_ebpf::helpers::{bpf_get_current_pid_tgid, generated::bpf_ktime_get_ns};
 use exporter_common::{
     is_restart_code, latency_bucket, Config, Counters, Inflight, Loss, Stream, Syscall, CONFIG_FAILURES_ONLY,
-    CONFIG_FOUND_NOTICES, EVENT_FAILED, EVENT_FOUND, EVENT_SLOW, EVENT_UNTIMED, INFLIGHT_SLOT_MASK,
+    CONFIG_FOUND_NOTICES, CONFIG_STREAM_EXECS, EVENT_FAILED, EVENT_FOUND, EVENT_SLOW, EVENT_UNTIMED, INFLIGHT_SLOT_MASK,
 };
 
 use crate::{
     args::OpenArgs,
     counters::{bump, count_loss, count_result, count_stream, counters},
-    found_later::{self, badfd_find_earlier, badfd_note_failure},
+    found_later::{self, badfd_find_earlier, badfd_find_name, badfd_note_failure},
     maps::{CONFIG, INFLIGHT},
     stream::{stream_anomaly, PathRead},
 };
@@ -21,8 +21,23 @@ use crate::{
 /// failures it finds. Returns the event flag it adds (`EVENT_FOUND` for a
 /// success that found failures, when userspace asked for notices) and the
 /// path as read for it.
+///
+/// A successful exec finds by `exec_hash`, the hash of its path's basename
+/// taken at entry (its path went with the old program), or where it has none
+/// (untimed) by the new comm, the first 15 bytes of that basename; its notice
+/// carries no path.
 #[inline(always)]
-fn found_later_step(config: &Config, c: &mut Counters, pid_tgid: u64, now: u64, ret: i64, path_ptr: impl FnOnce() -> u64) -> (u8, PathRead) {
+#[allow(clippy::too_many_arguments)]
+fn found_later_step(
+    config: &Config,
+    c: &mut Counters,
+    pid_tgid: u64,
+    now: u64,
+    ret: i64,
+    syscall: Syscall,
+    exec_hash: u32,
+    path_ptr: impl FnOnce() -> u64,
+) -> (u8, PathRead) {
     if ret < 0 {
         found_later::count_failure(config, c, (-ret) as u64, now);
         if !found_later::enabled(config) {
@@ -33,6 +48,14 @@ fn found_later_step(config: &Config, c: &mut Counters, pid_tgid: u64, now: u64, 
     }
     if !found_later::has_recent_failure(config, (pid_tgid >> 32) as u32, now) {
         return (0, PathRead::NONE);
+    }
+    if syscall.is_exec() {
+        let hash = if exec_hash != 0 { exec_hash } else { found_later::comm_hash() };
+        if badfd_find_name(hash as u64, now) == 0 || config.flags & CONFIG_FOUND_NOTICES == 0 {
+            return (0, PathRead::NONE);
+        }
+        // `read` 1: an empty path, already "read".
+        return (EVENT_FOUND, PathRead { read: 1, name_hash: hash });
     }
     let found = badfd_find_earlier(path_ptr(), now);
     if found == 0 || config.flags & CONFIG_FOUND_NOTICES == 0 {
@@ -105,11 +128,19 @@ pub fn on_exit(syscall_hint: Syscall, ret: i64) {
     }
 
     let Some(config) = CONFIG.get(0) else { return };
-    let slow = latency_ns >= config.slow_threshold_ns;
+    // An exec is timed but never a slow anomaly (loading a program is not an open).
+    let slow = latency_ns >= config.slow_threshold_ns && !syscall.is_exec();
     if slow {
         bump(c.slow.get_mut(s));
     }
-    let (found_flag, path) = found_later_step(config, c, pid_tgid, now, ret, || entry.path_ptr);
+    let mut entry = entry;
+    let mut exec_hash = 0;
+    if syscall.is_exec() {
+        // The entry's mode carries the exec's basename hash, not a mode.
+        exec_hash = entry.mode;
+        entry.mode = 0;
+    }
+    let (found_flag, path) = found_later_step(config, c, pid_tgid, now, ret, syscall, exec_hash, || entry.path_ptr);
     let mut event_flags = found_flag;
     if failed {
         event_flags |= EVENT_FAILED;
@@ -123,6 +154,9 @@ pub fn on_exit(syscall_hint: Syscall, ret: i64) {
     }
     if event_flags == 0 {
         // The fast path: a fast successful open ends here.
+        return;
+    }
+    if syscall.is_exec() && config.flags & CONFIG_STREAM_EXECS == 0 {
         return;
     }
     stream_anomaly(c, config, &entry, pid_tgid, now, ret, latency_ns, event_flags, path);
@@ -146,11 +180,17 @@ pub fn on_exit_untimed(syscall: Syscall, ret: i64, args: impl FnOnce() -> OpenAr
     if ret >= 0 && !found_later::has_recent_failure(config, (pid_tgid >> 32) as u32, now) {
         return;
     }
-    // A failure, or a success that may find failures: the arguments.
-    let entry = args().into_inflight(now, pid_tgid as u32);
-    let (found_flag, path) = found_later_step(config, c, pid_tgid, now, ret, || entry.path_ptr);
+    // A failure, or a success that may find failures: the arguments (none
+    // for a successful exec: its registers are the new program's).
+    let entry = if ret >= 0 && syscall.is_exec() {
+        OpenArgs { syscall, dirfd: exporter_common::AT_FDCWD, path_ptr: 0, open_flags: 0, mode: 0 }
+    } else {
+        args()
+    }
+    .into_inflight(now, pid_tgid as u32);
+    let (found_flag, path) = found_later_step(config, c, pid_tgid, now, ret, syscall, 0, || entry.path_ptr);
     let event_flags = if ret < 0 { EVENT_FAILED | EVENT_UNTIMED } else { found_flag | EVENT_UNTIMED };
-    if ret >= 0 && found_flag == 0 {
+    if (ret >= 0 && found_flag == 0) || (syscall.is_exec() && config.flags & CONFIG_STREAM_EXECS == 0) {
         return;
     }
     stream_anomaly(c, config, &entry, pid_tgid, now, ret, 0, event_flags, path);

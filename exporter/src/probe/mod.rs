@@ -254,6 +254,11 @@ impl Probe {
                 }
             }
         }
+        if probe.mode == AttachMode::Fentry {
+            if let Some(btf) = kernel_btf.as_ref() {
+                probe.attach_exec_fentry(btf);
+            }
+        }
         if untimed && probe.timed {
             let reason = probe.untimed_refused.clone().unwrap_or_default();
             tracing::warn!(%reason, "--no-timing is not possible on this kernel (the exit-only programs need bpf_task_pt_regs, Linux 5.15): timing every open as usual");

@@ -10,13 +10,15 @@ use exporter_common::Syscall;
 use super::{describe_program_error, program, AttachMode, Probe, ProbeError};
 
 /// The exit-only programs of `--no-timing`, in place of the enter/exit pairs.
-const UNTIMED_TRACEPOINT_PROGRAMS: [(&str, &str, Syscall); 4] = [
+const UNTIMED_TRACEPOINT_PROGRAMS: [(&str, &str, Syscall); 6] = [
     ("sys_exit_open_untimed", "sys_exit_open", Syscall::Open),
     ("sys_exit_openat_untimed", "sys_exit_openat", Syscall::Openat),
     ("sys_exit_openat2_untimed", "sys_exit_openat2", Syscall::Openat2),
     ("sys_exit_creat_untimed", "sys_exit_creat", Syscall::Creat),
+    ("sys_exit_execve_untimed", "sys_exit_execve", Syscall::Execve),
+    ("sys_exit_execveat_untimed", "sys_exit_execveat", Syscall::Execveat),
 ];
-const TRACEPOINT_PROGRAMS: [(&str, Syscall, bool); 8] = [
+const TRACEPOINT_PROGRAMS: [(&str, Syscall, bool); 12] = [
     ("sys_enter_open", Syscall::Open, true),
     ("sys_exit_open", Syscall::Open, false),
     ("sys_enter_openat", Syscall::Openat, true),
@@ -25,6 +27,10 @@ const TRACEPOINT_PROGRAMS: [(&str, Syscall, bool); 8] = [
     ("sys_exit_openat2", Syscall::Openat2, false),
     ("sys_enter_creat", Syscall::Creat, true),
     ("sys_exit_creat", Syscall::Creat, false),
+    ("sys_enter_execve", Syscall::Execve, true),
+    ("sys_exit_execve", Syscall::Execve, false),
+    ("sys_enter_execveat", Syscall::Execveat, true),
+    ("sys_exit_execveat", Syscall::Execveat, false),
 ];
 
 impl Probe {
@@ -34,7 +40,7 @@ impl Probe {
     pub(super) fn attach_tracepoints_untimed(&mut self, tracefs: &Path) -> Result<bool, ProbeError> {
         let present = |tp: &str| tracefs.join("events/syscalls").join(tp).exists();
         for (program_name, tp, syscall) in UNTIMED_TRACEPOINT_PROGRAMS {
-            if !present(tp) && syscall != Syscall::Openat2 {
+            if !present(tp) && !optional(syscall) {
                 return Err(ProbeError::TracepointMissing(tp));
             }
             if !present(tp) {
@@ -53,8 +59,7 @@ impl Probe {
         }
         for (program_name, tp, syscall) in UNTIMED_TRACEPOINT_PROGRAMS {
             if !present(tp) {
-                tracing::warn!("this kernel has no openat2 (added in 5.6); watching open, openat and creat only");
-                self.missing_syscalls.push(syscall);
+                self.tracepoint_missing(syscall);
                 continue;
             }
             let wrap = |source: aya::programs::ProgramError| ProbeError::Program { program: program_name, reason: describe_program_error(&source) };
@@ -75,9 +80,8 @@ impl Probe {
                     continue;
                 }
                 if !tracefs.join("events/syscalls").join(name).exists() {
-                    if syscall == Syscall::Openat2 {
-                        tracing::warn!("this kernel has no openat2 (added in 5.6); watching open, openat and creat only");
-                        self.missing_syscalls.push(syscall);
+                    if optional(syscall) {
+                        self.tracepoint_missing(syscall);
                         continue;
                     }
                     return Err(ProbeError::TracepointMissing(name));
@@ -89,6 +93,24 @@ impl Probe {
         Ok(())
     }
 
+    /// A syscall whose tracepoints this kernel lacks: said once, and listed.
+    fn tracepoint_missing(&mut self, syscall: Syscall) {
+        if self.missing_syscalls.contains(&syscall) {
+            return;
+        }
+        if syscall == Syscall::Openat2 {
+            tracing::warn!("this kernel has no openat2 (added in 5.6); watching open, openat and creat only");
+        } else {
+            tracing::warn!("this kernel has no tracepoints for {}: its failures are not seen", syscall.name());
+        }
+        self.missing_syscalls.push(syscall);
+    }
+}
+
+/// Syscalls badfd watches without requiring them: openat2 (Linux 5.6+) and the
+/// execs (badfd is about opens first).
+fn optional(syscall: Syscall) -> bool {
+    syscall == Syscall::Openat2 || syscall.is_exec()
 }
 
 pub(super) fn attach_tracepoint(ebpf: &mut Ebpf, program_name: &'static str, category: &str, name: &str) -> Result<(), ProbeError> {
