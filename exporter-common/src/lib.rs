@@ -120,11 +120,15 @@ pub struct Config {
     /// `CGROUP_FILTER_*`: how the `CGROUP_FILTER` map of cgroup ids is used.
     pub cgroup_filter: u32,
     pub _pad2: u32,
-    /// Per-process fairness (GHSA-wv52-frfv-mfh4): once the ring buffer is at
-    /// least half full, a process (tgid) may stream one anomaly per this many
+    /// Fairness between sources (GHSA-wv52-frfv-mfh4): once the ring buffer is
+    /// at least half full, each source may stream one nominal event
+    /// (`NOMINAL_EVENT_BYTES`, charged by the event's real size) per this many
     /// ns on average; the rest of its anomalies are dropped and counted
     /// (`Loss::SourceThrottled`), keeping the other half of the buffer for
-    /// quieter processes. 0 turns the limit off.
+    /// quieter sources. A source is a process (tgid), and also its cgroup
+    /// (`CGROUP_SOURCE_SHARE` times the rate) and, but for root, its uid
+    /// (`UID_SOURCE_SHARE` times): forking, renaming or making cgroups gives
+    /// no fresh budget. 0 turns the limit off.
     pub source_interval_ns: u64,
     /// Burst a process may stream above its rate before it is throttled, as a
     /// time credit in ns (burst events times `source_interval_ns`).
@@ -150,8 +154,17 @@ pub const CONFIG_STREAM_EXECS: u32 = 1 << 3;
 /// Default found-later window: 1 s.
 pub const DEFAULT_FOUND_LATER_WINDOW_NS: u64 = 1_000_000_000;
 
-/// Default per-process rate once the ring buffer is half full (anomalies/s).
+/// Default per-process rate once the ring buffer is half full (nominal events/s).
 pub const DEFAULT_SOURCE_RATE: u32 = 1000;
+/// The event size the source rate is for: an event of N bytes costs
+/// N / NOMINAL_EVENT_BYTES of one (a 4 KiB path costs 16 or more).
+pub const NOMINAL_EVENT_BYTES: u64 = 256;
+/// A cgroup's budget, in processes' budgets: one flooding process leaves room
+/// for the others of its container or service.
+pub const CGROUP_SOURCE_SHARE: u64 = 2;
+/// A non-root uid's budget, in processes' budgets. Root is not limited as a
+/// uid: its containers and services are told apart by cgroup.
+pub const UID_SOURCE_SHARE: u64 = 4;
 
 /// `source_interval_ns` and `source_burst_ns` for `rate` anomalies per second
 /// with a burst of one second's worth; rate 0 turns fairness off.
@@ -751,9 +764,9 @@ pub const MAP_CGROUP_FILTER: &str = "CGROUP_FILTER";
 pub const MAP_SOURCES: &str = "SOURCES";
 pub const MAP_FAILED_NAMES: &str = "FAILED_NAMES";
 
-/// Capacity of `SOURCES`, the per-process fairness state (an LRU: the least
-/// recently streaming processes are forgotten first, and start again with a
-/// full burst).
+/// Capacity of `SOURCES`, `SOURCE_CGROUPS` and `SOURCE_UIDS`, the fairness
+/// state of processes, cgroups and uids (LRUs: the least recently streaming
+/// are forgotten first, and start again with a full burst).
 pub const SOURCES_CAPACITY: u32 = 8192;
 
 /// Capacity of `TRACKED`: processes followed by `badfd trace -- command`.

@@ -12,7 +12,8 @@
 //! | `args`, `arch` | an open's arguments; the saved user registers |
 //! | `open` | enter and exit: counting, timing, the anomaly decision |
 //! | `found_later` | failures a later open of the same name found (search-path probes) |
-//! | `stream` | filters, fairness, the event into the ring buffer |
+//! | `stream` | filters, the event into the ring buffer |
+//! | `fairness` | per-source budgets (process, cgroup, uid) past half the ring |
 //! | `dir_walk` | the directory of a relative path |
 //! | `tracepoints`, `fentry` | the programs of each attach mode |
 //! | `exec` | execve/execveat, both modes: failed execs are failures too |
@@ -26,6 +27,7 @@ mod args;
 mod counters;
 mod dir_walk;
 mod exec;
+mod fairness;
 mod fentry;
 mod found_later;
 mod maps;

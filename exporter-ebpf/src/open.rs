@@ -159,7 +159,7 @@ pub fn on_exit(syscall_hint: Syscall, ret: i64) {
     if syscall.is_exec() && config.flags & CONFIG_STREAM_EXECS == 0 {
         return;
     }
-    stream_anomaly(c, config, &entry, pid_tgid, now, ret, latency_ns, event_flags, path);
+    stream_anomaly(c, config, &entry, pid_tgid, ret, latency_ns, event_flags, path);
 }
 
 /// The exit of an open with no entry program (`--no-timing`): counts it
@@ -193,5 +193,5 @@ pub fn on_exit_untimed(syscall: Syscall, ret: i64, args: impl FnOnce() -> OpenAr
     if (ret >= 0 && found_flag == 0) || (syscall.is_exec() && config.flags & CONFIG_STREAM_EXECS == 0) {
         return;
     }
-    stream_anomaly(c, config, &entry, pid_tgid, now, ret, 0, event_flags, path);
+    stream_anomaly(c, config, &entry, pid_tgid, ret, 0, event_flags, path);
 }
