@@ -71,6 +71,60 @@ impl Syscall {
             _ => None,
         }
     }
+
+    /// aarch64 syscall numbers (the generic table, include/uapi/asm-generic/unistd.h),
+    /// which has no `open` and no `creat`.
+    pub const fn from_aarch64_nr(nr: u64) -> Option<Syscall> {
+        match nr {
+            56 => Some(Syscall::Openat),
+            437 => Some(Syscall::Openat2),
+            221 => Some(Syscall::Execve),
+            281 => Some(Syscall::Execveat),
+            _ => None,
+        }
+    }
+}
+
+/// The architectures whose syscall ABI badfd's kernel programs know (the
+/// register layout in exporter-ebpf/src/arch, the syscall numbers above).
+/// badfd refuses to start on any other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    X86_64,
+    Aarch64,
+}
+
+impl Arch {
+    pub const ALL: [Arch; 2] = [Arch::X86_64, Arch::Aarch64];
+
+    /// The name Rust (`std::env::consts::ARCH`) and `uname -m` give it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Aarch64 => "aarch64",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Arch> {
+        Arch::ALL.into_iter().find(|a| a.name() == name)
+    }
+
+    /// The open syscalls of the architecture's native (64-bit) ABI, in
+    /// `Syscall::ALL` order. 32-bit compat syscalls are not among them.
+    pub const fn syscalls(self) -> &'static [Syscall] {
+        match self {
+            Arch::X86_64 => &Syscall::ALL,
+            Arch::Aarch64 => &[Syscall::Openat, Syscall::Openat2, Syscall::Execve, Syscall::Execveat],
+        }
+    }
+
+    /// The open syscall a native syscall number stands for, if any.
+    pub const fn syscall_from_nr(self, nr: u64) -> Option<Syscall> {
+        match self {
+            Arch::X86_64 => Syscall::from_x86_64_nr(nr),
+            Arch::Aarch64 => Syscall::from_aarch64_nr(nr),
+        }
+    }
 }
 
 /// `dirfd` recorded for `open` and `creat`, which resolve relative paths against
@@ -813,6 +867,27 @@ mod tests {
             assert_eq!(latency_bucket(upper - 1), i);
             assert_eq!(latency_bucket(upper), i + 1);
         }
+    }
+
+    #[test]
+    fn each_architecture_numbers_exactly_its_own_syscalls() {
+        for arch in Arch::ALL {
+            assert_eq!(Arch::from_name(arch.name()), Some(arch));
+            // Every number below 1024 (past every table's end), against the list.
+            let mut numbered = [false; SYSCALL_COUNT];
+            for nr in 0..1024 {
+                if let Some(s) = arch.syscall_from_nr(nr) {
+                    assert!(!numbered[s as usize], "{} numbers {} twice", arch.name(), s.name());
+                    numbered[s as usize] = true;
+                }
+            }
+            for s in Syscall::ALL {
+                assert_eq!(numbered[s as usize], arch.syscalls().contains(&s), "{} {}", arch.name(), s.name());
+            }
+            assert_eq!(arch.syscall_from_nr(u64::MAX), None, "NO_SYSCALL (-1) is no open");
+        }
+        assert_eq!(Arch::from_name("riscv64"), None);
+        assert_eq!(Arch::Aarch64.syscalls(), &[Syscall::Openat, Syscall::Openat2, Syscall::Execve, Syscall::Execveat]);
     }
 
     #[test]
