@@ -127,7 +127,7 @@ pub fn event_bytes(errno: i64, slow: bool, comm: &str, path: &[u8], dir: Option<
         path_len: path.len() as u16,
         syscall: Syscall::Openat as u8,
         event_flags: EVENT_FAILED | if slow { EVENT_SLOW } else { 0 },
-        _reserved: 0,
+        name_hash: 0,
         comm: c,
         dir_len: dir.map_or(0, |d| d.len() as u16),
         dir_status: if dir.is_some() { DIR_RESOLVED } else { DIR_NOT_ATTEMPTED },

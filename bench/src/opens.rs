@@ -208,9 +208,11 @@ enum Workload {
     FailingOpen,
     Getpid,
     Mixed,
+    LoaderSearch,
 }
 
-const WORKLOADS: [Workload; 4] = [Workload::OpenClose, Workload::FailingOpen, Workload::Getpid, Workload::Mixed];
+const WORKLOADS: [Workload; 5] =
+    [Workload::OpenClose, Workload::FailingOpen, Workload::Getpid, Workload::Mixed, Workload::LoaderSearch];
 
 impl Workload {
     /// Its name in `--workloads`.
@@ -220,6 +222,7 @@ impl Workload {
             Workload::FailingOpen => "fail",
             Workload::Getpid => "getpid",
             Workload::Mixed => "mixed",
+            Workload::LoaderSearch => "search",
         }
     }
 
@@ -229,6 +232,7 @@ impl Workload {
             Workload::FailingOpen => "openat ENOENT",
             Workload::Getpid => "getpid",
             Workload::Mixed => "mixed: 1 ENOENT per 1000 opens",
+            Workload::LoaderSearch => "search: 4 ENOENT of a name, then it (per open)",
         }
     }
 }
@@ -245,6 +249,8 @@ fn pin_to(cpu: usize) {
 struct Paths {
     ok: CString,
     missing: CString,
+    /// Four paths of directories without `ok`'s file name.
+    search: [CString; 4],
 }
 
 #[inline(never)]
@@ -267,6 +273,20 @@ fn run(w: Workload, iters: u64, p: &Paths) -> f64 {
             Workload::Getpid => {
                 for _ in 0..iters {
                     libc::syscall(libc::SYS_getpid);
+                }
+            }
+            Workload::LoaderSearch => {
+                // As the dynamic loader looks for a library: four directories
+                // without it, then the one with it (found later, all four).
+                for i in 0..iters {
+                    let path = match i % 5 {
+                        4 => &p.ok,
+                        n => &p.search[n as usize],
+                    };
+                    let fd = libc::syscall(libc::SYS_openat, libc::AT_FDCWD, path.as_ptr(), libc::O_RDONLY);
+                    if fd >= 0 {
+                        libc::syscall(libc::SYS_close, fd);
+                    }
                 }
             }
             Workload::Mixed => {
@@ -299,6 +319,7 @@ fn main() -> anyhow::Result<()> {
     let paths = Paths {
         ok: CString::new(ok_path.to_str().unwrap())?,
         missing: CString::new(dir.join("missing").to_str().unwrap())?,
+        search: [0, 1, 2, 3].map(|n| CString::new(dir.join(format!("search-{n}/cached")).to_str().unwrap()).unwrap()),
     };
     // bpf_stats for the in-kernel run time of badfd's programs.
     let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).context("enable bpf_stats")?;

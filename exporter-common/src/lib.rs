@@ -8,7 +8,9 @@ pub const PATH_MAX: usize = 4096;
 /// Length of `task_struct.comm`, including the NUL.
 pub const TASK_COMM_LEN: usize = 16;
 
-/// The syscalls that open a path. The discriminant indexes the counter arrays.
+/// The syscalls that open a path, and the execs (a program that fails to
+/// start often fails at execve: a missing binary or `#!` interpreter). The
+/// discriminant indexes the counter arrays.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Syscall {
@@ -16,13 +18,15 @@ pub enum Syscall {
     Openat = 1,
     Openat2 = 2,
     Creat = 3,
+    Execve = 4,
+    Execveat = 5,
 }
 
-pub const SYSCALL_COUNT: usize = 4;
+pub const SYSCALL_COUNT: usize = 6;
 
 impl Syscall {
     pub const ALL: [Syscall; SYSCALL_COUNT] =
-        [Syscall::Open, Syscall::Openat, Syscall::Openat2, Syscall::Creat];
+        [Syscall::Open, Syscall::Openat, Syscall::Openat2, Syscall::Creat, Syscall::Execve, Syscall::Execveat];
 
     pub const fn name(self) -> &'static str {
         match self {
@@ -30,7 +34,16 @@ impl Syscall {
             Syscall::Openat => "openat",
             Syscall::Openat2 => "openat2",
             Syscall::Creat => "creat",
+            Syscall::Execve => "execve",
+            Syscall::Execveat => "execveat",
         }
+    }
+
+    /// An exec rather than an open: its `Inflight::mode` carries the
+    /// basename hash taken at entry (the path is gone once the exec
+    /// succeeded), and it is never a slow anomaly.
+    pub const fn is_exec(self) -> bool {
+        matches!(self, Syscall::Execve | Syscall::Execveat)
     }
 
     pub const fn from_u8(value: u8) -> Option<Syscall> {
@@ -39,6 +52,8 @@ impl Syscall {
             1 => Some(Syscall::Openat),
             2 => Some(Syscall::Openat2),
             3 => Some(Syscall::Creat),
+            4 => Some(Syscall::Execve),
+            5 => Some(Syscall::Execveat),
             _ => None,
         }
     }
@@ -51,7 +66,63 @@ impl Syscall {
             257 => Some(Syscall::Openat),
             437 => Some(Syscall::Openat2),
             85 => Some(Syscall::Creat),
+            59 => Some(Syscall::Execve),
+            322 => Some(Syscall::Execveat),
             _ => None,
+        }
+    }
+
+    /// aarch64 syscall numbers (the generic table, include/uapi/asm-generic/unistd.h),
+    /// which has no `open` and no `creat`.
+    pub const fn from_aarch64_nr(nr: u64) -> Option<Syscall> {
+        match nr {
+            56 => Some(Syscall::Openat),
+            437 => Some(Syscall::Openat2),
+            221 => Some(Syscall::Execve),
+            281 => Some(Syscall::Execveat),
+            _ => None,
+        }
+    }
+}
+
+/// The architectures whose syscall ABI badfd's kernel programs know (the
+/// register layout in exporter-ebpf/src/arch, the syscall numbers above).
+/// badfd refuses to start on any other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    X86_64,
+    Aarch64,
+}
+
+impl Arch {
+    pub const ALL: [Arch; 2] = [Arch::X86_64, Arch::Aarch64];
+
+    /// The name Rust (`std::env::consts::ARCH`) and `uname -m` give it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Aarch64 => "aarch64",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Arch> {
+        Arch::ALL.into_iter().find(|a| a.name() == name)
+    }
+
+    /// The open syscalls of the architecture's native (64-bit) ABI, in
+    /// `Syscall::ALL` order. 32-bit compat syscalls are not among them.
+    pub const fn syscalls(self) -> &'static [Syscall] {
+        match self {
+            Arch::X86_64 => &Syscall::ALL,
+            Arch::Aarch64 => &[Syscall::Openat, Syscall::Openat2, Syscall::Execve, Syscall::Execveat],
+        }
+    }
+
+    /// The open syscall a native syscall number stands for, if any.
+    pub const fn syscall_from_nr(self, nr: u64) -> Option<Syscall> {
+        match self {
+            Arch::X86_64 => Syscall::from_x86_64_nr(nr),
+            Arch::Aarch64 => Syscall::from_aarch64_nr(nr),
         }
     }
 }
@@ -103,19 +174,51 @@ pub struct Config {
     /// `CGROUP_FILTER_*`: how the `CGROUP_FILTER` map of cgroup ids is used.
     pub cgroup_filter: u32,
     pub _pad2: u32,
-    /// Per-process fairness (GHSA-wv52-frfv-mfh4): once the ring buffer is at
-    /// least half full, a process (tgid) may stream one anomaly per this many
+    /// Fairness between sources (GHSA-wv52-frfv-mfh4): once the ring buffer is
+    /// at least half full, each source may stream one nominal event
+    /// (`NOMINAL_EVENT_BYTES`, charged by the event's real size) per this many
     /// ns on average; the rest of its anomalies are dropped and counted
     /// (`Loss::SourceThrottled`), keeping the other half of the buffer for
-    /// quieter processes. 0 turns the limit off.
+    /// quieter sources. A source is a process (tgid), and also its cgroup
+    /// (`CGROUP_SOURCE_SHARE` times the rate) and, but for root, its uid
+    /// (`UID_SOURCE_SHARE` times): forking, renaming or making cgroups gives
+    /// no fresh budget. 0 turns the limit off.
     pub source_interval_ns: u64,
     /// Burst a process may stream above its rate before it is throttled, as a
     /// time credit in ns (burst events times `source_interval_ns`).
     pub source_burst_ns: u64,
+    /// A failed open is *found later* when the same process opens a file of
+    /// the same basename successfully within this many ns after it (see
+    /// `FailedNames`). 0 turns the classification off.
+    pub found_later_window_ns: u64,
+    /// Length of a found-later epoch in ns (at least the window): failures and
+    /// their finds are counted in the bucket of the failure's epoch
+    /// (`Counters::failures_by_epoch`), so that userspace can count each
+    /// epoch's failures once all of them are decided.
+    pub found_later_epoch_ns: u64,
 }
 
-/// Default per-process rate once the ring buffer is half full (anomalies/s).
+/// Stream a successful open that found earlier failures of its process
+/// (`EVENT_FOUND`), so that userspace can classify the failures it holds.
+pub const CONFIG_FOUND_NOTICES: u32 = 1 << 2;
+/// Stream failed execs (they are always counted): set by a userspace that
+/// sets aside the failures of a `PATH` search, which most execs make.
+pub const CONFIG_STREAM_EXECS: u32 = 1 << 3;
+
+/// Default found-later window: 1 s.
+pub const DEFAULT_FOUND_LATER_WINDOW_NS: u64 = 1_000_000_000;
+
+/// Default per-process rate once the ring buffer is half full (nominal events/s).
 pub const DEFAULT_SOURCE_RATE: u32 = 1000;
+/// The event size the source rate is for: an event of N bytes costs
+/// N / NOMINAL_EVENT_BYTES of one (a 4 KiB path costs 16 or more).
+pub const NOMINAL_EVENT_BYTES: u64 = 256;
+/// A cgroup's budget, in processes' budgets: one flooding process leaves room
+/// for the others of its container or service.
+pub const CGROUP_SOURCE_SHARE: u64 = 2;
+/// A non-root uid's budget, in processes' budgets. Root is not limited as a
+/// uid: its containers and services are told apart by cgroup.
+pub const UID_SOURCE_SHARE: u64 = 4;
 
 /// `source_interval_ns` and `source_burst_ns` for `rate` anomalies per second
 /// with a burst of one second's worth; rate 0 turns fairness off.
@@ -241,6 +344,8 @@ impl Config {
         _pad2: 0,
         source_interval_ns: source_limit(DEFAULT_SOURCE_RATE).0,
         source_burst_ns: source_limit(DEFAULT_SOURCE_RATE).1,
+        found_later_window_ns: DEFAULT_FOUND_LATER_WINDOW_NS,
+        found_later_epoch_ns: DEFAULT_FOUND_LATER_WINDOW_NS,
     };
 }
 
@@ -295,6 +400,10 @@ pub const EVENT_PATH_UNREADABLE: u8 = 1 << 3;
 /// The open was not timed (the untimed attach, `--no-timing`: only the exit is
 /// hooked): `latency_ns` is 0 and `start_ns` is the time of the exit.
 pub const EVENT_UNTIMED: u8 = 1 << 4;
+/// Not an anomaly: a successful open that found earlier failures of its
+/// process with the same basename (`EventHeader::name_hash`) within the
+/// found-later window; streamed only with `CONFIG_FOUND_NOTICES`.
+pub const EVENT_FOUND: u8 = 1 << 5;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -319,7 +428,10 @@ pub struct EventHeader {
     pub syscall: u8,
     /// `EVENT_*` bits.
     pub event_flags: u8,
-    pub _reserved: u32,
+    /// `basename_hash` of the path, as the kernel computed it for the
+    /// found-later classification; 0 where it did not (classification off,
+    /// path unreadable, empty basename).
+    pub name_hash: u32,
     pub comm: [u8; TASK_COMM_LEN],
     /// Bytes of directory that follow the path: the absolute directory a relative
     /// path is resolved against, as the kernel found it (`dir_status` says how).
@@ -383,6 +495,103 @@ pub struct DirBuffer {
 }
 
 // ---------------------------------------------------------------------------
+// Found later: recent failed basenames per process, in the `FAILED_NAMES`
+// array, one table per `tgid & FAILED_NAMES_SLOT_MASK`.
+//
+// A failure whose process opens a file of the same basename successfully
+// within the window after it is a probe of a search path (the dynamic
+// loader, locale lookup, sys.path), not a fault. Every failure is counted in
+// `Counters::failures_by_epoch` in the bucket of its epoch; a success that
+// matches counts the failures it found in `Counters::found_by_epoch`, in the
+// bucket of *their* epoch. Once an epoch's window has closed, its failures
+// less its finds were never found. A failure whose name could not be kept
+// (path unreadable, empty basename, evicted) is simply never found.
+// ---------------------------------------------------------------------------
+
+/// One recent failed basename of a process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FailedName {
+    /// CLOCK_MONOTONIC ns of the latest failure of this name in this entry.
+    pub last_ns: u64,
+    /// `basename_hash` of the name.
+    pub hash: u32,
+    /// Failures of this name (same errno, same epoch) not yet found; 0 when
+    /// the entry is free or decided.
+    pub count: u16,
+    /// The failures' errno slot (`FOUND_ERRNO_SLOTS`).
+    pub errno_slot: u8,
+    /// The failures' epoch bucket (`epoch % FOUND_EPOCHS`).
+    pub epoch_bucket: u8,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FailedNames {
+    /// The process whose table this is; 0 when unused.
+    pub tgid: u32,
+    /// The entry the next new name takes when none is free.
+    pub next: u32,
+    /// CLOCK_MONOTONIC ns of the process's latest recorded failure: a
+    /// successful open looks at the names only within the window after it.
+    pub last_ns: u64,
+    pub names: [FailedName; FAILED_NAMES_PER_PROCESS],
+}
+
+/// Names a process's table holds; a search of one name through many
+/// directories takes one entry (same name, errno and epoch).
+pub const FAILED_NAMES_PER_PROCESS: usize = 8;
+/// Tables in `FAILED_NAMES` (a power of two): 1.2 MiB of kernel memory.
+pub const FAILED_NAMES_SLOTS: u32 = 1 << 13;
+pub const FAILED_NAMES_SLOT_MASK: u32 = FAILED_NAMES_SLOTS - 1;
+/// Epoch buckets of the found-later counters: an epoch's bucket is reused
+/// four epochs later, so userspace has two epochs to read it once it closed.
+pub const FOUND_EPOCHS: usize = 4;
+/// errno slots of the found-later counters (larger errnos share the last).
+pub const FOUND_ERRNO_SLOTS: usize = 128;
+/// Longest basename hashed (NAME_MAX + 1 bytes: a longer one is cut).
+pub const BASENAME_HASH_MAX: usize = 256;
+
+/// The errno slot of the found-later counters for a failure's errno.
+pub const fn found_errno_slot(errno: u64) -> usize {
+    if errno < (FOUND_ERRNO_SLOTS - 1) as u64 {
+        errno as usize
+    } else {
+        FOUND_ERRNO_SLOTS - 1
+    }
+}
+
+const FNV_OFFSET: u32 = 0x811c_9dc5;
+const FNV_PRIME: u32 = 0x0100_0193;
+
+/// One step of the basename hash (FNV-1a).
+#[inline(always)]
+pub const fn basename_hash_step(hash: u32, byte: u8) -> u32 {
+    (hash ^ byte as u32).wrapping_mul(FNV_PRIME)
+}
+
+/// The starting value of the basename hash.
+pub const BASENAME_HASH_START: u32 = FNV_OFFSET;
+
+/// The hash of a path's last component (after its last `/`), taken over its
+/// bytes from the last to the first (so the kernel needs no forward scan),
+/// at most `BASENAME_HASH_MAX` of them; `None` for an empty basename (a path
+/// that is empty or ends in `/`). The kernel computes the same; this is the
+/// reference userspace matches events with.
+pub fn basename_hash(path: &[u8]) -> Option<u32> {
+    let mut hash = BASENAME_HASH_START;
+    let mut taken = 0;
+    for &b in path.iter().rev() {
+        if b == b'/' || taken == BASENAME_HASH_MAX {
+            break;
+        }
+        hash = basename_hash_step(hash, b);
+        taken += 1;
+    }
+    (taken > 0).then_some(hash)
+}
+
+// ---------------------------------------------------------------------------
 // Exact per-CPU counters: one element of the `COUNTERS` per-CPU array. Every open
 // is counted here whether or not it was streamed; userspace sums over CPUs.
 // ---------------------------------------------------------------------------
@@ -427,13 +636,17 @@ pub enum Loss {
     /// exit program missed, e.g. a recursion miss in fentry mode): the slot was
     /// freed at thread exit and that open is neither timed nor counted.
     InflightReaped = 9,
+    /// A process's table of recent failed names was taken by another process
+    /// (same slot) or was full while it still held undecided failures: those
+    /// can no longer be found later, so they count as never found.
+    FailedNameEvicted = 10,
 }
 
 /// Slots of `Counters::losses`; room for reasons yet to come.
 pub const LOSS_COUNT: usize = 16;
 
 impl Loss {
-    pub const ALL: [Loss; 10] = [
+    pub const ALL: [Loss; 11] = [
         Loss::RingbufFull,
         Loss::InflightCollision,
         Loss::ExitWithoutEnter,
@@ -444,6 +657,7 @@ impl Loss {
         Loss::TrackedFull,
         Loss::SourceThrottled,
         Loss::InflightReaped,
+        Loss::FailedNameEvicted,
     ];
 
     /// The `reason` label of `badfd_kernel_events_lost_total`.
@@ -459,6 +673,7 @@ impl Loss {
             Loss::TrackedFull => "tracked_full",
             Loss::SourceThrottled => "source_throttled",
             Loss::InflightReaped => "inflight_reaped",
+            Loss::FailedNameEvicted => "failed_name_evicted",
         }
     }
 }
@@ -482,6 +697,8 @@ pub enum Stream {
     /// is) or the task was killed. No program ever sees that result, so it is
     /// neither a failure nor timed.
     Interrupted = 4,
+    /// Failed opens found later by a successful open of their process.
+    FoundLater = 5,
 }
 
 /// The kernel-internal codes an interrupted syscall leaves with before the
@@ -511,6 +728,12 @@ pub struct Counters {
     pub losses: [u64; LOSS_COUNT],
     /// Indexed by `Stream`.
     pub stream: [u64; STREAM_COUNT],
+    /// `[epoch bucket][errno slot]`: every failed open, in the bucket of its
+    /// epoch, while the found-later classification is on.
+    pub failures_by_epoch: [[u64; FOUND_ERRNO_SLOTS]; FOUND_EPOCHS],
+    /// `[epoch bucket][errno slot]`: failures found later, in the bucket of
+    /// the failure's epoch.
+    pub found_by_epoch: [[u64; FOUND_ERRNO_SLOTS]; FOUND_EPOCHS],
 }
 
 impl Counters {
@@ -522,6 +745,8 @@ impl Counters {
         latency_sum_ns: [0; SYSCALL_COUNT],
         losses: [0; LOSS_COUNT],
         stream: [0; STREAM_COUNT],
+        failures_by_epoch: [[0; FOUND_ERRNO_SLOTS]; FOUND_EPOCHS],
+        found_by_epoch: [[0; FOUND_ERRNO_SLOTS]; FOUND_EPOCHS],
     };
 
     /// Opens whose start is recorded and whose exit has not come yet: entered,
@@ -553,6 +778,10 @@ impl Counters {
         add(&mut self.latency_sum_ns, &other.latency_sum_ns);
         add(&mut self.losses, &other.losses);
         add(&mut self.stream, &other.stream);
+        for b in 0..FOUND_EPOCHS {
+            add(&mut self.failures_by_epoch[b], &other.failures_by_epoch[b]);
+            add(&mut self.found_by_epoch[b], &other.found_by_epoch[b]);
+        }
     }
 }
 
@@ -587,10 +816,11 @@ pub const MAP_TRACKED: &str = "TRACKED";
 pub const MAP_DIR_SCRATCH: &str = "DIR_SCRATCH";
 pub const MAP_CGROUP_FILTER: &str = "CGROUP_FILTER";
 pub const MAP_SOURCES: &str = "SOURCES";
+pub const MAP_FAILED_NAMES: &str = "FAILED_NAMES";
 
-/// Capacity of `SOURCES`, the per-process fairness state (an LRU: the least
-/// recently streaming processes are forgotten first, and start again with a
-/// full burst).
+/// Capacity of `SOURCES`, `SOURCE_CGROUPS` and `SOURCE_UIDS`, the fairness
+/// state of processes, cgroups and uids (LRUs: the least recently streaming
+/// are forgotten first, and start again with a full burst).
 pub const SOURCES_CAPACITY: u32 = 8192;
 
 /// Capacity of `TRACKED`: processes followed by `badfd trace -- command`.
@@ -616,6 +846,7 @@ mod user {
     unsafe impl aya::Pod for super::Inflight {}
     unsafe impl aya::Pod for super::EventHeader {}
     unsafe impl aya::Pod for super::Counters {}
+    unsafe impl aya::Pod for super::FailedNames {}
 }
 
 #[cfg(test)]
@@ -639,12 +870,35 @@ mod tests {
     }
 
     #[test]
+    fn each_architecture_numbers_exactly_its_own_syscalls() {
+        for arch in Arch::ALL {
+            assert_eq!(Arch::from_name(arch.name()), Some(arch));
+            // Every number below 1024 (past every table's end), against the list.
+            let mut numbered = [false; SYSCALL_COUNT];
+            for nr in 0..1024 {
+                if let Some(s) = arch.syscall_from_nr(nr) {
+                    assert!(!numbered[s as usize], "{} numbers {} twice", arch.name(), s.name());
+                    numbered[s as usize] = true;
+                }
+            }
+            for s in Syscall::ALL {
+                assert_eq!(numbered[s as usize], arch.syscalls().contains(&s), "{} {}", arch.name(), s.name());
+            }
+            assert_eq!(arch.syscall_from_nr(u64::MAX), None, "NO_SYSCALL (-1) is no open");
+        }
+        assert_eq!(Arch::from_name("riscv64"), None);
+        assert_eq!(Arch::Aarch64.syscalls(), &[Syscall::Openat, Syscall::Openat2, Syscall::Execve, Syscall::Execveat]);
+    }
+
+    #[test]
     fn layouts_are_stable() {
         assert_eq!(EVENT_HEADER_SIZE, 104);
         assert_eq!(EVENT_HEADER_SIZE % 8, 0);
         assert_eq!(core::mem::size_of::<Inflight>(), 40);
         assert!(INFLIGHT_SLOTS.is_power_of_two());
-        assert_eq!(core::mem::size_of::<Config>(), 168);
+        assert_eq!(core::mem::size_of::<Config>(), 184);
+        assert_eq!(core::mem::size_of::<FailedName>(), 16);
+        assert_eq!(core::mem::size_of::<FailedNames>(), 16 + 16 * FAILED_NAMES_PER_PROCESS);
         assert_eq!(core::mem::size_of::<KernelOffsets>(), 96);
         assert!(Loss::ALL.len() <= LOSS_COUNT);
         for (i, loss) in Loss::ALL.iter().enumerate() {
@@ -662,6 +916,23 @@ mod tests {
         assert_eq!(source_limit(1000), (1_000_000, 1_000_000_000));
         assert_eq!(source_limit(3), (333_333_333, 999_999_999));
         assert_eq!(Config::DEFAULT.source_interval_ns, 1_000_000);
+    }
+
+    #[test]
+    fn basename_hash_covers_the_last_component_only() {
+        let h = basename_hash(b"libfoo.so.1").unwrap();
+        assert_eq!(basename_hash(b"/usr/lib/x86_64-linux-gnu/libfoo.so.1"), Some(h));
+        assert_eq!(basename_hash(b"glibc-hwcaps/x86-64-v3/libfoo.so.1"), Some(h));
+        assert_ne!(basename_hash(b"/usr/lib/libfoo.so.2"), Some(h));
+        assert_eq!(basename_hash(b""), None);
+        assert_eq!(basename_hash(b"/etc/"), None);
+        // FNV-1a of "a" (one byte, so the direction does not matter).
+        assert_eq!(basename_hash(b"/x/a"), Some(0xe40c_292c));
+        // Only the last 256 bytes of an overlong name count.
+        let long = [b'x'; 300];
+        assert_eq!(basename_hash(&long), basename_hash(&long[..256]));
+        assert_eq!(found_errno_slot(2), 2);
+        assert_eq!(found_errno_slot(4000), FOUND_ERRNO_SLOTS - 1);
     }
 
     #[test]

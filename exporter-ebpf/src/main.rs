@@ -11,9 +11,12 @@
 //! | `counters` | the exact per-CPU counters |
 //! | `args`, `arch` | an open's arguments; the saved user registers |
 //! | `open` | enter and exit: counting, timing, the anomaly decision |
-//! | `stream` | filters, fairness, the event into the ring buffer |
+//! | `found_later` | failures a later open of the same name found (search-path probes) |
+//! | `stream` | filters, the event into the ring buffer |
+//! | `fairness` | per-source budgets (process, cgroup, uid) past half the ring |
 //! | `dir_walk` | the directory of a relative path |
 //! | `tracepoints`, `fentry` | the programs of each attach mode |
+//! | `exec` | execve/execveat, both modes: failed execs are failures too |
 //! | `tracking` | forks and exits: followed commands, in-flight reaping |
 //! | `test_programs` | tests and benchmarks only (feature `test-programs`) |
 #![no_std]
@@ -23,7 +26,10 @@ mod arch;
 mod args;
 mod counters;
 mod dir_walk;
+mod exec;
+mod fairness;
 mod fentry;
+mod found_later;
 mod maps;
 mod open;
 mod stream;

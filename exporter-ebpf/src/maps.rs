@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use exporter_common::{
-    Config, Counters, DirBuffer, EventBuffer, Inflight, CGROUP_FILTER_CAPACITY, DEFAULT_RINGBUF_BYTES,
-    INFLIGHT_SLOTS, SOURCES_CAPACITY, TRACKED_CAPACITY,
+    Config, Counters, DirBuffer, EventBuffer, FailedNames, Inflight, CGROUP_FILTER_CAPACITY, DEFAULT_RINGBUF_BYTES,
+    FAILED_NAMES_SLOTS, INFLIGHT_SLOTS, SOURCES_CAPACITY, TRACKED_CAPACITY,
 };
 
 #[map]
@@ -34,11 +34,17 @@ pub static TRACKED: HashMap<u32, u8> = HashMap::with_max_entries(TRACKED_CAPACIT
 #[map]
 pub static CGROUP_FILTER: HashMap<u64, u8> = HashMap::with_max_entries(CGROUP_FILTER_CAPACITY, 0);
 
-/// Per-process fairness state: the theoretical arrival time (GCRA) of each
-/// streaming process's next anomaly, in CLOCK_MONOTONIC ns. Touched only for
-/// anomalies, never on the fast path.
+/// Fairness state (`fairness`): the theoretical arrival time (GCRA) of each
+/// streaming process's, cgroup's and uid's next event, in CLOCK_MONOTONIC ns.
+/// Touched only for anomalies while the ring buffer is half full.
 #[map]
 pub static SOURCES: LruHashMap<u32, u64> = LruHashMap::with_max_entries(SOURCES_CAPACITY, 0);
+
+#[map]
+pub static SOURCE_CGROUPS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(SOURCES_CAPACITY, 0);
+
+#[map]
+pub static SOURCE_UIDS: LruHashMap<u32, u64> = LruHashMap::with_max_entries(SOURCES_CAPACITY, 0);
 
 /// Per-CPU time (CLOCK_MONOTONIC ns) of the last reader wakeup this CPU asked
 /// for; see `WAKEUP_MIN_INTERVAL_NS`.
@@ -53,10 +59,24 @@ pub static SCRATCH: PerCpuArray<EventBuffer> = PerCpuArray::with_max_entries(1, 
 #[map]
 pub static DIR_SCRATCH: PerCpuArray<DirBuffer> = PerCpuArray::with_max_entries(1, 0);
 
-/// Per-CPU hand-over of the open being streamed to `stream::emit` (a
-/// function the verifier checks once, whose arguments can only be scalars).
+/// The open being streamed, handed over to `stream::badfd_emit` (a function
+/// the verifier checks once, whose arguments can only be scalars).
+#[repr(C)]
+pub struct Pending {
+    pub entry: Inflight,
+    /// What `bpf_probe_read_user_str` returned when the path was already read
+    /// into `SCRATCH` for this open (`found_later`); 0 when it was not.
+    pub path_read: i64,
+}
+
 #[map]
-pub static PENDING: PerCpuArray<Inflight> = PerCpuArray::with_max_entries(1, 0);
+pub static PENDING: PerCpuArray<Pending> = PerCpuArray::with_max_entries(1, 0);
+
+/// Recent failed basenames of each process, one table per
+/// `tgid & FAILED_NAMES_SLOT_MASK` (an array, so that a successful open of a
+/// process without recent failures costs one inlined load; see the contract).
+#[map]
+pub static FAILED_NAMES: Array<FailedNames> = Array::with_max_entries(FAILED_NAMES_SLOTS, 0);
 
 /// Set (to 1) by userspace at load where tracing programs may call
 /// `bpf_get_current_ancestor_cgroup_id` (not on older kernels, 5.10 among

@@ -4,16 +4,66 @@
 
 use aya_ebpf::helpers::{bpf_get_current_pid_tgid, generated::bpf_ktime_get_ns};
 use exporter_common::{
-    is_restart_code, latency_bucket, Inflight, Loss, Stream, Syscall, CONFIG_FAILURES_ONLY, EVENT_FAILED, EVENT_SLOW,
-    EVENT_UNTIMED, INFLIGHT_SLOT_MASK,
+    is_restart_code, latency_bucket, Config, Counters, Inflight, Loss, Stream, Syscall, CONFIG_FAILURES_ONLY,
+    CONFIG_FOUND_NOTICES, CONFIG_STREAM_EXECS, EVENT_FAILED, EVENT_FOUND, EVENT_SLOW, EVENT_UNTIMED, INFLIGHT_SLOT_MASK,
 };
 
 use crate::{
     args::OpenArgs,
     counters::{bump, count_loss, count_result, count_stream, counters},
+    found_later::{self, badfd_find_earlier, badfd_find_name, badfd_note_failure},
     maps::{CONFIG, INFLIGHT},
-    stream::stream_anomaly,
+    stream::{stream_anomaly, PathRead},
 };
+
+/// The found-later bookkeeping of an open that ended with `ret`: a failure's
+/// name is noted, a success of a process with a recent failure looks for the
+/// failures it finds. Returns the event flag it adds (`EVENT_FOUND` for a
+/// success that found failures, when userspace asked for notices) and the
+/// path as read for it.
+///
+/// A successful exec finds by `exec_hash`, the hash of its path's basename
+/// taken at entry (its path went with the old program), or where it has none
+/// (untimed) by the new comm, the first 15 bytes of that basename; its notice
+/// carries no path.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn found_later_step(
+    config: &Config,
+    c: &mut Counters,
+    pid_tgid: u64,
+    now: u64,
+    ret: i64,
+    syscall: Syscall,
+    exec_hash: u32,
+    path_ptr: impl FnOnce() -> u64,
+) -> (u8, PathRead) {
+    if ret < 0 {
+        found_later::count_failure(config, c, (-ret) as u64, now);
+        if !found_later::enabled(config) {
+            return (0, PathRead::NONE);
+        }
+        let (read, name_hash) = found_later::split(badfd_note_failure(path_ptr(), (-ret) as u64, now));
+        return (0, PathRead { read, name_hash });
+    }
+    if !found_later::has_recent_failure(config, (pid_tgid >> 32) as u32, now) {
+        return (0, PathRead::NONE);
+    }
+    if syscall.is_exec() {
+        let hash = if exec_hash != 0 { exec_hash } else { found_later::comm_hash() };
+        if badfd_find_name(hash as u64, now) == 0 || config.flags & CONFIG_FOUND_NOTICES == 0 {
+            return (0, PathRead::NONE);
+        }
+        // `read` 1: an empty path, already "read".
+        return (EVENT_FOUND, PathRead { read: 1, name_hash: hash });
+    }
+    let found = badfd_find_earlier(path_ptr(), now);
+    if found == 0 || config.flags & CONFIG_FOUND_NOTICES == 0 {
+        return (0, PathRead::NONE);
+    }
+    let (read, name_hash) = found_later::split(found);
+    (EVENT_FOUND, PathRead { read, name_hash })
+}
 
 /// An open begins: its arguments and start time go into the thread's slot.
 #[inline(always)]
@@ -52,6 +102,9 @@ pub fn on_exit(syscall_hint: Syscall, ret: i64) {
         }
         count_result(c, syscall_hint as usize, ret);
         count_loss(c, Loss::ExitWithoutEnter);
+        if let (true, Some(config)) = (ret < 0, CONFIG.get(0)) {
+            found_later::count_failure(config, c, (-ret) as u64, now);
+        }
         return;
     }
     // SAFETY: as above; frees the slot.
@@ -75,27 +128,38 @@ pub fn on_exit(syscall_hint: Syscall, ret: i64) {
     }
 
     let Some(config) = CONFIG.get(0) else { return };
-    let slow = latency_ns >= config.slow_threshold_ns;
+    // An exec is timed but never a slow anomaly (loading a program is not an open).
+    let slow = latency_ns >= config.slow_threshold_ns && !syscall.is_exec();
     if slow {
         bump(c.slow.get_mut(s));
     }
-    if !failed && !slow {
-        // The fast path: a fast successful open ends here.
-        return;
+    let mut entry = entry;
+    let mut exec_hash = 0;
+    if syscall.is_exec() {
+        // The entry's mode carries the exec's basename hash, not a mode.
+        exec_hash = entry.mode;
+        entry.mode = 0;
     }
-    if !failed && config.flags & CONFIG_FAILURES_ONLY != 0 {
-        count_stream(c, Stream::SlowNotStreamed);
-        return;
-    }
-
-    let mut event_flags = 0u8;
+    let (found_flag, path) = found_later_step(config, c, pid_tgid, now, ret, syscall, exec_hash, || entry.path_ptr);
+    let mut event_flags = found_flag;
     if failed {
         event_flags |= EVENT_FAILED;
     }
     if slow {
-        event_flags |= EVENT_SLOW;
+        if !failed && config.flags & CONFIG_FAILURES_ONLY != 0 {
+            count_stream(c, Stream::SlowNotStreamed);
+        } else {
+            event_flags |= EVENT_SLOW;
+        }
     }
-    stream_anomaly(c, config, &entry, pid_tgid, now, ret, latency_ns, event_flags);
+    if event_flags == 0 {
+        // The fast path: a fast successful open ends here.
+        return;
+    }
+    if syscall.is_exec() && config.flags & CONFIG_STREAM_EXECS == 0 {
+        return;
+    }
+    stream_anomaly(c, config, &entry, pid_tgid, ret, latency_ns, event_flags, path);
 }
 
 /// The exit of an open with no entry program (`--no-timing`): counts it
@@ -110,12 +174,24 @@ pub fn on_exit_untimed(syscall: Syscall, ret: i64, args: impl FnOnce() -> OpenAr
         return;
     }
     count_result(c, syscall as usize, ret);
-    if ret >= 0 {
-        return;
-    }
     let Some(config) = CONFIG.get(0) else { return };
     let pid_tgid = bpf_get_current_pid_tgid();
     let now = unsafe { bpf_ktime_get_ns() };
-    let entry = args().into_inflight(now, pid_tgid as u32);
-    stream_anomaly(c, config, &entry, pid_tgid, now, ret, 0, EVENT_FAILED | EVENT_UNTIMED);
+    if ret >= 0 && !found_later::has_recent_failure(config, (pid_tgid >> 32) as u32, now) {
+        return;
+    }
+    // A failure, or a success that may find failures: the arguments (none
+    // for a successful exec: its registers are the new program's).
+    let entry = if ret >= 0 && syscall.is_exec() {
+        OpenArgs { syscall, dirfd: exporter_common::AT_FDCWD, path_ptr: 0, open_flags: 0, mode: 0 }
+    } else {
+        args()
+    }
+    .into_inflight(now, pid_tgid as u32);
+    let (found_flag, path) = found_later_step(config, c, pid_tgid, now, ret, syscall, 0, || entry.path_ptr);
+    let event_flags = if ret < 0 { EVENT_FAILED | EVENT_UNTIMED } else { found_flag | EVENT_UNTIMED };
+    if (ret >= 0 && found_flag == 0) || (syscall.is_exec() && config.flags & CONFIG_STREAM_EXECS == 0) {
+        return;
+    }
+    stream_anomaly(c, config, &entry, pid_tgid, ret, 0, event_flags, path);
 }

@@ -3,7 +3,7 @@
 use exporter_common::{
     EventHeader, Syscall, DIR_BAD_FD, DIR_NOT_ATTEMPTED, DIR_READ_FAILED, DIR_RESOLVED,
     DIR_TRUNCATED, DIR_UNREACHABLE, EVENT_FAILED, EVENT_HEADER_SIZE, EVENT_PATH_TRUNCATED, EVENT_PATH_UNREADABLE,
-    EVENT_SLOW, EVENT_UNTIMED, TASK_COMM_LEN,
+    EVENT_FOUND, EVENT_SLOW, EVENT_UNTIMED, TASK_COMM_LEN,
 };
 
 /// What the kernel found for the directory a relative path is relative to.
@@ -49,6 +49,8 @@ pub struct OpenEvent {
     pub kernel_dir: KernelDir,
     /// Inode number of the task's mount namespace (`/proc/PID/ns/mnt`); 0 if unknown.
     pub mnt_ns: u32,
+    /// The kernel's `basename_hash` of the path (found-later classification); 0 if none.
+    pub name_hash: u32,
 }
 
 impl Default for OpenEvent {
@@ -71,6 +73,7 @@ impl Default for OpenEvent {
             path: Vec::new(),
             kernel_dir: KernelDir::NotAttempted,
             mnt_ns: 0,
+            name_hash: 0,
         }
     }
 }
@@ -134,6 +137,7 @@ impl OpenEvent {
             path: path[..announced].to_vec(),
             kernel_dir,
             mnt_ns: h.mnt_ns,
+            name_hash: h.name_hash,
         })
     }
 
@@ -143,6 +147,12 @@ impl OpenEvent {
 
     pub fn slow(&self) -> bool {
         self.flags & EVENT_SLOW != 0
+    }
+
+    /// Not an anomaly: a successful open that found earlier failures of its
+    /// process with the same basename (`name_hash`).
+    pub fn found_notice(&self) -> bool {
+        self.flags & EVENT_FOUND != 0
     }
 
     /// The open's latency; `None` where it was not timed (`--no-timing`).
@@ -194,7 +204,7 @@ mod tests {
             path_len,
             syscall: Syscall::Openat as u8,
             event_flags: EVENT_FAILED,
-            _reserved: 0,
+            name_hash: 0,
             comm: *b"cat\0\0\0\0\0\0\0\0\0\0\0\0\0",
             dir_len: 0,
             dir_status: DIR_NOT_ATTEMPTED,

@@ -2,16 +2,34 @@
 //! the OTLP records): one table, so that they all say the same.
 
 /// Open flags as the kernel defines them (include/uapi/asm-generic/fcntl.h,
-/// which x86_64 uses; the values the syscall received, before the kernel adds
-/// O_LARGEFILE itself).
+/// which x86_64 uses; arm64 numbers four of them its own way); the values the
+/// syscall received, before the kernel adds O_LARGEFILE itself.
 mod open_flag {
+    #[cfg(not(target_arch = "aarch64"))]
+    const O_DIRECT: u64 = 0o40_000;
+    #[cfg(not(target_arch = "aarch64"))]
+    const O_LARGEFILE: u64 = 0o100_000;
+    #[cfg(not(target_arch = "aarch64"))]
+    const O_DIRECTORY: u64 = 0o200_000;
+    #[cfg(not(target_arch = "aarch64"))]
+    const O_NOFOLLOW: u64 = 0o400_000;
+    // arch/arm64/include/uapi/asm/fcntl.h
+    #[cfg(target_arch = "aarch64")]
+    const O_DIRECTORY: u64 = 0o40_000;
+    #[cfg(target_arch = "aarch64")]
+    const O_NOFOLLOW: u64 = 0o100_000;
+    #[cfg(target_arch = "aarch64")]
+    const O_DIRECT: u64 = 0o200_000;
+    #[cfg(target_arch = "aarch64")]
+    const O_LARGEFILE: u64 = 0o400_000;
+
     pub const O_ACCMODE: u64 = 0o3;
     pub const O_WRONLY: u64 = 0o1;
     pub const O_RDWR: u64 = 0o2;
     /// Named in the order `open(2)` lists them; composite flags first so that
     /// their bits are consumed before their parts.
     pub const NAMED: [(&str, u64); 19] = [
-        ("O_TMPFILE", 0o20_000_000 | 0o200_000),
+        ("O_TMPFILE", 0o20_000_000 | O_DIRECTORY),
         ("O_SYNC", 0o4_000_000 | 0o10_000),
         ("O_CREAT", 0o100),
         ("O_EXCL", 0o200),
@@ -21,10 +39,10 @@ mod open_flag {
         ("O_NONBLOCK", 0o4000),
         ("O_DSYNC", 0o10_000),
         ("O_ASYNC", 0o20_000),
-        ("O_DIRECT", 0o40_000),
-        ("O_LARGEFILE", 0o100_000),
-        ("O_DIRECTORY", 0o200_000),
-        ("O_NOFOLLOW", 0o400_000),
+        ("O_DIRECT", O_DIRECT),
+        ("O_LARGEFILE", O_LARGEFILE),
+        ("O_DIRECTORY", O_DIRECTORY),
+        ("O_NOFOLLOW", O_NOFOLLOW),
         ("O_NOATIME", 0o1_000_000),
         ("O_CLOEXEC", 0o2_000_000),
         ("O_PATH", 0o10_000_000),

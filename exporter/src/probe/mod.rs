@@ -4,6 +4,7 @@
 
 mod btf_offsets;
 mod fentry;
+mod found_later;
 mod kernel;
 mod maps;
 pub mod preflight;
@@ -14,10 +15,11 @@ mod tracepoint;
 use std::{fmt, os::fd::AsFd, time::Duration};
 
 use aya::{Btf, Ebpf, EbpfLoader};
-use exporter_common::{Config, Syscall, CGROUP_FILTER_IGNORE, CGROUP_FILTER_OFF, CGROUP_FILTER_WATCH, MAP_EVENTS};
+use exporter_common::{Arch, Config, Syscall, CGROUP_FILTER_IGNORE, CGROUP_FILTER_OFF, CGROUP_FILTER_WATCH, MAP_EVENTS};
 
 pub use btf_offsets::{running_kernel_offsets, running_mnt_ns_offsets};
 pub use fentry::COMMON_OPEN_FUNCTION;
+pub use found_later::{FoundLaterTally, FoundLaterTotals};
 pub use kernel::{ancestor_cgroup_helper_available, kernel_release, raise_memlock_limit, ringbuf_size};
 use kernel::recursion_misses;
 pub use program::{describe_program_error, program};
@@ -133,6 +135,8 @@ pub enum ProbeError {
 /// The kernel program, loaded and attached. Dropping it detaches everything.
 pub struct Probe {
     ebpf: Ebpf,
+    /// The architecture: which open syscalls there are to attach to.
+    arch: Arch,
     mode: AttachMode,
     /// Why fentry was not used, when the preference was `auto` and it failed.
     fallback_reason: Option<String>,
@@ -163,6 +167,7 @@ impl Probe {
     #[doc(hidden)]
     pub fn load_object(options: &ProbeOptions, object: &[u8]) -> Result<Probe, ProbeError> {
         let tracefs = preflight::check()?;
+        let arch = preflight::architecture()?;
         raise_memlock_limit();
 
         let ringbuf_bytes = ringbuf_size(options.ringbuf_bytes);
@@ -202,6 +207,7 @@ impl Probe {
         }
         let mut probe = Probe {
             ebpf,
+            arch,
             mode: AttachMode::Tracepoint,
             fallback_reason: None,
             mode_reason: String::new(),
@@ -250,6 +256,11 @@ impl Probe {
                         probe.fallback_reason = Some(reason);
                     }
                 }
+            }
+        }
+        if probe.mode == AttachMode::Fentry {
+            if let Some(btf) = kernel_btf.as_ref() {
+                probe.attach_exec_fentry(btf);
             }
         }
         if untimed && probe.timed {
@@ -316,6 +327,11 @@ impl Probe {
 
     pub fn missing_syscalls(&self) -> &[Syscall] {
         &self.missing_syscalls
+    }
+
+    /// The architecture badfd runs on; its open syscalls are `arch().syscalls()`.
+    pub fn arch(&self) -> Arch {
+        self.arch
     }
 
 }
