@@ -85,7 +85,7 @@ fn main() -> anyhow::Result<()> {
             let aggregates = Arc::new(Mutex::new(fill(n, exemplars)));
             let mut exposition = Exposition::new();
             PipelineStats::register(&mut exposition.registry);
-            exposition.registry.register_collector(Box::new(KernelCollector { probe: probe.clone() }));
+            exposition.registry.register_collector(Box::new(KernelCollector { probe: probe.clone(), found_later: Default::default() }));
             exposition.registry.register_collector(Box::new(AggregatesCollector { aggregates: aggregates.clone() }));
             for format in [Format::OpenMetrics, Format::Classic] {
                 let body = exposition.render(format);

@@ -17,6 +17,7 @@ use badfd::{
     config::{ServeArgs, Settings},
     pipeline::{
         containers::{cgroup_id_of_dir, k8s, Containers, ContainersOptions, PodWatcher},
+        clock::monotonic_ns,
         event_loop::{release_free_heap, EventLoop},
         redact::Redactor,
         Pipeline, PipelineStats, Sink,
@@ -27,9 +28,11 @@ use badfd::{
         web_config::{TlsListener, WebState},
     },
     sinks::{
-        metrics::{Aggregates, AggregatesCollector, Exposition, KernelCollector, MetricsSink, SharedProbe},
+        metrics::{Aggregates, AggregatesCollector, Exposition, KernelCollector, MetricsSink, SharedFoundLater, SharedProbe},
         otlp::{Otlp, OtlpSink},
     },
+    config::KernelSettings,
+    probe::FoundLaterTally,
     Probe,
 };
 use prometheus_client::metrics::{counter::Counter, family::Family};
@@ -100,6 +103,18 @@ fn apply_cgroup_filter(probe: &mut badfd::Probe, settings: &Settings) -> anyhow:
     Ok(())
 }
 
+/// Reads the kernel's found-later counters of every epoch decided by now.
+fn harvest_found_later(probe: &SharedProbe, found_later: &SharedFoundLater) {
+    let guard = probe.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(p) = guard.as_ref() else { return };
+    let mut tally = found_later.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(tally) = tally.as_mut() else { return };
+    match p.counters() {
+        Ok(counters) => tally.harvest(&counters, monotonic_ns()),
+        Err(error) => tracing::warn!(%error, "reading the kernel counters for the found-later split failed"),
+    }
+}
+
 /// How long SIGTERM waits for queued OTLP records to be exported.
 const OTLP_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -132,7 +147,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
     web.register(&mut exposition.registry);
     let probe: SharedProbe = Arc::new(Mutex::new(None));
-    exposition.registry.register_collector(Box::new(KernelCollector { probe: probe.clone() }));
+    let found_later: SharedFoundLater = Arc::new(Mutex::new(None));
+    exposition.registry.register_collector(Box::new(KernelCollector { probe: probe.clone(), found_later: found_later.clone() }));
     let aggregates = Arc::new(Mutex::new(Aggregates::new(settings.max_label_sets, settings.label_set_ttl)));
     exposition.registry.register_collector(Box::new(AggregatesCollector { aggregates: aggregates.clone() }));
     // OTLP is off (and costs nothing) without an endpoint.
@@ -182,6 +198,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         timing = if loaded.timed() { "on" } else { "off" },
         "attached"
     );
+    *found_later.lock().unwrap() = FoundLaterTally::new(&loaded.config(), monotonic_ns());
     *probe.lock().unwrap() = Some(loaded);
 
     // After the drop: the pod watch's client (DNS lookups on the blocking
@@ -190,19 +207,25 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let depth = Arc::new(AtomicUsize::new(settings.path_prefix_depth));
     let stop = Arc::new(AtomicBool::new(false));
     let events = {
-        let mut pipeline = Pipeline::new(depth.clone(), sinks, stats).with_redactor(redactor);
+        let window_ns = settings.kernel_settings().found_later_window_ns();
+        let mut pipeline = Pipeline::new(depth.clone(), sinks, stats).with_redactor(redactor).with_found_later(window_ns);
         if let Some(containers) = containers {
             pipeline = pipeline.with_containers(containers, settings.container_labels);
         }
         if let Some(otlp) = &otlp {
-            pipeline = pipeline.with_record_ids(otlp.clone());
+            pipeline = pipeline.with_record_ids(otlp.clone()).with_missing_components(false);
         }
         EventLoop::new(reader, pipeline).spawn(stop.clone())?
     };
 
+    // The kernel reuses a found-later epoch's bucket FOUND_EPOCHS epochs on:
+    // each is read well before, whatever the scrape interval.
+    let mut harvest = tokio::time::interval(Duration::from_millis(500));
+    harvest.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut server = server;
     loop {
         tokio::select! {
+            _ = harvest.tick() => harvest_found_later(&probe, &found_later),
             _ = hangup.recv() => {
                 let settings_reloaded = reload(&args, &probe, &shared_settings, &depth);
                 let web_reloaded = web.reload().map_err(|error| tracing::error!("reload failed, keeping the running web config: {error}")).is_ok();
@@ -246,7 +269,8 @@ fn reload(args: &ServeArgs, probe: &SharedProbe, running: &Mutex<Settings>, dept
             tracing::error!("reload failed, keeping the running configuration: {error:#}");
             return false;
         }
-        let kernel = new.kernel_settings();
+        // The found-later window is restart-only: the kernel keeps the running one.
+        let kernel = KernelSettings { found_later_window: running.found_later_window, ..new.kernel_settings() };
         if let Err(error) = p.set_config(kernel.config()) {
             tracing::error!("reload failed, keeping the running configuration: writing the kernel config: {error}");
             return false;

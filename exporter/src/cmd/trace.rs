@@ -42,7 +42,9 @@ fn pipeline(args: &TraceArgs, terminal: TerminalSink, stats: PipelineStats, reda
     let depth = Arc::new(AtomicUsize::new(DEFAULT_PATH_PREFIX_DEPTH));
     let pipeline = Pipeline::new(depth, vec![Box::new(terminal)], stats)
         .with_filter(Filter::new(&args.errno, &args.path_prefix))
-        .with_redactor(redactor);
+        .with_redactor(redactor)
+        .with_found_later(args.kernel_settings().map(|k| k.found_later_window_ns()).unwrap_or(0))
+        .with_missing_components(true);
     match args.json {
         true => pipeline.with_containers(Arc::new(Containers::new(ContainersOptions::default())), false),
         false => pipeline,

@@ -30,6 +30,7 @@ pub struct FileSettings {
     pub paths_redact_keep: Option<usize>,
     pub paths_redact_key_file: Option<PathBuf>,
     pub source_rate: Option<u32>,
+    pub found_later_window: Option<String>,
 }
 
 impl FileSettings {

@@ -5,7 +5,10 @@
 
 use std::time::Duration;
 
-use exporter_common::{Config, CONFIG_FAILURES_ONLY, CONFIG_TRACKED_ONLY, FILTER_ANY, SLOW_DISABLED, TASK_COMM_LEN};
+use exporter_common::{
+    Config, CONFIG_FAILURES_ONLY, CONFIG_FOUND_NOTICES, CONFIG_STREAM_EXECS, CONFIG_TRACKED_ONLY, FILTER_ANY, SLOW_DISABLED,
+    TASK_COMM_LEN,
+};
 
 use crate::probe::CgroupFilterMode;
 
@@ -27,6 +30,11 @@ pub struct KernelSettings {
     /// Anomalies per second each process may stream once the ring buffer is
     /// half full; 0: no limit.
     pub source_rate: u32,
+    /// A failure is found later when its process opens the same basename
+    /// successfully within this long; zero turns the classification off (and
+    /// failed execs are then counted, not streamed: a shell's PATH search
+    /// would be all of them).
+    pub found_later_window: Duration,
 }
 
 impl Default for KernelSettings {
@@ -40,6 +48,7 @@ impl Default for KernelSettings {
             filter_comm: None,
             cgroup_filter: CgroupFilterMode::Off,
             source_rate: exporter_common::DEFAULT_SOURCE_RATE,
+            found_later_window: DEFAULT_FOUND_LATER_WINDOW,
         }
     }
 }
@@ -63,9 +72,27 @@ impl KernelSettings {
         }
         c.cgroup_filter = self.cgroup_filter.to_kernel();
         (c.source_interval_ns, c.source_burst_ns) = exporter_common::source_limit(self.source_rate);
+        let window_ns = self.found_later_window_ns();
+        c.found_later_window_ns = window_ns;
+        c.found_later_epoch_ns = window_ns;
+        if window_ns != 0 {
+            // The pipeline decides each streamed failure from the notices,
+            // and a failed exec is a failure like an open.
+            c.flags |= CONFIG_FOUND_NOTICES | CONFIG_STREAM_EXECS;
+        }
         c
     }
+
+    /// The window in ns, as the kernel and the pipeline's found-later stage take it.
+    pub fn found_later_window_ns(&self) -> u64 {
+        self.found_later_window.as_nanos().min(MAX_FOUND_LATER_WINDOW.as_nanos()) as u64
+    }
 }
+
+/// The found-later window unless one is given.
+pub const DEFAULT_FOUND_LATER_WINDOW: Duration = Duration::from_secs(1);
+/// The longest window: a failure waits this long for its verdict in every view.
+pub const MAX_FOUND_LATER_WINDOW: Duration = Duration::from_secs(60);
 
 /// The kernel's slow threshold in ns: `None` or zero turn slow reporting off;
 /// `u64::MAX` itself means off to the kernel, so a longer duration stops below it.
@@ -102,8 +129,13 @@ mod tests {
             filter_comm: Some(comm),
             cgroup_filter: CgroupFilterMode::Watch,
             source_rate: 50,
+            found_later_window: Duration::from_millis(300),
         }
         .config();
+        assert_eq!((all.found_later_window_ns, all.found_later_epoch_ns), (300_000_000, 300_000_000));
+        assert_eq!(all.flags & (CONFIG_FOUND_NOTICES | CONFIG_STREAM_EXECS), CONFIG_FOUND_NOTICES | CONFIG_STREAM_EXECS);
+        let unclassified = KernelSettings { found_later_window: Duration::ZERO, ..KernelSettings::default() }.config();
+        assert_eq!((unclassified.found_later_window_ns, unclassified.flags & (CONFIG_FOUND_NOTICES | CONFIG_STREAM_EXECS)), (0, 0));
         assert_eq!(all.slow_threshold_ns, 50_000_000);
         assert_eq!(all.flags & (CONFIG_FAILURES_ONLY | CONFIG_TRACKED_ONLY), CONFIG_FAILURES_ONLY | CONFIG_TRACKED_ONLY);
         assert_eq!((all.filter_pid, all.filter_uid, all.filter_comm, all.cgroup_filter), (7, 1000, comm, CGROUP_FILTER_WATCH));

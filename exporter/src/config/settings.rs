@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::{
     file::FileSettings,
-    kernel::KernelSettings,
+    kernel::{KernelSettings, MAX_FOUND_LATER_WINDOW},
     redact::RedactArgs,
     values::{duration_str, opt_duration_str, parse_duration, parse_listen_address},
 };
@@ -71,6 +71,12 @@ pub struct SettingsArgs {
     pub kubernetes_pod_metadata: Option<bool>,
     /// Prometheus exporter-toolkit web config (YAML): TLS (tls_server_config) and
     /// basic auth (basic_auth_users, bcrypt hashes); re-read on SIGHUP.
+    /// A failed open is "found later" (a search path's probe: the loader,
+    /// locale lookup, sys.path) when its process opens a file of the same
+    /// name successfully within this window (1s, 500ms; 0 turns the
+    /// classification off; at most 60s). Restart to change. [default: 1s]
+    #[arg(long = "found-later.window", env = "BADFD_FOUND_LATER_WINDOW")]
+    pub found_later_window: Option<String>,
     #[arg(long = "web.config.file", env = "BADFD_WEB_CONFIG_FILE")]
     pub web_config_file: Option<PathBuf>,
     #[command(flatten)]
@@ -102,6 +108,9 @@ pub struct Settings {
     /// Anomalies per second per process (`--source-rate`, a probe flag, over
     /// the file's `source_rate`, over the default).
     pub source_rate: u32,
+    /// Zero: classification off.
+    #[serde(with = "duration_str")]
+    pub found_later_window: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -195,6 +204,20 @@ impl Settings {
                 "paths_redact_keep" => invalid(args.redact.keep.is_some(), "--paths.redact-keep", key, message),
                 _ => invalid(false, key, key, message),
             })?;
+        let window_text = args.found_later_window.clone().or(f.found_later_window).unwrap_or_else(|| "1s".into());
+        let found_later_window = match window_text.as_str() {
+            "0" | "off" => Duration::ZERO,
+            text => parse_duration(text)
+                .map_err(|m| invalid(args.found_later_window.is_some(), "--found-later.window", "found_later_window", m))?,
+        };
+        if found_later_window > MAX_FOUND_LATER_WINDOW {
+            return Err(invalid(
+                args.found_later_window.is_some(),
+                "--found-later.window",
+                "found_later_window",
+                format!("{window_text:?}: at most 60s (every failure waits this long for its verdict)"),
+            ));
+        }
         Ok(Settings {
             slow_threshold,
             failures_only: args.failures_only.or(f.failures_only).unwrap_or(false),
@@ -211,6 +234,7 @@ impl Settings {
             web_config_file: args.web_config_file.clone().or(f.web_config_file),
             paths_redact,
             source_rate: source_rate.or(f.source_rate).unwrap_or(exporter_common::DEFAULT_SOURCE_RATE),
+            found_later_window,
         })
     }
 
@@ -229,6 +253,7 @@ impl Settings {
                 (true, true) => CgroupFilterMode::Off,
             },
             source_rate: self.source_rate,
+            found_later_window: self.found_later_window,
         }
     }
 
@@ -259,6 +284,7 @@ impl Settings {
             kubernetes_pod_metadata,
             web_config_file,
             paths_redact,
+            found_later_window,
         } = new;
         let restart_only = [
             ("metrics.max-label-sets", max_label_sets != self.max_label_sets),
@@ -268,6 +294,8 @@ impl Settings {
             ("kubernetes.pod-metadata", kubernetes_pod_metadata != self.kubernetes_pod_metadata),
             ("web.config.file", web_config_file != self.web_config_file),
             ("paths.redact", paths_redact != self.paths_redact),
+            // The kernel's epochs and the pipeline's stage are sized by it.
+            ("found-later.window", found_later_window != self.found_later_window),
         ];
         self.slow_threshold = slow_threshold;
         self.failures_only = failures_only;

@@ -73,6 +73,16 @@ pub struct TraceArgs {
     /// Stop after this long (10s, 5m; a bare number is seconds).
     #[arg(long, value_parser = parse_duration_seconds)]
     pub duration: Option<Duration>,
+    /// Also show failures found later: a search path's probes, which the same
+    /// process followed with a successful open of the same name (the loader,
+    /// locale lookup, sys.path). Hidden by default; counted in the summary.
+    #[arg(long)]
+    pub all_failures: bool,
+    /// A failure is found later when its process opens the same name
+    /// successfully within this long (0 turns the classification off: every
+    /// failure is shown at once, none is found later).
+    #[arg(long, value_name = "DURATION", value_parser = parse_window, default_value = "1s")]
+    pub found_later_window: Duration,
     /// No summary at the end.
     #[arg(long)]
     pub no_summary: bool,
@@ -99,6 +109,14 @@ fn parse_threshold(s: &str) -> Result<Duration, String> {
         return Err(format!("`{s}` has no unit: write e.g. {s}ms (or use --ms {s})"));
     }
     humantime::parse_duration(s).map_err(|e| format!("`{s}`: {e} (e.g. 10ms, 250us, 1.5s)"))
+}
+
+fn parse_window(s: &str) -> Result<Duration, String> {
+    let window = parse_threshold(s)?;
+    if window > super::kernel::MAX_FOUND_LATER_WINDOW {
+        return Err(format!("`{s}`: at most 60s (every failure waits this long before it is shown)"));
+    }
+    Ok(window)
 }
 
 fn parse_duration_seconds(s: &str) -> Result<Duration, String> {
@@ -164,6 +182,7 @@ impl TraceArgs {
             filter_comm: self.comm.as_deref().map(comm_filter).transpose()?,
             cgroup_filter: if self.cgroup.is_empty() { CgroupFilterMode::Off } else { CgroupFilterMode::Watch },
             source_rate: self.probe.source_rate(None),
+            found_later_window: self.found_later_window,
         })
     }
 }

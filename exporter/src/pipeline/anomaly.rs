@@ -6,6 +6,7 @@ use std::{sync::Arc, time::SystemTime};
 use super::{
     clock,
     containers::{ContainerInfo, ContainerLabels},
+    missing::MissingComponent,
     resolve::ResolvedPath,
 };
 use crate::OpenEvent;
@@ -30,6 +31,14 @@ pub struct Anomaly {
     /// The id of its OTLP log record: `None` when there is no OTLP sink or
     /// its rate limit refused a record for this anomaly.
     pub record_id: Option<RecordId>,
+    /// For a failure: whether its process found a file of the same name soon
+    /// after (a search path's probe: `true`) or not (`false`); `None` for a
+    /// slow successful open, or where the classification is off.
+    pub found_later: Option<bool>,
+    /// For an ENOENT/ENOTDIR failure never found: the first component of its
+    /// path that was missing when badfd looked, after the fact (trace, and
+    /// anomalies with an OTLP record).
+    pub missing: Option<MissingComponent>,
     /// `comm` as a label value (odd bytes replaced), shared between anomalies.
     pub comm: Arc<str>,
     /// The `path_prefix` label value, shared between anomalies.
@@ -53,12 +62,20 @@ impl Anomaly {
             resolved,
             wall_ns,
             record_id: None,
+            found_later: None,
+            missing: None,
             comm: Arc::from(""),
             path_prefix: Arc::from(""),
             container: None,
             container_attributes: None,
             container_labels: None,
         }
+    }
+
+    /// A failure that was never found (or not classified): what a person is
+    /// shown first.
+    pub fn not_found(&self) -> bool {
+        self.event.failed() && self.found_later != Some(true)
     }
 
     pub fn wall_time(&self) -> SystemTime {

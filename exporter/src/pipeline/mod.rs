@@ -3,13 +3,16 @@
 //! ```text
 //! ring buffer bytes                       (probe: EventReader, drained by event_loop.rs)
 //!   -> decode          event.rs           OpenEvent, or counted undecodable
+//!   -> found notices   found_later.rs     a successful open that found earlier failures: consumed here
 //!   -> resolve         resolve.rs         the absolute path, against the opener's cwd or dirfd
 //!   -> filter          filter.rs          what the kernel cannot decide (trace's --errno, --path-prefix)
 //!   -> redact          redact.rs          --paths.redact, before any label, record or line sees a path
 //!   -> labels          labels/            the interned `comm` and `path_prefix` label values
 //!   -> container       containers/        container and pod, by cgroup (when a sink uses them)
 //!   -> wall time       clock.rs           the one monotonic-to-wall clock
+//!   -> found later     found_later.rs     a failure is held until its process found the name (a probe) or its window closed
 //!   -> record id       record_ids.rs      which anomalies get an OTLP record, and its id
+//!   -> why             missing.rs         an ENOENT's first missing path component (trace, OTLP records)
 //!   = Anomaly          anomaly.rs         complete: sinks only read it
 //!   -> sinks, in batches                  (sinks/: metrics, OTLP, terminal)
 //! ```
@@ -28,7 +31,9 @@ pub mod containers;
 pub mod event;
 pub mod event_loop;
 pub mod filter;
+pub mod found_later;
 pub mod labels;
+pub mod missing;
 pub mod open_flags;
 pub mod record_ids;
 pub mod redact;
@@ -45,7 +50,9 @@ use self::{
     containers::{ContainerLookup, Containers},
     event::OpenEvent,
     filter::Filter,
+    found_later::{FoundLaterStage, Notice},
     labels::Labeler,
+    missing::MissingLookup,
     record_ids::{RecordAdmission, RecordIds},
     redact::Redactor,
     resolve::{Resolution, Resolver},
@@ -74,7 +81,11 @@ pub struct Pipeline {
     labels: Labeler,
     containers: Option<ContainerLookup>,
     clock: WallClock,
+    found_later: Option<FoundLaterStage>,
     record_ids: Option<RecordIds>,
+    /// With whether every not-found failure is looked up (trace) or only
+    /// those with a record id (serve: bounded by the OTLP rate limit).
+    missing: Option<(MissingLookup, bool)>,
     batch: Vec<Anomaly>,
     sinks: Vec<Box<dyn Sink>>,
     stats: PipelineStats,
@@ -90,7 +101,9 @@ impl Pipeline {
             labels: Labeler::new(depth),
             containers: None,
             clock: WallClock::now(),
+            found_later: None,
             record_ids: None,
+            missing: None,
             batch: Vec::with_capacity(BATCH),
             sinks,
             stats,
@@ -117,6 +130,22 @@ impl Pipeline {
         self
     }
 
+    /// Holds each failure until it is decided found later or not (the
+    /// kernel's window, `window_ns`; the probe must stream found notices,
+    /// `CONFIG_FOUND_NOTICES`). 0: off, failures pass undecided.
+    pub fn with_found_later(mut self, window_ns: u64) -> Pipeline {
+        self.found_later = FoundLaterStage::new(window_ns);
+        self
+    }
+
+    /// Names the first missing path component of ENOENT/ENOTDIR failures
+    /// never found: of every one (`all`, trace) or of those with an OTLP
+    /// record (serve), a few `stat`s each.
+    pub fn with_missing_components(mut self, all: bool) -> Pipeline {
+        self.missing = Some((MissingLookup::new(), all));
+        self
+    }
+
     /// Gives the anomalies that `admission` admits an OTLP record id.
     pub fn with_record_ids(mut self, admission: Arc<dyn RecordAdmission>) -> Pipeline {
         self.record_ids = Some(RecordIds::new(admission));
@@ -136,7 +165,19 @@ impl Pipeline {
     }
 
     /// Takes one decoded event through every stage.
-    pub fn push(&mut self, mut event: OpenEvent) {
+    pub fn push(&mut self, event: OpenEvent) {
+        let mut event = match &mut self.found_later {
+            Some(stage) => match stage.notice(event) {
+                Notice::Consumed => {
+                    self.stats.found_notices.inc();
+                    return;
+                }
+                Notice::NotANotice(event) => event,
+            },
+            // Notices are asked for only with the stage; a stray one is no anomaly.
+            None if event.found_notice() => return,
+            None => event,
+        };
         let mut resolved = self.resolver.resolve(&event);
         if let Some(i) = Resolution::ALL.iter().position(|&r| r == resolved.how) {
             self.stats.resolutions[i].inc();
@@ -155,28 +196,56 @@ impl Pipeline {
             }
             None => (None, None, None),
         };
-        let mut anomaly = Anomaly {
+        let anomaly = Anomaly {
             wall_ns: self.clock.wall_ns(event.start_ns),
             event,
             resolved,
             record_id: None,
+            found_later: None,
+            missing: None,
             comm,
             path_prefix,
             container,
             container_attributes,
             container_labels,
         };
-        if let Some(ids) = &self.record_ids {
-            anomaly.record_id = ids.assign(&anomaly);
-        }
-        self.batch.push(anomaly);
-        if self.batch.len() >= BATCH {
-            self.flush();
+        match self.found_later.take() {
+            Some(mut stage) => {
+                let early = stage.counts().decided_early;
+                stage.push(anomaly, &mut |a| self.decided(a));
+                self.stats.found_later_decided_early.inc_by(stage.counts().decided_early - early);
+                self.found_later = Some(stage);
+            }
+            None => self.decided(anomaly),
         }
     }
 
-    /// Hands what is batched to every sink.
+    /// The stages after found-later classification: the record id, the batch.
+    fn decided(&mut self, mut anomaly: Anomaly) {
+        if let Some(ids) = &self.record_ids {
+            anomaly.record_id = ids.assign(&anomaly);
+        }
+        if let Some((lookup, all)) = &self.missing {
+            if anomaly.found_later != Some(true) && (*all || anomaly.record_id.is_some()) {
+                anomaly.missing = lookup.lookup(&anomaly);
+            }
+        }
+        self.batch.push(anomaly);
+        if self.batch.len() >= BATCH {
+            self.hand_to_sinks();
+        }
+    }
+
+    /// Hands on the failures decided by now, then what is batched to every sink.
     pub fn flush(&mut self) {
+        if let Some(mut stage) = self.found_later.take() {
+            stage.release_due(clock::monotonic_ns(), &mut |a| self.decided(a));
+            self.found_later = Some(stage);
+        }
+        self.hand_to_sinks();
+    }
+
+    fn hand_to_sinks(&mut self) {
         if self.batch.is_empty() {
             return;
         }
@@ -199,10 +268,19 @@ impl Pipeline {
 
     /// The end of the stream: hands over what is left and tells every sink.
     pub fn finish(&mut self) {
+        if let Some(mut stage) = self.found_later.take() {
+            stage.release_all(&mut |a| self.decided(a));
+            self.found_later = Some(stage);
+        }
         self.flush();
         for sink in &mut self.sinks {
             sink.finish();
         }
+    }
+
+    /// The found-later stage's counts, and failures held now; `None` when off.
+    pub fn found_later(&self) -> Option<(found_later::FoundLaterCounts, usize)> {
+        self.found_later.as_ref().map(|s| (s.counts(), s.held()))
     }
 
     /// The pipeline's counters.

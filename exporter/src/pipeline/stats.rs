@@ -17,6 +17,12 @@ pub struct PipelineStats {
     pub resolutions: [Counter; 4],
     /// Anomalies the userspace filters hid (`trace --errno`, `--path-prefix`).
     pub filtered: Counter,
+    /// Found notices taken from the stream (successful opens that found
+    /// earlier failures of their process).
+    pub found_notices: Counter,
+    /// Failures decided as not found before their window closed: more than
+    /// `found_later::HELD_MAX` were waiting (a flood).
+    pub found_later_decided_early: Counter,
 }
 
 impl PipelineStats {
@@ -38,6 +44,16 @@ impl PipelineStats {
             "path_resolutions",
             "Anomaly paths by how they were made absolute (absolute already, in the kernel, from /proc, or not at all)",
             family,
+        );
+        registry.register(
+            "found_later_notices",
+            "Successful opens that found earlier failures of their process (streamed by the kernel to decide the failures found later)",
+            stats.found_notices.clone(),
+        );
+        registry.register(
+            "found_later_decided_early",
+            "Failures decided as not found before their found-later window closed, because too many were waiting (a flood)",
+            stats.found_later_decided_early.clone(),
         );
         PipelineStats { resolutions, ..stats }
     }

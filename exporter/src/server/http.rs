@@ -204,7 +204,7 @@ mod tests {
         let settings = Settings::resolve(&SettingsArgs::default(), None, None).unwrap();
         let probe: SharedProbe = Arc::new(Mutex::new(None));
         let mut exposition = Exposition::new();
-        exposition.registry.register_collector(Box::new(crate::sinks::metrics::KernelCollector { probe: probe.clone() }));
+        exposition.registry.register_collector(Box::new(crate::sinks::metrics::KernelCollector { probe: probe.clone(), found_later: Default::default() }));
         let state = AppState {
             exposition: Arc::new(exposition),
             probe,

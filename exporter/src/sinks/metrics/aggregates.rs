@@ -21,7 +21,8 @@ pub const SLOW_BUCKETS_SECONDS: [f64; 15] =
 /// The container labels of a series: `None` unless `--metrics.container-labels`
 /// is on (then the label sets are those of today plus the container's).
 pub type Container = Option<Arc<ContainerLabels>>;
-pub type FailureKey = (i32, Arc<str>, Arc<str>, Container);
+/// errno, found later (a search path's probe), comm, path prefix, container.
+pub type FailureKey = (i32, bool, Arc<str>, Arc<str>, Container);
 pub type SlowKey = (Arc<str>, Arc<str>, Container);
 pub type CommKey = (Arc<str>, Container);
 
@@ -114,7 +115,7 @@ pub struct Aggregates {
 impl Aggregates {
     pub fn new(max_label_sets: usize, ttl: Duration) -> Aggregates {
         Aggregates {
-            failures: Budgeted::new(max_label_sets, ttl, |k| (k.0, other(), other(), other_container(&k.3))),
+            failures: Budgeted::new(max_label_sets, ttl, |k| (k.0, k.1, other(), other(), other_container(&k.4))),
             slow: Budgeted::new(max_label_sets, ttl, |k| (other(), other(), other_container(&k.2))),
             slow_duration: Budgeted::new(max_label_sets, ttl, |k| (other(), other_container(&k.1))),
             started: Instant::now(),
@@ -139,7 +140,8 @@ impl Aggregates {
     /// (`now` from [`Aggregates::clock`]).
     pub fn record_at(&mut self, a: &Anomaly, now: u64) {
         if let Some(e) = a.event.errno() {
-            let f = self.failures.get_mut(&(e, a.comm.clone(), a.path_prefix.clone(), a.container_labels.clone()), now);
+            let key = (e, a.found_later == Some(true), a.comm.clone(), a.path_prefix.clone(), a.container_labels.clone());
+            let f = self.failures.get_mut(&key, now);
             f.count += 1;
             if a.record_id.is_some() {
                 f.last_record = a.record_id;
@@ -183,12 +185,14 @@ impl Aggregates {
         rows
     }
 
-    /// Failure label sets with the most failures first.
+    /// Failure label sets never found later, with the most failures first
+    /// (a search path's probes are normal, and not what a person looks for).
     pub fn worst_failures(&self, n: usize) -> Vec<OffenderRow> {
         let mut rows: Vec<OffenderRow> = self
             .failures
             .iter()
-            .map(|((e, comm, prefix, _), f)| OffenderRow {
+            .filter(|((_, found_later, ..), _)| !found_later)
+            .map(|((e, _, comm, prefix, _), f)| OffenderRow {
                 comm: comm.to_string(),
                 path_prefix: prefix.to_string(),
                 errno: Some(errno::name(*e)),

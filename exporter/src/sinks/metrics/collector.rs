@@ -66,9 +66,10 @@ impl AggregatesSnapshot {
 impl Collector for AggregatesCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
         let a = AggregatesSnapshot::of(&self.aggregates.lock().unwrap_or_else(|e| e.into_inner()));
-        let mut m = encoder.encode_descriptor("anomaly_failures", "Failed opens streamed as anomalies, by errno, comm and path prefix (label sets bounded; see badfd_label_sets_folded_total).", None, MetricType::Counter)?;
-        for ((e, comm, prefix, c), count, record) in &a.failures {
-            let labels = with_container([("errno", errno::name(*e)), ("comm", comm), ("path_prefix", prefix)], c);
+        let mut m = encoder.encode_descriptor("anomaly_failures", "Failed opens streamed as anomalies, by errno, whether the process found the name later (found_later=\"true\": a search path's probe), comm and path prefix; counted once the found-later window has closed (label sets bounded; see badfd_label_sets_folded_total).", None, MetricType::Counter)?;
+        for ((e, found_later, comm, prefix, c), count, record) in &a.failures {
+            let found_later = if *found_later { "true" } else { "false" };
+            let labels = with_container([("errno", errno::name(*e)), ("found_later", found_later), ("comm", comm), ("path_prefix", prefix)], c);
             counter_with_exemplar(&mut m, &labels, *count, *record)?;
         }
         let mut m = encoder.encode_descriptor("anomaly_slow_opens", "Opens at or over the slow threshold streamed as anomalies, by comm and path prefix.", None, MetricType::Counter)?;
@@ -120,7 +121,7 @@ mod tests {
         let aggregates = Arc::new(Mutex::new(Aggregates::new(10, Duration::from_secs(60))));
         {
             let mut a = aggregates.lock().unwrap();
-            let f = a.failures.get_mut(&(2, Arc::from("app"), Arc::from("/etc"), None), 0);
+            let f = a.failures.get_mut(&(2, false, Arc::from("app"), Arc::from("/etc"), None), 0);
             f.count = 3;
             f.last_record = Some([0x0f; 16]);
         }
@@ -130,10 +131,10 @@ mod tests {
         let line = om.lines().find(|l| l.starts_with("badfd_anomaly_failures_total{")).unwrap();
         assert_eq!(
             line,
-            "badfd_anomaly_failures_total{errno=\"ENOENT\",comm=\"app\",path_prefix=\"/etc\"} 3 # {trace_id=\"0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f\"} 1.0"
+            "badfd_anomaly_failures_total{errno=\"ENOENT\",found_later=\"false\",comm=\"app\",path_prefix=\"/etc\"} 3 # {trace_id=\"0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f\"} 1.0"
         );
         let classic = exposition.render(Format::Classic);
-        assert!(classic.contains("\nbadfd_anomaly_failures_total{errno=\"ENOENT\",comm=\"app\",path_prefix=\"/etc\"} 3\n"), "{classic}");
+        assert!(classic.contains("\nbadfd_anomaly_failures_total{errno=\"ENOENT\",found_later=\"false\",comm=\"app\",path_prefix=\"/etc\"} 3\n"), "{classic}");
         assert!(!classic.contains("trace_id"));
         // The next OpenMetrics render has its exemplars again.
         assert!(exposition.render(Format::OpenMetrics).contains("trace_id"));
@@ -168,7 +169,7 @@ mod tests {
         let mut a = Aggregates::new(3, Duration::from_secs(3600));
         a.record(&anomaly("app", "/etc", None));
         let text = render(a);
-        assert!(text.contains("badfd_anomaly_failures_total{errno=\"ENOENT\",comm=\"app\",path_prefix=\"/etc\"} 1\n"), "{text}");
+        assert!(text.contains("badfd_anomaly_failures_total{errno=\"ENOENT\",found_later=\"false\",comm=\"app\",path_prefix=\"/etc\"} 1\n"), "{text}");
         assert!(!text.contains("namespace="), "no container labels unless asked for: {text}");
 
         let web = |pod: &str| ContainerLabels {
@@ -183,7 +184,7 @@ mod tests {
         a.record(&anomaly("sh", "/tmp", Some(ContainerLabels::default())));
         let text = render(a);
         assert!(
-            text.contains("badfd_anomaly_failures_total{errno=\"ENOENT\",comm=\"nginx\",path_prefix=\"/etc\",namespace=\"shop\",pod=\"web-1\",container=\"nginx\",container_id=\"containerd://8f2c\"} 2\n"),
+            text.contains("badfd_anomaly_failures_total{errno=\"ENOENT\",found_later=\"false\",comm=\"nginx\",path_prefix=\"/etc\",namespace=\"shop\",pod=\"web-1\",container=\"nginx\",container_id=\"containerd://8f2c\"} 2\n"),
             "{text}"
         );
         assert!(text.contains("comm=\"sh\",path_prefix=\"/tmp\",namespace=\"\",pod=\"\",container=\"\",container_id=\"\"} 1\n"), "a host process: {text}");
@@ -199,7 +200,7 @@ mod tests {
         assert_eq!(a.failures.iter().map(|(_, f)| f.count).sum::<u64>(), 10, "nothing lost in the folding");
         let text = render(a);
         assert!(
-            text.contains("{errno=\"ENOENT\",comm=\"other\",path_prefix=\"other\",namespace=\"other\",pod=\"other\",container=\"other\",container_id=\"other\"} 8\n"),
+            text.contains("{errno=\"ENOENT\",found_later=\"false\",comm=\"other\",path_prefix=\"other\",namespace=\"other\",pod=\"other\",container=\"other\",container_id=\"other\"} 8\n"),
             "{text}"
         );
     }

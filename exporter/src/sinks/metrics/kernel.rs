@@ -4,7 +4,9 @@
 
 use std::sync::{Arc, Mutex};
 
-use exporter_common::{latency_bucket_upper_ns, Counters, Loss, Stream, Syscall, ERRNO_SLOTS, LATENCY_BUCKETS, RESULT_FAILED, RESULT_OK};
+use exporter_common::{
+    latency_bucket_upper_ns, Counters, Loss, Stream, Syscall, ERRNO_SLOTS, FOUND_ERRNO_SLOTS, LATENCY_BUCKETS, RESULT_FAILED, RESULT_OK,
+};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, NoLabelSet},
@@ -12,11 +14,20 @@ use prometheus_client::{
 };
 
 use super::exemplar::counter;
-use crate::{errno, probe::kernel_release, Probe};
+use crate::{
+    errno,
+    probe::{kernel_release, FoundLaterTally},
+    Probe,
+};
 
 /// The probe, shared by the scrape (counters), reloads (config) and the
 /// readiness check; `None` until it is attached and after it is detached.
 pub type SharedProbe = Arc<Mutex<Option<Probe>>>;
+
+/// The kernel's found-later counters as read so far (`serve` reads them every
+/// 500 ms, since the kernel reuses an epoch's bucket a few epochs on); `None`
+/// where the classification is off.
+pub type SharedFoundLater = Arc<Mutex<Option<FoundLaterTally>>>;
 
 /// Kernel log2 latency buckets exposed as `le` bounds: 2^8 ns (256 ns) to
 /// 2^36 ns (about 69 s). Lower buckets are included cumulatively, higher ones
@@ -26,6 +37,7 @@ const EXPOSED_LATENCY_BUCKETS: std::ops::RangeInclusive<usize> = 8..=36;
 /// The exact per-CPU kernel counters and the probe's state, read at each scrape.
 pub struct KernelCollector {
     pub probe: SharedProbe,
+    pub found_later: SharedFoundLater,
 }
 
 impl std::fmt::Debug for KernelCollector {
@@ -73,6 +85,9 @@ impl Collector for KernelCollector {
         if timed {
             encode_timing(&mut encoder, &counters)?;
         }
+        if let Some(tally) = self.found_later.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            encode_found_later(&mut encoder, tally)?;
+        }
         let mut m = encoder.encode_descriptor("kernel_events_lost", "What the kernel could not do, by reason: events dropped (ring buffer full), opens not timed, paths unread or cut.", None, MetricType::Counter)?;
         for loss in Loss::ALL {
             counter(&mut m, &[("reason", loss.name())], counters.losses[loss as usize])?;
@@ -98,6 +113,41 @@ impl Collector for KernelCollector {
         Ok(())
     }
 }
+
+/// Failures split by found later (exact, from the kernel), once decided.
+fn encode_found_later(encoder: &mut DescriptorEncoder, tally: &FoundLaterTally) -> std::fmt::Result {
+    let totals = tally.totals();
+    let mut m = encoder.encode_descriptor(
+        "open_failures_classified",
+        "Failed opens (and execs) whose found-later window has closed, by errno and whether their process then opened a file of the same name (found_later=\"true\": a search path's probe) (exact, from the kernel; up to the window plus 1 s behind badfd_open_failures_total).",
+        None,
+        MetricType::Counter,
+    )?;
+    for slot in 0..FOUND_ERRNO_SLOTS {
+        let (found, not_found) = (totals.found[slot], totals.not_found[slot]);
+        // Never-seen errnos stay out, except those alerts name (present at 0).
+        if found == 0 && not_found == 0 && !ALWAYS_EXPOSED_ERRNOS.contains(&(slot as i32)) {
+            continue;
+        }
+        let name = if slot == FOUND_ERRNO_SLOTS - 1 { "E127_OR_HIGHER" } else { errno::name(slot as i32) };
+        counter(&mut m, &[("errno", name), ("found_later", "true")], found)?;
+        counter(&mut m, &[("errno", name), ("found_later", "false")], not_found)?;
+    }
+    let mut m = encoder.encode_descriptor(
+        "found_later_inexact",
+        "Where the found-later split may be off, by reason: late_epoch (an epoch read after the kernel reused its bucket), excess_finds (finds beyond an epoch's failures, counted as found).",
+        None,
+        MetricType::Counter,
+    )?;
+    counter(&mut m, &[("reason", "late_epoch")], tally.late_epochs)?;
+    counter(&mut m, &[("reason", "excess_finds")], tally.excess_finds)?;
+    Ok(())
+}
+
+/// errnos whose classified series exist from the start at 0, so that
+/// `increase()` sees a node's first one (the alert rules name them).
+const ALWAYS_EXPOSED_ERRNOS: [i32; 7] =
+    [libc::EACCES, libc::EMFILE, libc::ENFILE, libc::ENOSPC, libc::EDQUOT, libc::EIO, libc::EROFS];
 
 /// The kernel's slow-open counts and latency histogram (timed opens only).
 fn encode_timing(encoder: &mut DescriptorEncoder, counters: &Counters) -> std::fmt::Result {

@@ -26,7 +26,7 @@ pub use aggregates::{Aggregates, BucketHistogram, FailureSeries, OffenderRow, Sl
 pub use classic::openmetrics_to_classic;
 pub use collector::AggregatesCollector;
 pub use exposition::{BuildInfo, Exposition, Format};
-pub use kernel::{KernelCollector, SharedProbe};
+pub use kernel::{KernelCollector, SharedFoundLater, SharedProbe};
 
 use crate::pipeline::{Anomaly, Sink};
 

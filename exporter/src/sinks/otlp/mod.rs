@@ -163,13 +163,13 @@ impl Otlp {
             return None;
         }
         let id: RecordId = rand::random();
-        self.enqueue(event, resolved, time, id, None).then(|| TraceId::from_bytes(id))
+        self.enqueue(event, resolved, time, id, RecordExtras::default()).then(|| TraceId::from_bytes(id))
     }
 
     /// Puts a copy of the anomaly into the queue as record `id`, never
     /// blocking; whether it is queued (a full queue or a shut down export
     /// counts it dropped).
-    fn enqueue(&self, event: &OpenEvent, resolved: &ResolvedPath, wall_ns: u64, id: RecordId, container: Option<OtelAttributes>) -> bool {
+    fn enqueue(&self, event: &OpenEvent, resolved: &ResolvedPath, wall_ns: u64, id: RecordId, extras: RecordExtras) -> bool {
         let bytes = event.path.len() + resolved.path.len();
         let full = self.queue.capacity() == 0
             || self.queued_bytes.load(Ordering::Relaxed) + bytes > MAX_QUEUED_PATH_BYTES;
@@ -185,7 +185,9 @@ impl Otlp {
             time: crate::pipeline::clock::system_time(wall_ns),
             trace_id: TraceId::from_bytes(id),
             span_id: SpanId::from_bytes(rand::random()),
-            container,
+            container: extras.container,
+            found_later: extras.found_later,
+            missing: extras.missing,
         };
         // Added before sending so that the task never subtracts first.
         self.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
@@ -258,10 +260,23 @@ impl Sink for OtlpSink {
     fn accept(&mut self, batch: &[Anomaly]) {
         for a in batch {
             if let Some(id) = a.record_id {
-                self.otlp.enqueue(&a.event, &a.resolved, a.wall_ns, id, a.container_attributes.clone());
+                let extras = RecordExtras {
+                    container: a.container_attributes.clone(),
+                    found_later: a.found_later,
+                    missing: a.missing.clone(),
+                };
+                self.otlp.enqueue(&a.event, &a.resolved, a.wall_ns, id, extras);
             }
         }
     }
+}
+
+/// What the pipeline knows of an anomaly beyond its event and path.
+#[derive(Default)]
+struct RecordExtras {
+    container: Option<OtelAttributes>,
+    found_later: Option<bool>,
+    missing: Option<crate::pipeline::missing::MissingComponent>,
 }
 
 /// The OpenMetrics exemplar labels `{trace_id="<32 hex digits>"}` that point

@@ -15,6 +15,8 @@
 //! | `error.type` | the errno name, e.g. `ENOENT` (failed opens only) |
 //! | `badfd.syscall` | open, openat, openat2 or creat |
 //! | `badfd.open.flags` | the open flags as a number, and `badfd.open.flags.names` as `O_WRONLY\|O_CREAT` |
+//! | `badfd.found_later` | failures: true when the process opened a file of the same name soon after (a search path's probe; severity DEBUG), false when it never did |
+//! | `badfd.file.path.missing` | ENOENT/ENOTDIR never found: the first component of `file.path` that did not exist (or was not a directory), as badfd found it when the failure was decided, after the fact |
 //! | `badfd.open.duration` | seconds from syscall entry to exit (absent with `--no-timing`) |
 //! | `badfd.cgroup.id` | the opener's cgroup v2 id |
 //! | `container.id`, `container.runtime.name` | the opener's container, where it runs in one |
@@ -40,7 +42,7 @@ use opentelemetry_sdk::logs::SdkLogRecord;
 
 use crate::{
     errno,
-    pipeline::{open_flags::open_flags_names, resolve::Resolution, OtelAttributes},
+    pipeline::{missing::MissingComponent, open_flags::open_flags_names, resolve::Resolution, OtelAttributes},
     OpenEvent,
 };
 
@@ -60,6 +62,9 @@ pub(crate) struct QueuedAnomaly {
     pub span_id: SpanId,
     /// The container's attributes (see `ContainerInfo::otel_attributes`).
     pub container: Option<OtelAttributes>,
+    /// A failure's found-later verdict; `None` when not classified.
+    pub found_later: Option<bool>,
+    pub missing: Option<MissingComponent>,
 }
 
 /// Records of one (command, errno or slow) that the rate limit held back.
@@ -106,7 +111,8 @@ pub(crate) fn fill_anomaly(record: &mut SdkLogRecord, a: &QueuedAnomaly) {
     let errno = e.errno().filter(|_| e.failed());
     let comm = e.comm_lossy();
     let resolved = lossy(&a.resolved);
-    let sev = severity(errno);
+    // A search path's probe: below INFO, so that one filter drops them all.
+    let sev = if a.found_later == Some(true) { Severity::Debug } else { severity(errno) };
     record.set_event_name(if errno.is_some() { EVENT_FAILED } else { EVENT_SLOW });
     record.set_severity_number(sev);
     record.set_severity_text(sev.name());
@@ -136,6 +142,12 @@ pub(crate) fn fill_anomaly(record: &mut SdkLogRecord, a: &QueuedAnomaly) {
     }
     if let Some(n) = errno {
         record.add_attribute("error.type", AnyValue::String(Cow::Borrowed(errno::name(n)).into()));
+        if let Some(found_later) = a.found_later {
+            record.add_attribute("badfd.found_later", AnyValue::Boolean(found_later));
+        }
+    }
+    if let Some(m) = &a.missing {
+        record.add_attribute("badfd.file.path.missing", AnyValue::String(lossy(&m.path).into()));
     }
     record.add_attribute("badfd.syscall", AnyValue::String(Cow::Borrowed(e.syscall.name()).into()));
     record.add_attribute("badfd.open.flags", AnyValue::Int(e.open_flags as i64));
