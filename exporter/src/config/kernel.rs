@@ -113,7 +113,7 @@ mod tests {
     fn every_setting_reaches_the_kernel_config() {
         let off = KernelSettings { slow_threshold: None, ..KernelSettings::default() }.config();
         assert_eq!(off.slow_threshold_ns, SLOW_DISABLED);
-        assert_eq!(off.flags, Config::DEFAULT.flags);
+        assert_eq!(off.flags, Config::DEFAULT.flags | CONFIG_FOUND_NOTICES | CONFIG_STREAM_EXECS, "the default window classifies");
         assert_eq!((off.filter_pid, off.filter_uid, off.cgroup_filter), (FILTER_ANY, FILTER_ANY, CGROUP_FILTER_OFF));
         assert_eq!(slow_threshold_ns(Some(Duration::ZERO)), SLOW_DISABLED, "zero is off");
         assert_eq!(slow_threshold_ns(Some(Duration::MAX)), u64::MAX - 1);

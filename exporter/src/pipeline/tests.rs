@@ -49,7 +49,7 @@ fn aggregates_every_event_and_shares_label_strings() {
     assert_eq!(stats.resolutions[0].get(), N as u64, "all absolute");
     // One shared string per distinct prefix.
     assert_eq!(pipeline.labels.prefixes_interned(), 50);
-    let ((_, _, prefix, container), _) = a.failures.iter().next().unwrap();
+    let ((_, _, _, prefix, container), _) = a.failures.iter().next().unwrap();
     assert_eq!(*container, None, "no container labels unless asked for");
     assert!(prefix.starts_with("/var/lib/app"));
 }
@@ -119,7 +119,7 @@ fn prefix_cache_follows_depth_and_strings_stay_bounded() {
     pipeline.flush();
     {
         let a = aggregates.lock().unwrap();
-        let mut prefixes: Vec<String> = a.failures.iter().map(|((_, _, p, _), _)| p.to_string()).collect();
+        let mut prefixes: Vec<String> = a.failures.iter().map(|((_, _, _, p, _), _)| p.to_string()).collect();
         prefixes.sort();
         assert_eq!(prefixes, ["/var/lib", "/var/lib/app"]);
     }
