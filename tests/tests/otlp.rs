@@ -488,6 +488,12 @@ async fn serve_flushes_queued_records_on_sigterm() {
     let records = receiver.records();
     let ours = records.iter().filter(|r| r.int_attr("process.pid") == Some(run.pid as i64)).count();
     assert!(ours >= wanted, "{ours} of the workload's {wanted} failures were flushed on SIGTERM");
+    // Each failure record says whether its process found the name later;
+    // only those that it did are below INFO (one filter drops the probes).
+    for r in records.iter().filter(|r| r.int_attr("process.pid") == Some(run.pid as i64)) {
+        let found_later = r.bool_attr("badfd.found_later").unwrap_or_else(|| panic!("no badfd.found_later on {:?}", r.body()));
+        assert_eq!(r.record.severity_text == "DEBUG", found_later, "{:?}", r.body());
+    }
     let record_ids: std::collections::BTreeSet<String> = records.iter().map(|r| hex(&r.record.trace_id)).collect();
     for id in &exemplars {
         assert!(record_ids.contains(id), "exemplar trace_id {id} names no record the collector received");
