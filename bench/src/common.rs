@@ -315,11 +315,7 @@ fn letters(mut n: u64) -> String {
 /// defaults (ring buffer, attach mode), logging warnings only.
 pub fn start_serve(port: u16, args: &[&str]) -> badfd_tests::Serve {
     let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let mut command = std::process::Command::new(badfd_tests::badfd_path());
-    command
-        .args(["serve", "--web.listen-address", &address.to_string()])
-        .args(args)
-        .env("BADFD_LOG", "warn")
-        .stdout(std::process::Stdio::null());
+    let mut command = badfd_tests::Serve::plain_command(address, args);
+    command.env("BADFD_LOG", "warn").stdout(std::process::Stdio::null());
     badfd_tests::Serve::launch(command, address, badfd_tests::Serve::is_ready)
 }

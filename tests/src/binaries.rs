@@ -13,14 +13,16 @@ pub fn workload_path() -> PathBuf {
     if let Some(p) = std::env::var_os("BADFD_WORKLOAD") {
         return PathBuf::from(p);
     }
-    if let Some(p) = option_env!("CARGO_BIN_EXE_workload") {
-        return PathBuf::from(p);
-    }
     // Test binaries live in target/<profile>/deps; the workload in target/<profile>.
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap();
     let dir = if dir.ends_with("deps") { dir.parent().unwrap() } else { dir };
     dir.join("workload")
+}
+
+/// The `dropcaps` helper (tests/src/bin/dropcaps.rs), beside the workload.
+pub fn dropcaps_path() -> PathBuf {
+    workload_path().with_file_name("dropcaps")
 }
 
 /// The `badfd` binary (target/<profile>/badfd), built before the tests run

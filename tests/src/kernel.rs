@@ -123,6 +123,14 @@ pub fn kernel_locked_down() -> Option<bool> {
 }
 
 /// The running kernel's (major, minor) version, from `uname -r`.
+/// CLOCK_MONOTONIC in ns: the clock of the kernel's event timestamps.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 pub fn kernel_version() -> (u32, u32) {
     let release = badfd::probe::kernel_release();
     let mut parts = release.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse().ok());

@@ -16,9 +16,9 @@ mod serve;
 mod tempdir;
 mod workload;
 
-pub use binaries::{badfd_path, workload_path};
+pub use binaries::{badfd_path, dropcaps_path, workload_path};
 pub use kernel::{
-    bpf_ids_held_by, cgroup_id_of, kernel_has_fentry_helpers, kernel_locked_down, kernel_version, load_probe, load_probe_with,
+    bpf_ids_held_by, cgroup_id_of, kernel_has_fentry_helpers, kernel_locked_down, kernel_version, load_probe, load_probe_with, monotonic_ns,
     test_attach_mode, without_missed_runs, Collector,
 };
 pub use scrape::{Sample, Scrape};

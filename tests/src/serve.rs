@@ -47,11 +47,16 @@ impl Serve {
             AttachPreference::Tracepoint => "tracepoint",
         };
         let ringbuf: &[&str] = if args.contains(&"--ringbuf-bytes") { &[] } else { &["--ringbuf-bytes", "67108864"] };
-        let mut command = Command::new(badfd_path());
+        let mut command = Serve::plain_command(address, &["--attach", attach]);
+        command.args(ringbuf).args(args);
         command
-            .args(["serve", "--web.listen-address", &address.to_string(), "--attach", attach])
-            .args(ringbuf)
-            .args(args);
+    }
+
+    /// `badfd serve` listening on `address` with `args` and nothing else: with
+    /// badfd's own defaults, as the benchmarks measure it.
+    pub fn plain_command(address: SocketAddr, args: &[&str]) -> Command {
+        let mut command = Command::new(badfd_path());
+        command.args(["serve", "--web.listen-address", &address.to_string()]).args(args);
         command
     }
 
