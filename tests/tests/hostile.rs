@@ -43,6 +43,10 @@ fn decided(c: &Counters) -> (u64, u64, u64) {
 
 /// One attack: `scenario` (a workload mode taking DIR SECS UID) against the victim.
 fn attack(scenario: &str) {
+    // The attacks take turns: they share the cgroup names, the uids and the
+    // process-wide BADFD_WORKLOAD_CGROUP, and a second flood would skew the first.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let attacker_cgroup = TestCgroup::new("attacker");
     let victim_cgroup = TestCgroup::new("victim");
     // A 2 MiB ring read every 50 ms: the attacker fills half of it within one
