@@ -12,7 +12,7 @@ use std::{path::PathBuf, time::Duration};
 
 use badfd::{pipeline::containers::cgroup2_mount, probe::CgroupFilterMode, ProbeOptions};
 use badfd_tests::{load_probe_with, test_attach_mode, Collector, TempDir, UidWorkload, FAIRNESS_UID};
-use exporter_common::{Config, Counters, Loss, Stream};
+use exporter_common::{Config, Counters, Loss, Stream, CGROUP_FILTER_WATCH};
 
 const ATTACKER_UID: u32 = FAIRNESS_UID + 1;
 const VICTIM_UID: u32 = FAIRNESS_UID + 2;
@@ -51,7 +51,11 @@ fn attack(scenario: &str) {
     let victim_cgroup = TestCgroup::new("victim");
     // A 2 MiB ring read every 50 ms: the attacker fills half of it within one
     // read, so fairness has to decide.
-    let options = ProbeOptions { attach: test_attach_mode(), ringbuf_bytes: 2 << 20, config: Config::DEFAULT, ..ProbeOptions::default() };
+    // Watching (no cgroup yet) from the moment it attaches: the host's other
+    // failures must not reach the ring before `before` is read, or the reader
+    // would take more events than the kernel submitted after it.
+    let config = Config { cgroup_filter: CGROUP_FILTER_WATCH, ..Config::DEFAULT };
+    let options = ProbeOptions { attach: test_attach_mode(), ringbuf_bytes: 2 << 20, config, ..ProbeOptions::default() };
     let mut probe = load_probe_with(&options);
     probe.set_cgroup_filter_mode(CgroupFilterMode::Watch).unwrap();
     probe.add_cgroup_path(&attacker_cgroup.0).unwrap();
