@@ -13,15 +13,8 @@ use std::{
 };
 
 use badfd::{probe::FoundLaterTally, OpenEvent, ProbeOptions};
-use badfd_tests::{load_probe_with, test_attach_mode, Collector, Serve, TempDir};
+use badfd_tests::{load_probe_with, monotonic_ns, test_attach_mode, Collector, Serve, TempDir};
 use exporter_common::{basename_hash, found_errno_slot, Config, CONFIG_FOUND_NOTICES};
-
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: a valid timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 /// Opens the symlink `path` without following it: ELOOP.
 fn fail(path: &Path) {

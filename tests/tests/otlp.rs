@@ -237,7 +237,7 @@ async fn collector_down_then_up(transport: Transport) {
     let anomalies = resolve_all(&real_events().events);
     let n = anomalies.len() as u64;
     // A port nobody listens on until the receiver starts.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = badfd_tests::free_port("127.0.0.1");
     let protocol = if transport == Transport::Grpc { Protocol::Grpc } else { Protocol::HttpProtobuf };
     let mut registry = registry();
     let otlp = Otlp::start(
@@ -409,7 +409,7 @@ async fn shutdown_flushes_the_queue_within_the_timeout() {
 async fn shutdown_with_an_absent_collector_is_bounded_and_counted() {
     let anomalies = resolve_all(&real_events().events);
     let n = anomalies.len() as u64;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = badfd_tests::free_port("127.0.0.1");
     let mut registry = registry();
     let otlp = Otlp::start(
         config(&format!("http://127.0.0.1:{port}"), Protocol::Grpc, |a| {
