@@ -283,7 +283,7 @@ fn every_panel_and_rule_returns_data_from_a_real_prometheus() {
     // The failure-rate panel (top programs) matches the steady workload on A,
     // over a window that lies wholly within the workload's 20 s (a window
     // reaching back before its first sample would extrapolate short).
-    let (_, q) = panel_queries().into_iter().find(|(t, _)| t == "Top programs by failing opens").unwrap();
+    let (_, q) = panel_queries().into_iter().find(|(t, _)| t == "Top programs by failures never found").unwrap();
     let q = grafana_to_promql_over(&q, &format!("127.0.0.1:{port_a}"), "6s");
     let result = query(prom_port, &q);
     let workload = result.iter().find(|s| s["metric"]["comm"] == "steady-rate").expect("the steady workload is a top program");

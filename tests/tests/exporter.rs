@@ -133,7 +133,9 @@ fn labels_failures_by_errno_comm_and_path_prefix_exactly() {
     for s in after.matching("badfd_open_failures_total", &[]) {
         let e = &s.labels["errno"];
         assert!(e.starts_with('E') && e.chars().skip(1).all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'), "{e}");
-        assert!(s.value > 0.0, "only nonzero errnos are exposed");
+        // The serious errnos alerts name exist at 0 from start (issue 18).
+        let at_zero = ["EACCES", "EMFILE", "ENFILE", "ENOSPC", "EDQUOT", "EIO", "EROFS"];
+        assert!(s.value > 0.0 || at_zero.contains(&e.as_str()), "only nonzero errnos and the serious ones are exposed: {e}");
     }
     // The latency histogram from the kernel's log2 buckets: cumulative, +Inf = _count.
     for syscall in ["open", "openat", "openat2", "creat"] {
@@ -258,22 +260,28 @@ fn a_flood_of_distinct_paths_stays_within_the_label_set_budget() {
     run_workload(&["flood", dir.path().to_str().unwrap(), &FLOOD.to_string()]);
     let lost = |s: &Scrape| s.one("badfd_kernel_events_lost_total", &[("reason", "ringbuf_full")]);
     let folded = |s: &Scrape| s.one("badfd_label_sets_folded_total", &[("metric", "badfd_anomaly_failures_total")]);
-    // Failures only: every event received is one failure, counted in exactly
-    // one series (its own or `other`), so the sum over all series equals the
-    // events received once the pipeline has caught up.
-    let conserved = |s: &Scrape| s.sum("badfd_anomaly_failures_total", &[]) == s.one("badfd_events_received_total", &[]);
+    // Failures only: every event received but the found notices is one
+    // failure, counted in exactly one series (its own or `other`) once
+    // decided, so the sum over all series equals them once the pipeline has
+    // caught up.
+    let conserved = |s: &Scrape| {
+        s.sum("badfd_anomaly_failures_total", &[])
+            == s.one("badfd_events_received_total", &[]) - s.one("badfd_found_later_notices_total", &[])
+    };
     let s = scrape_until(&serve, "the flood to be aggregated", |s| {
         folded(s) + BUDGET as f64 + lost(s) - lost(&before) >= FLOOD as f64 && conserved(s)
     });
     let series = s.matching("badfd_anomaly_failures_total", &[]).count();
-    eprintln!("series={series} folded={} ringbuf_full={}", folded(&s), lost(&s) - lost(&before));
-    assert!(series <= BUDGET, "{series} series over a budget of {BUDGET}");
+    let others = s.matching("badfd_anomaly_failures_total", &[("comm", "other"), ("path_prefix", "other")]).count();
+    eprintln!("series={series} others={others} folded={} ringbuf_full={}", folded(&s), lost(&s) - lost(&before));
+    assert!(series - others <= BUDGET, "{} named series over a budget of {BUDGET}", series - others);
+    assert!(others <= 4, "one `other` per errno and found_later: {others}");
     assert!(s.one("badfd_anomaly_failures_total", &[("errno", "ENOENT"), ("comm", "other"), ("path_prefix", "other")]) >= 1.0);
     let flood_series = s
         .matching("badfd_anomaly_failures_total", &[("comm", "workload")])
         .filter(|x| x.labels["path_prefix"].starts_with(dir.path().to_str().unwrap()))
         .count();
-    assert!(flood_series > 0 && flood_series < BUDGET, "the most recent flood paths keep their own series: {flood_series}");
+    assert!(flood_series > 0 && flood_series < BUDGET, "the flood paths that came while there was room keep their own series: {flood_series}");
     // The exporter keeps answering with the budget full.
     assert_eq!(serve.get("/-/ready", None).0, 200);
 }

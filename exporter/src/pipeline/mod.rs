@@ -187,7 +187,10 @@ impl Pipeline {
             return;
         }
         self.redactor.apply(&mut event, &mut resolved);
-        let path_prefix = self.labels.path_prefix(&resolved.path);
+        let path_prefix = match event.path_unreadable() {
+            true => self.labels.path_prefix(labels::path_prefix::UNREADABLE_PREFIX.as_bytes()),
+            false => self.labels.path_prefix(&resolved.path),
+        };
         let comm = self.labels.comm(&event.comm);
         let (container, container_attributes, container_labels) = match &mut self.containers {
             Some(lookup) => {

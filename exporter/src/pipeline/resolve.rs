@@ -79,6 +79,11 @@ impl Resolver {
     /// directory too deep for the kernel) against /proc/<pid>/cwd or
     /// /proc/<pid>/fd/<dirfd> if the process still lives; else unresolved.
     fn resolve_uncounted(&self, event: &OpenEvent) -> ResolvedPath {
+        if event.path.is_empty() {
+            // open("") (ENOENT) or a path the kernel could not read: there is
+            // nothing to join to a directory, and the directory is not the file.
+            return ResolvedPath { path: Vec::new(), how: Resolution::Unresolved };
+        }
         if event.path.first() == Some(&b'/') {
             return ResolvedPath { path: normalize(&event.path), how: Resolution::Absolute };
         }
@@ -195,6 +200,18 @@ mod tests {
         event.path = b"/abs/./p".to_vec();
         assert_eq!(r.resolve(&event), ResolvedPath { path: b"/abs/p".to_vec(), how: Resolution::Absolute });
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_empty_or_unreadable_path_is_never_a_directory() {
+        let mut r = Resolver::new();
+        // Our own pid: /proc has a cwd for it, which must not be used.
+        let mut event = OpenEvent { ret: -2, pid: std::process::id(), path: Vec::new(), ..OpenEvent::default() };
+        assert_eq!(r.resolve(&event), ResolvedPath { path: Vec::new(), how: Resolution::Unresolved });
+        event.kernel_dir = KernelDir::Resolved(b"/home".to_vec());
+        event.flags = exporter_common::EVENT_PATH_UNREADABLE;
+        assert_eq!(r.resolve(&event), ResolvedPath { path: Vec::new(), how: Resolution::Unresolved });
+        assert_eq!(crate::pipeline::labels::path_prefix::path_prefix(b"", 3), "(empty)");
     }
 
     #[test]

@@ -313,11 +313,15 @@ impl Probe {
     /// same program does not run for other tasks on that CPU, so their opens are
     /// neither counted nor streamed; this is how many.
     pub fn missed_runs(&self) -> u64 {
+        self.missed_runs_by_program().iter().map(|(_, n)| n).sum()
+    }
+
+    /// [`Probe::missed_runs`] of each loaded program, by name.
+    pub fn missed_runs_by_program(&self) -> Vec<(String, u64)> {
         self.ebpf
             .programs()
-            .filter_map(|(_, program)| program.fd().ok())
-            .map(|fd| recursion_misses(fd.as_fd()))
-            .sum()
+            .filter_map(|(name, program)| Some((name.to_string(), recursion_misses(program.fd().ok()?.as_fd()))))
+            .collect()
     }
 
     /// Why fentry was not used (auto mode only).

@@ -9,6 +9,12 @@ use super::value::{cut, push_label_value};
 /// that could not be resolved stays relative (`a/b`), so it is told apart.
 pub fn path_prefix_into(out: &mut String, path: &[u8], depth: usize) {
     out.clear();
+    if path.is_empty() {
+        // open(""), or a path the kernel could not read (the pipeline labels
+        // that one UNREADABLE_PREFIX): no directory to name.
+        out.push_str(EMPTY_PREFIX);
+        return;
+    }
     let absolute = path.first() == Some(&b'/');
     for (taken, component) in path.split(|&b| b == b'/').filter(|c| !c.is_empty()).take(depth).enumerate() {
         if absolute || taken > 0 {
@@ -46,6 +52,11 @@ pub fn raw_prefix(path: &[u8], depth: usize) -> &[u8] {
     }
     path
 }
+
+/// The `path_prefix` of an empty path.
+pub const EMPTY_PREFIX: &str = "(empty)";
+/// The `path_prefix` of a path the kernel could not read from the process.
+pub const UNREADABLE_PREFIX: &str = "(unreadable)";
 
 /// [`path_prefix_into`] into a new string.
 pub fn path_prefix(path: &[u8], depth: usize) -> String {

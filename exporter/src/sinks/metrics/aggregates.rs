@@ -8,7 +8,7 @@ use std::{
 
 use hdrhistogram::Histogram as HdrHistogram;
 
-use super::budget::{Budgeted, Fold};
+use super::budget::Budgeted;
 use crate::{
     errno,
     pipeline::{containers::ContainerLabels, labels::OTHER, Anomaly, RecordId},
@@ -43,25 +43,10 @@ pub struct FailureSeries {
     pub last_record: Option<RecordId>,
 }
 
-impl Fold for FailureSeries {
-    fn fold_into(self, target: &mut FailureSeries) {
-        target.count += self.count;
-        target.last_record = self.last_record.or(target.last_record);
-    }
-}
-
 impl Default for SlowSeries {
     fn default() -> Self {
         // Two significant figures, auto-resizing to the largest value seen.
         SlowSeries { count: 0, latency_us: HdrHistogram::new(2).expect("2 significant figures is valid"), last_record: None }
-    }
-}
-
-impl Fold for SlowSeries {
-    fn fold_into(self, target: &mut SlowSeries) {
-        target.count += self.count;
-        let _ = target.latency_us.add(&self.latency_us);
-        target.last_record = self.last_record.or(target.last_record);
     }
 }
 
@@ -81,16 +66,6 @@ impl BucketHistogram {
         self.buckets[i] += 1;
         self.sum_ns += ns;
         self.count += 1;
-    }
-}
-
-impl Fold for BucketHistogram {
-    fn fold_into(self, target: &mut BucketHistogram) {
-        for (t, s) in target.buckets.iter_mut().zip(self.buckets) {
-            *t += s;
-        }
-        target.sum_ns += self.sum_ns;
-        target.count += self.count;
     }
 }
 

@@ -1,33 +1,32 @@
-//! The label-set budget of one metric: at most N label sets, the least
-//! recently used folded into `other`, idle ones dropped after a TTL.
+//! The label-set budget of one metric: at most N label sets; past it, a new
+//! label set's increments go to its `other` label set; idle ones dropped after
+//! a TTL.
 
-use std::{collections::HashMap, hash::Hash, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    hash::Hash,
+    time::Duration,
+};
 
 use lru::LruCache;
 
-/// A value a label set holds, which can be folded into another.
-pub trait Fold: Default {
-    fn fold_into(self, target: &mut Self);
-}
-
-impl Fold for u64 {
-    fn fold_into(self, target: &mut u64) {
-        *target += self;
-    }
-}
-
-/// The label-set budget of one metric: at most `max` named label sets are kept,
-/// the least recently used one folded into its `other` label set when a new one
-/// arrives; label sets idle longer than `ttl` are dropped.
+/// The label-set budget of one metric: at most `max` label sets are kept by
+/// name; once that many exist, a new label set is folded: its increments go to
+/// its `other` label set from then on. A folded label set moves no history:
+/// the named series keep their counts (an alert's `rate()` sees no burst in
+/// `other`), and `other` gains only what happens after the fold. Label sets
+/// idle longer than `ttl` are dropped, which makes room for new names.
 ///
 /// `fold` maps a key to its `other` key (e.g. keeps `errno`, sets `comm` and
-/// `path_prefix` to `other`). `other` label sets count towards the budget as
-/// well, so the series count stays at or below `max` as long as the number of
-/// distinct `other` keys (bounded by the errno count) is below it.
+/// `path_prefix` to `other`). The `other` label sets come on top of the `max`
+/// named ones; their number is bounded by the kept labels (the errnos).
 #[derive(Debug)]
 pub struct Budgeted<K: Hash + Eq, V> {
     series: LruCache<K, Entry<V>>,
     others: HashMap<K, Entry<V>>,
+    /// Label sets folded, remembered (up to `4 * max`) so that each counts
+    /// once in `folded`.
+    folded_keys: HashSet<K>,
     fold: fn(&K) -> K,
     max: usize,
     ttl: Duration,
@@ -44,11 +43,12 @@ struct Entry<V> {
     last_seen: u64,
 }
 
-impl<K: Hash + Eq + Clone, V: Fold> Budgeted<K, V> {
+impl<K: Hash + Eq + Clone, V: Default> Budgeted<K, V> {
     pub fn new(max: usize, ttl: Duration, fold: fn(&K) -> K) -> Self {
         Budgeted {
             series: LruCache::unbounded(),
             others: HashMap::new(),
+            folded_keys: HashSet::new(),
             fold,
             max: max.max(1),
             ttl,
@@ -57,8 +57,8 @@ impl<K: Hash + Eq + Clone, V: Fold> Budgeted<K, V> {
         }
     }
 
-    /// The value of `key`'s label set, created (and the budget enforced) if new.
-    /// `now` is a monotonic time in seconds.
+    /// The value of `key`'s label set, created if new and the budget allows,
+    /// else its `other` label set's. `now` is a monotonic time in seconds.
     pub fn get_mut(&mut self, key: &K, now: u64) -> &mut V {
         // Two lookups instead of one so that the borrow of a hit does not outlive
         // the miss path (a known borrow checker limit).
@@ -72,15 +72,21 @@ impl<K: Hash + Eq + Clone, V: Fold> Budgeted<K, V> {
             e.last_seen = now;
             return &mut e.value;
         }
-        while self.series.len() + self.others.len() >= self.max {
-            let Some((old_key, old)) = self.series.pop_lru() else { break };
-            let other = self.others.entry((self.fold)(&old_key)).or_insert_with(|| Entry { value: V::default(), last_seen: now });
-            old.value.fold_into(&mut other.value);
-            other.last_seen = now;
+        if self.series.len() < self.max {
+            self.folded_keys.remove(key);
+            self.series.push(key.clone(), Entry { value: V::default(), last_seen: now });
+            return &mut self.series.get_mut(key).expect("just pushed").value;
+        }
+        if !self.folded_keys.contains(key) {
+            if self.folded_keys.len() >= 4 * self.max {
+                self.folded_keys.clear();
+            }
+            self.folded_keys.insert(key.clone());
             self.folded += 1;
         }
-        self.series.push(key.clone(), Entry { value: V::default(), last_seen: now });
-        &mut self.series.get_mut(key).expect("just pushed").value
+        let other = self.others.entry((self.fold)(key)).or_insert_with(|| Entry { value: V::default(), last_seen: now });
+        other.last_seen = now;
+        &mut other.value
     }
 
     /// Drops label sets not seen for longer than the TTL.
@@ -123,26 +129,31 @@ mod tests {
     }
 
     #[test]
-    fn folds_least_recently_used_into_other() {
+    fn past_the_budget_new_label_sets_count_in_other_and_history_stays() {
         let mut b: Budgeted<(u16, String), u64> = Budgeted::new(3, Duration::from_secs(60), fold);
         *b.get_mut(&(2, "a".to_string()), 0) += 5;
         *b.get_mut(&(2, "b".to_string()), 0) += 1;
-        *b.get_mut(&(2, "a".to_string()), 1) += 1; // a is now more recent than b
         *b.get_mut(&(2, "c".to_string()), 2) += 1;
         assert_eq!((b.len(), b.folded), (3, 0), "three label sets fit a budget of three");
-        // A fourth: the least recently used (b) is folded into `other`, and since
-        // `other` itself takes a place, the next least recently used (a) too.
+        // A fourth and fifth: folded, from their first increment on; the named
+        // series keep their counts (no burst in `other`).
         *b.get_mut(&(2, "d".to_string()), 3) += 1;
-        assert_eq!(b.len(), 3);
-        assert_eq!(b.folded, 2);
+        *b.get_mut(&(2, "e".to_string()), 3) += 2;
+        *b.get_mut(&(2, "d".to_string()), 3) += 1;
         let m: HashMap<_, _> = b.iter().map(|(k, v)| (k.1.clone(), *v)).collect();
-        assert_eq!(m, HashMap::from([("c".into(), 1), ("d".into(), 1), ("other".into(), 7)]));
+        assert_eq!(m, HashMap::from([("a".into(), 5), ("b".into(), 1), ("c".into(), 1), ("other".into(), 4)]));
+        assert_eq!(b.folded, 2, "d counted once");
         for i in 0..1000 {
             *b.get_mut(&(2, format!("flood{i}")), 3) += 1;
         }
-        assert!(b.len() <= 3, "{}", b.len());
+        assert_eq!(b.len(), 4, "three named and one other");
         let total: u64 = b.iter().map(|(_, v)| *v).sum();
-        assert_eq!(total, 6 + 1 + 1 + 1 + 1000, "folding loses no count");
+        assert_eq!(total, 5 + 1 + 1 + 4 + 1000, "folding loses no count");
+        assert_eq!(b.folded, 1002);
+        // Room again once idle names expire: a new name gets its own series.
+        b.expire(100);
+        *b.get_mut(&(2, "f".to_string()), 100) += 1;
+        assert_eq!(b.iter().map(|(k, v)| (k.1.clone(), *v)).collect::<Vec<_>>(), [("f".to_string(), 1)]);
     }
 
     #[test]

@@ -65,6 +65,7 @@ impl Collector for KernelCollector {
         let inflight = if timed { probe.inflight_len().ok() } else { None };
         let mode = probe.attach_mode().name();
         let arch = probe.arch();
+        let missed_runs = probe.missed_runs_by_program();
         let fallback = probe.fallback_reason().unwrap_or("").trim().to_string();
         drop(guard);
 
@@ -96,7 +97,7 @@ impl Collector for KernelCollector {
         for loss in Loss::ALL {
             counter(&mut m, &[("reason", loss.name())], counters.losses[loss as usize])?;
         }
-        let mut m = encoder.encode_descriptor("kernel_events", "Anomalies by what the kernel did with them: submitted to the ring buffer, filtered out, or slow but not streamed (failures-only).", None, MetricType::Counter)?;
+        let mut m = encoder.encode_descriptor("kernel_events", "Anomalies by what the kernel did with them: submitted to the ring buffer (with the found notices, badfd_found_later_notices_total), filtered out, or slow but not streamed (failures-only).", None, MetricType::Counter)?;
         for (outcome, s) in [("submitted", Stream::Submitted), ("filtered", Stream::Filtered), ("slow_not_streamed", Stream::SlowNotStreamed)] {
             counter(&mut m, &[("outcome", outcome)], counters.stream[s as usize])?;
         }
@@ -106,6 +107,15 @@ impl Collector for KernelCollector {
             let m = encoder.encode_descriptor("inflight_opens", "Opens in progress now (entries in the kernel's in-flight map).", None, MetricType::Gauge)?;
             let mut m = m;
             m.encode_gauge(&(n as i64))?;
+        }
+        let mut m = encoder.encode_descriptor(
+            "kernel_program_missed_runs",
+            "Runs of a badfd program the kernel skipped because that program was already running on the CPU (recursion_misses, Linux 5.12+): the opens of those runs are neither counted nor streamed.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (program, n) in &missed_runs {
+            counter(&mut m, &[("program", program.as_str())], *n)?;
         }
         let mut m = encoder.encode_descriptor("kernel", "The running kernel and how the programs are attached.", None, MetricType::Info)?;
         m.encode_info(&[
