@@ -683,7 +683,7 @@ async fn otlp_records_carry_the_pod_from_the_api() {
         }
     }
     let a = aggregates.lock().unwrap();
-    let labeled: Vec<_> = a.failures.iter().map(|((_, _, _, c), f)| (c.clone().expect("container labels on"), f.count)).collect();
+    let labeled: Vec<_> = a.failures.iter().map(|((_, _, _, _, c), f)| (c.clone().expect("container labels on"), f.count)).collect();
     assert_eq!(labeled.iter().map(|(_, n)| n).sum::<u64>(), n as u64);
     for (c, _) in &labeled {
         assert_eq!(

@@ -10,7 +10,7 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use badfd::{containers::cgroup2_mount, probe::CgroupFilterMode, ProbeOptions};
+use badfd::{pipeline::containers::cgroup2_mount, probe::CgroupFilterMode, ProbeOptions};
 use badfd_tests::{load_probe_with, test_attach_mode, Collector, TempDir, UidWorkload, FAIRNESS_UID};
 use exporter_common::{Config, Counters, Loss, Stream};
 
