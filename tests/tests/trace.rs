@@ -54,7 +54,11 @@ fn badfd_path() -> PathBuf {
 /// `badfd trace ARGS -- COMMAND`, JSON to a file, summary on stderr.
 struct TraceRun {
     output: Output,
+    /// The anomaly lines (the diagnosis, the output's last line, apart).
     lines: Vec<Value>,
+    /// `{"diagnosis": [...], "found_later": N, "exit": ...}` (tests/tests/diagnosis.rs).
+    #[allow(dead_code)]
+    diagnosis: Value,
 }
 
 impl TraceRun {
@@ -104,8 +108,10 @@ fn trace(out_dir: &Path, args: &[&str], command: &[&str]) -> TraceRun {
         .output()
         .expect("run badfd");
     let text = std::fs::read_to_string(&json).unwrap_or_default();
-    let lines = text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
-    TraceRun { output, lines }
+    let mut lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+    let diagnosis = lines.pop().unwrap_or(Value::Null);
+    assert!(diagnosis.get("diagnosis").is_some(), "the last line of --json is the diagnosis: {diagnosis}\n{}", String::from_utf8_lossy(&output.stderr));
+    TraceRun { output, lines, diagnosis }
 }
 
 /// The exact bytes of a path field (base64 when not UTF-8).
