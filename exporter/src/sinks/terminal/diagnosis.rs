@@ -169,6 +169,10 @@ fn basename(path: &[u8]) -> &[u8] {
     }
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// One place a failing name was tried.
 #[derive(Clone, Debug)]
 struct Place {
@@ -232,8 +236,12 @@ pub struct Entry {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub interpreter_missing: Option<bool>,
     /// Every distinct place the name was tried, in order (when more than one).
+    /// (At most `PATHS_PER_ENTRY`, the first ones.)
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tried: Vec<String>,
+    /// Failures at places beyond those listed in `tried`.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub tried_not_listed: u64,
     /// Points of the ranking (see the module's documentation).
     pub score: u32,
     #[serde(skip)]
@@ -379,6 +387,7 @@ impl Diagnosis {
                     interpreter: g.interpreter.as_ref().map(|i| String::from_utf8_lossy(&i.path).into_owned()),
                     interpreter_missing: g.interpreter.as_ref().map(|i| i.missing.is_some()),
                     tried,
+                    tried_not_listed: g.places_not_kept,
                     score,
                     last_ns: g.last_ns,
                     raw_path: best.path.clone(),
@@ -416,9 +425,10 @@ impl Diagnosis {
                     1 => "once".to_string(),
                     n => format!("{n} times"),
                 };
-                let places = match entry.tried.len() {
-                    0 => String::new(),
-                    n => format!(", in {n} places"),
+                let places = match (entry.tried.len(), entry.tried_not_listed) {
+                    (0, _) => String::new(),
+                    (n, 0) => format!(", in {n} places"),
+                    (n, _) => format!(", in more than {n} places"),
                 };
                 out.push_str(&format!(
                     "       {} by {} (pid {}), {times}{places}\n",
