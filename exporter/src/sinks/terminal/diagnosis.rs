@@ -40,6 +40,9 @@ use crate::{
 pub const ENTRIES_TRACKED: usize = 10_000;
 /// Distinct paths kept per entry (the places a search tried).
 pub const PATHS_PER_ENTRY: usize = 32;
+/// Places kept over all entries beyond each entry's first (memory stays
+/// bounded on a long host-wide trace: at most this many paths of up to 4 KiB).
+pub const PLACES_TRACKED: usize = 20_000;
 /// Names found later remembered (for "never found anywhere").
 const FOUND_NAMES_TRACKED: usize = 100_000;
 /// Entries in the text diagnosis.
@@ -209,6 +212,8 @@ pub struct Diagnosis {
     pub found_later: u64,
     /// Failures not found later (or not classified).
     pub not_found: u64,
+    /// Places kept beyond each entry's first.
+    extra_places: usize,
 }
 
 /// One entry of the diagnosis, most likely cause first.
@@ -320,7 +325,9 @@ impl Diagnosis {
                 place.count += 1;
                 place.first_ns = place.first_ns.min(e.start_ns);
             }
-            None if kept < PATHS_PER_ENTRY => group.places.push(Place {
+            None if kept == 0 || (kept < PATHS_PER_ENTRY && self.extra_places < PLACES_TRACKED) => {
+                self.extra_places += usize::from(kept > 0);
+                group.places.push(Place {
                 path: a.resolved.path.clone(),
                 first_ns: e.start_ns,
                 pid: e.pid,
@@ -328,7 +335,8 @@ impl Diagnosis {
                 syscall: e.syscall.name(),
                 missing: a.missing.clone(),
                 count: 1,
-            }),
+                })
+            }
             None => group.places_not_kept += 1,
         }
     }
@@ -619,6 +627,21 @@ mod tests {
         assert_eq!(v["exit"], serde_json::Value::Null);
         let text = d.render(None, false, None);
         assert!(text.contains("       /etc/myapp does not exist (checked afterwards)\n"), "{text}");
+    }
+
+    #[test]
+    fn memory_stays_bounded() {
+        let mut d = Diagnosis::new();
+        for i in 0..(PATHS_PER_ENTRY + 3) {
+            d.record(&failure(&format!("/s/{i}/lib.so"), libc::ENOENT, i as u64, Some(false)), None);
+        }
+        let e = &d.ranked(None)[0];
+        assert_eq!((e.count, e.tried.len(), e.tried_not_listed), ((PATHS_PER_ENTRY + 3) as u64, PATHS_PER_ENTRY, 3));
+        d.extra_places = PLACES_TRACKED;
+        d.record(&failure("/t/a/new.so", libc::ENOENT, 100, Some(false)), None);
+        d.record(&failure("/t/b/new.so", libc::ENOENT, 101, Some(false)), None);
+        let e = d.ranked(None).into_iter().find(|e| e.path.ends_with("new.so")).unwrap();
+        assert_eq!((e.count, e.tried.len(), e.tried_not_listed), (2, 0, 1), "a new entry keeps its first place");
     }
 
     #[test]

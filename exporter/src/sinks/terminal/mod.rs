@@ -286,4 +286,41 @@ pub(crate) mod tests {
         assert!(told, "closed was notified");
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    /// Found-later failures: written with --all-failures only, counted either
+    /// way; the diagnosis is the last line (with --no-summary too) and says
+    /// how the command ended.
+    #[test]
+    fn probes_are_set_aside_and_the_diagnosis_is_the_last_line() {
+        let dir = std::env::temp_dir().join(format!("badfd-terminal-diag-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for all_failures in [false, true] {
+            let file = dir.join(format!("out-{all_failures}.jsonl"));
+            let output = Output::open(Some(&file), false).unwrap();
+            let options = TerminalOptions { json: true, wide: false, color: false, summary: false, all_failures };
+            let mut sink = TerminalSink::new(output, options, PipelineStats::default(), Box::new(|| Ok([0; LOSS_COUNT])));
+            let mut probe = anomaly(b"/usr/lib/locale/C.UTF-8/LC_CTYPE", -2, 1, false);
+            probe.found_later = Some(true);
+            let mut cause = anomaly(b"/etc/myapp.conf", -2, 1, false);
+            cause.found_later = Some(false);
+            sink.accept(&[probe, cause]);
+            *sink.exit_slot().lock().unwrap() = Some(CommandExit::killed(libc::SIGSEGV));
+            sink.finish();
+            let text = std::fs::read_to_string(&file).unwrap();
+            let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+            let shown: Vec<&str> = lines[..lines.len() - 1].iter().map(|l| l["path"].as_str().unwrap()).collect();
+            match all_failures {
+                false => assert_eq!(shown, ["/etc/myapp.conf"]),
+                true => assert_eq!(shown, ["/usr/lib/locale/C.UTF-8/LC_CTYPE", "/etc/myapp.conf"]),
+            }
+            let last = lines.last().unwrap();
+            assert_eq!(last["found_later"], 1);
+            assert_eq!(last["diagnosis"][0]["path"], "/etc/myapp.conf");
+            assert_eq!(last["diagnosis"].as_array().unwrap().len(), 1);
+            assert_eq!(last["exit"]["signal"], "SIGSEGV");
+            assert_eq!(last["exit"]["code"], serde_json::Value::Null);
+            assert_eq!(sink.summary.anomalies, if all_failures { 2 } else { 1 }, "the summary counts what was shown");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

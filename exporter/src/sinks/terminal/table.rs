@@ -140,8 +140,13 @@ where
     if e.path_unreadable() {
         path = "(path unreadable)".to_string();
     }
+    // A failed exec says so after its path (the table has no syscall column).
+    let exec = match e.syscall.is_exec() {
+        true => format!(" [{}]", e.syscall.name()),
+        false => String::new(),
+    };
     let file = match layout.file {
-        Some(width) => text::elide_front(&path, width),
+        Some(width) => text::elide_front(&path, width.saturating_sub(exec.len()).max(1)),
         None => path,
     };
     let file = if probe { paint(&file, ansi::DIM, style.color) } else { paint_path(&file, style.color) };
@@ -153,8 +158,8 @@ where
         text::pad_right(&comm, COMM_WIDTH),
         latency,
         result,
-        file
-    )
+        file,
+    ) + &paint(&exec, ansi::DIM, style.color)
 }
 
 /// The directory part dim, the name plain: the eye goes to the name.
@@ -204,6 +209,19 @@ mod tests {
         let coloured = row(&a, &chrono::Utc, &TableStyle { width: Some(120), wide: false, color: true });
         assert!(coloured.contains("\x1b[31mENOENT\x1b[0m"), "{coloured:?}");
         assert!(coloured.contains("\x1b[2m/etc/\x1b[0mx"), "{coloured:?}");
+    }
+
+    #[test]
+    fn a_failed_exec_says_so() {
+        let mut a = anomaly(b"/opt/x/script", -2, 1_000, false);
+        a.event.syscall = exporter_common::Syscall::Execve;
+        let line = row(&a, &chrono::Utc, &TableStyle { width: None, wide: false, color: false });
+        assert!(line.ends_with(" /opt/x/script [execve]"), "{line}");
+        let long = format!("/{}/tool", "d".repeat(300));
+        let mut a = anomaly(long.as_bytes(), -2, 1_000, false);
+        a.event.syscall = exporter_common::Syscall::Execveat;
+        let line = row(&a, &chrono::Utc, &TableStyle { width: Some(100), wide: false, color: false });
+        assert!(text::display_width(&line) <= 100 && line.ends_with("/tool [execveat]"), "{line}");
     }
 
     #[test]
