@@ -89,7 +89,14 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
         Box::new(move || Ok(probe.lock().unwrap_or_else(|e| e.into_inner()).counters()?.losses))
     };
     let terminal_options =
-        TerminalOptions { json: args.json, wide: args.wide, color, summary: !args.no_summary, all_failures: args.all_failures };
+        TerminalOptions {
+            json: args.json,
+            wide: args.wide,
+            color,
+            summary: !args.no_summary,
+            all_failures: args.all_failures,
+            classified: !args.found_later_window.is_zero(),
+        };
     let terminal = TerminalSink::new(output, terminal_options, stats.clone(), losses);
     let output_closed = terminal.closed();
     let exit_slot = terminal.exit_slot();

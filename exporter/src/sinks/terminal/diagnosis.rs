@@ -414,7 +414,7 @@ impl Diagnosis {
 
     /// The diagnosis as text, the first lines of the summary (each ending in
     /// `\n`). Paths are elided at the front to `path_width` when given.
-    pub fn render(&self, exit: Option<&CommandExit>, all_failures: bool, path_width: Option<usize>) -> String {
+    pub fn render(&self, exit: Option<&CommandExit>, all_failures: bool, classified: bool, path_width: Option<usize>) -> String {
         let entries = self.ranked(exit);
         let mut out = String::new();
         let ending = exit.map(|x| format!("; {}", x.describe())).unwrap_or_default();
@@ -459,6 +459,7 @@ impl Diagnosis {
             ));
         }
         out.push_str(&match (self.found_later, all_failures) {
+            _ if !classified => "no failure was set aside as a search-path probe (--found-later-window 0)\n".to_string(),
             (n, false) => format!("{n} failures were search-path probes found later (--all-failures shows them)\n"),
             (n, true) => format!("{n} failures were search-path probes found later (shown, marked \"probe\")\n"),
         });
@@ -563,7 +564,7 @@ mod tests {
         assert_eq!(ranked[0].count, 10);
         assert_eq!(ranked[0].tried.len(), 10);
         assert_eq!(ranked[0].tried[0], "/opt/app/d1/glibc-hwcaps/x86-64-v3/libgone.so.1");
-        let text = d.render(Some(&CommandExit::exited(127)), false, None);
+        let text = d.render(Some(&CommandExit::exited(127)), false, true, None);
         assert!(text.starts_with("diagnosis (most likely cause first; the command exited with status 127):\n  1. ENOENT /opt/app/d1/libgone.so.1\n"), "{text}");
         assert!(text.ends_with("1 failures were search-path probes found later (--all-failures shows them)\n"), "{text}");
     }
@@ -625,7 +626,8 @@ mod tests {
         assert_eq!(v["exit"]["signal"], "SIGSEGV");
         let v: serde_json::Value = serde_json::from_str(&d.json_line(None)).unwrap();
         assert_eq!(v["exit"], serde_json::Value::Null);
-        let text = d.render(None, false, None);
+        let text = d.render(None, false, true, None);
+        assert!(d.render(None, false, false, None).ends_with("(--found-later-window 0)\n"));
         assert!(text.contains("       /etc/myapp does not exist (checked afterwards)\n"), "{text}");
     }
 

@@ -43,6 +43,8 @@ pub struct TerminalOptions {
     /// `--all-failures`: failures found later (a search path's probes) are
     /// shown too, marked; otherwise only counted.
     pub all_failures: bool,
+    /// Failures are classified found later or not (`--found-later-window` not 0).
+    pub classified: bool,
 }
 
 /// How the followed command ended, told to the sink before the stream ends.
@@ -156,7 +158,7 @@ impl TerminalSink {
             false => None,
         };
         let exit = *self.exit.lock().unwrap_or_else(|e| e.into_inner());
-        let mut text = self.diagnosis.render(exit.as_ref(), self.options.all_failures, path_width);
+        let mut text = self.diagnosis.render(exit.as_ref(), self.options.all_failures, self.options.classified, path_width);
         text.push_str(&self.summary.render(self.started.elapsed(), &losses, path_width));
         let _ = stderr.lock().write_all(text.as_bytes());
     }
@@ -265,7 +267,7 @@ pub(crate) mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("out.jsonl");
         let output = Output::open(Some(&file), false).unwrap();
-        let options = TerminalOptions { json: true, wide: false, color: false, summary: false, all_failures: false };
+        let options = TerminalOptions { json: true, wide: false, color: false, summary: false, all_failures: false, classified: true };
         let mut sink = TerminalSink::new(output, options, PipelineStats::default(), Box::new(|| Ok([0; LOSS_COUNT])));
         sink.accept(&[anomaly(b"/etc/a", -2, 1, false), anomaly(b"/etc/b", -13, 1, false)]);
         let text = std::fs::read_to_string(&file).unwrap();
@@ -297,7 +299,7 @@ pub(crate) mod tests {
         for all_failures in [false, true] {
             let file = dir.join(format!("out-{all_failures}.jsonl"));
             let output = Output::open(Some(&file), false).unwrap();
-            let options = TerminalOptions { json: true, wide: false, color: false, summary: false, all_failures };
+            let options = TerminalOptions { json: true, wide: false, color: false, summary: false, all_failures, classified: true };
             let mut sink = TerminalSink::new(output, options, PipelineStats::default(), Box::new(|| Ok([0; LOSS_COUNT])));
             let mut probe = anomaly(b"/usr/lib/locale/C.UTF-8/LC_CTYPE", -2, 1, false);
             probe.found_later = Some(true);
