@@ -489,3 +489,34 @@ fn a_missing_shebang_interpreter_is_named() {
     check(&run, "through sh");
     eprintln!("(f) diagnosis {}", run.last["diagnosis"]);
 }
+
+/// Without a command (here ended by --duration): the diagnosis still ends
+/// the JSON output, with `"exit": null`.
+#[test]
+fn without_a_command_the_exit_is_null() {
+    let dir = TempDir::new("diag-nocommand");
+    let d = dir.path();
+    let name = "diagnoprobe";
+    std::os::unix::fs::symlink("/bin/cat", d.join(name)).unwrap();
+    let json = d.join("out.jsonl");
+    let mut badfd = env(Command::new(badfd_path()).args(["trace", "--json", "--no-summary", "--comm", name, "--duration", "4s", "-o"]).arg(&json))
+        .spawn()
+        .expect("run badfd");
+    // Until badfd ends: the first runs may come before it attached.
+    let missing = d.join("nothing-here/app.conf");
+    let mut runs = 0;
+    while badfd.try_wait().unwrap().is_none() {
+        let _ = env(&mut Command::new(d.join(name))).arg(&missing).stderr(std::process::Stdio::null()).status();
+        runs += 1;
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let text = std::fs::read_to_string(&json).unwrap();
+    let last: Value = serde_json::from_str(text.lines().last().expect("output")).unwrap();
+    assert_eq!(last["exit"], Value::Null, "{last}");
+    let first = &last["diagnosis"][0];
+    assert_eq!(first["path"], s(&missing), "{last}");
+    assert_eq!(first["missing"], format!("{}/nothing-here", s(d)));
+    let count = first["count"].as_u64().unwrap();
+    assert!(count >= 1 && count <= runs, "{count} of {runs} runs");
+    assert_eq!(last["diagnosis"].as_array().unwrap().len(), 1, "only the filtered name: {last}");
+}
