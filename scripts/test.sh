@@ -22,7 +22,7 @@ PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 /opt/badfd-venv/bin/python -m pytest tests/depl
 # 2 cores) does not fit CI beside a cold build. By default this runs the
 # lighter subset: the oldest kernel in auto mode (the fallback to tracepoints
 # is asserted, with its reason) and 6.12 in fentry mode (fentry asserted);
-# BADFD_VM_KERNELS=all runs everything (see README, "Kernels").
+# BADFD_VM_KERNELS=all runs everything (see docs/kernels.md).
 #
 # The soak (tests/tests/soak.rs, ignored in the run above: ten minutes of
 # mixed load with a scrape every second; BADFD_SOAK_SECS sets its length)

@@ -58,15 +58,6 @@ pub fn machine_line() -> String {
     )
 }
 
-/// A field of /proc/PID/status in KiB (`VmRSS`, `VmHWM`...).
-pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
 /// utime + stime of a process, in seconds.
 pub fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -318,82 +309,13 @@ fn letters(mut n: u64) -> String {
 }
 
 // ---------------------------------------------------------------------------
-// The real `badfd serve`.
+// The real `badfd serve`, through the tests' harness.
 
-pub fn badfd_binary() -> std::path::PathBuf {
-    // bench binaries live next to badfd in target/<profile>/.
-    let exe = std::env::current_exe().expect("current exe");
-    exe.with_file_name("badfd")
-}
-
-pub struct Serve {
-    pub child: std::process::Child,
-    pub address: String,
-}
-
-impl Serve {
-    pub fn start(port: u16, extra: &[&str]) -> anyhow::Result<Serve> {
-        let binary = badfd_binary();
-        anyhow::ensure!(binary.exists(), "{} missing: build it with `cargo build --release -p badfd`", binary.display());
-        let address = format!("127.0.0.1:{port}");
-        let child = std::process::Command::new(&binary)
-            .arg("serve")
-            .arg("--web.listen-address")
-            .arg(&address)
-            .args(extra)
-            .env("BADFD_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::inherit())
-            .spawn()?;
-        let serve = Serve { child, address };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(m) = serve.scrape() {
-                if m.contains("\nbadfd_ready 1\n") {
-                    return Ok(serve);
-                }
-            }
-            anyhow::ensure!(Instant::now() < deadline, "badfd serve did not become ready in 30 s");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// GET /metrics in the classic text format.
-    pub fn scrape(&self) -> anyhow::Result<String> {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(&self.address)?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: text/plain\r\nConnection: close\r\n\r\n")?;
-        let mut text = String::new();
-        s.read_to_string(&mut text)?;
-        Ok(text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
-    }
-
-    /// The value of one sample line (`name{labels}` exactly as exposed).
-    pub fn sample(metrics: &str, series: &str) -> u64 {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-            .unwrap_or(0.0) as u64
-    }
-
-    pub fn stop(mut self) {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+/// `badfd serve` on 127.0.0.1:`port` as a bench runs it: with badfd's own
+/// defaults (ring buffer, attach mode), logging warnings only.
+pub fn start_serve(port: u16, args: &[&str]) -> badfd_tests::Serve {
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut command = badfd_tests::Serve::plain_command(address, args);
+    command.env("BADFD_LOG", "warn").stdout(std::process::Stdio::null());
+    badfd_tests::Serve::launch(command, address, badfd_tests::Serve::is_ready)
 }

@@ -47,7 +47,7 @@ fn fill(n: usize, exemplars: bool) -> Aggregates {
     let record = exemplars.then_some([0xab; 16]);
     let slow = n / 10;
     for i in 0..n - slow {
-        let f = a.failures.get_mut(&(errnos[i % errnos.len()], false, comm(i), prefix(i), None), 0);
+        let f = a.failures.get_mut(&(errnos[i % errnos.len()], i % 5 == 0, comm(i), prefix(i), None), 0);
         f.count = 1 + i as u64;
         f.last_record = record;
     }

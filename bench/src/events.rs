@@ -32,7 +32,8 @@ use badfd::{
     Probe, ProbeOptions,
 };
 use clap::Parser;
-use common::{cpu_seconds, pin_to, Generator, Serve};
+use badfd_tests::{proc_status_kib, Scrape, Serve};
+use common::{cpu_seconds, pin_to, start_serve, Generator};
 use exporter_common::{Loss, Stream};
 
 #[derive(Parser)]
@@ -177,6 +178,14 @@ fn backlog_drain(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn submitted(m: &Scrape) -> u64 {
+    m.sum("badfd_kernel_events_total", &[("outcome", "submitted")]) as u64
+}
+
+fn received(m: &Scrape) -> u64 {
+    m.sum("badfd_events_received_total", &[]) as u64
+}
+
 struct Step {
     offered: u64,
     seconds: f64,
@@ -188,15 +197,11 @@ struct Step {
 }
 
 fn step(serve: &Serve, rate: u64, seconds: u64) -> anyhow::Result<Step> {
-    let scrape = |s: &Serve| -> anyhow::Result<(u64, u64, u64)> {
-        let m = s.scrape()?;
-        Ok((
-            Serve::sample(&m, "badfd_kernel_events_total{outcome=\"submitted\"}"),
-            Serve::sample(&m, "badfd_kernel_events_lost_total{reason=\"ringbuf_full\"}"),
-            Serve::sample(&m, "badfd_events_received_total"),
-        ))
+    let scrape = |s: &Serve| -> (u64, u64, u64) {
+        let m = s.scrape();
+        (submitted(&m), m.sum("badfd_kernel_events_lost_total", &[("reason", "ringbuf_full")]) as u64, received(&m))
     };
-    let (s0, l0, r0) = scrape(serve)?;
+    let (s0, l0, r0) = scrape(serve);
     let c0 = cpu_seconds(serve.pid());
     let start = Instant::now();
     let g = Generator::start(&[0, 1], rate, false);
@@ -205,7 +210,7 @@ fn step(serve: &Serve, rate: u64, seconds: u64) -> anyhow::Result<Step> {
     let elapsed = start.elapsed().as_secs_f64();
     // Let the reader catch up (it polls every 50 ms).
     std::thread::sleep(Duration::from_millis(500));
-    let (s1, l1, r1) = scrape(serve)?;
+    let (s1, l1, r1) = scrape(serve);
     let c1 = cpu_seconds(serve.pid());
     Ok(Step { offered: rate, seconds: elapsed, made, submitted: s1 - s0, lost: l1 - l0, received: r1 - r0, cpu: c1 - c0 })
 }
@@ -248,10 +253,10 @@ fn main() -> anyhow::Result<()> {
         println!();
     }
     if !args.skip.contains(&3) {
-        let serve = Serve::start(args.port, &["--failures-only"])?;
+        let serve = start_serve(args.port, &["--failures-only"]);
         println!(
             "3. the real `badfd serve` ({}), 2 generator threads (CPU 0 and 1, shared with badfd), {} s per step; load average before: {}",
-            common::badfd_binary().display(),
+            badfd_tests::badfd_path().display(),
             args.step_seconds,
             common::loadavg()
         );
@@ -281,7 +286,7 @@ fn main() -> anyhow::Result<()> {
                 println!("{header}");
                 let s = step(&serve, rate, args.hold_seconds)?;
                 print_step(&s);
-                let vm_hwm = common::status_kib(serve.pid(), "VmHWM").unwrap_or(0);
+                let vm_hwm = proc_status_kib(serve.pid(), "VmHWM").unwrap_or(0);
                 println!();
                 println!("badfd serve peak RSS (VmHWM) so far: {:.1} MiB", vm_hwm as f64 / 1024.0);
             }
@@ -289,16 +294,16 @@ fn main() -> anyhow::Result<()> {
         }
         // Idle now: every event the kernel streamed must have been received.
         std::thread::sleep(Duration::from_secs(1));
-        let m = serve.scrape()?;
+        let m = serve.scrape();
         println!();
         println!(
             "totals since start (idle): streamed {}, received {}, lost (ring full) {}, undecodable {}",
-            Serve::sample(&m, "badfd_kernel_events_total{outcome=\"submitted\"}"),
-            Serve::sample(&m, "badfd_events_received_total"),
-            Serve::sample(&m, "badfd_kernel_events_lost_total{reason=\"ringbuf_full\"}"),
-            Serve::sample(&m, "badfd_events_undecodable_total"),
+            submitted(&m),
+            received(&m),
+            m.sum("badfd_kernel_events_lost_total", &[("reason", "ringbuf_full")]),
+            m.sum("badfd_events_undecodable_total", &[]),
         );
-        serve.stop();
+        drop(serve);
         println!();
     }
     if !args.skip.contains(&4) {

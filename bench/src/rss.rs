@@ -9,7 +9,8 @@ mod common;
 use std::time::Duration;
 
 use clap::Parser;
-use common::{status_kib, Generator, Serve};
+use badfd_tests::proc_status_kib as status_kib;
+use common::{start_serve, Generator};
 
 #[derive(Parser)]
 #[command(about = "RSS of badfd serve, idle and under load")]
@@ -69,7 +70,7 @@ fn row(what: &str, pid: u32) {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let extra: Vec<&str> = args.serve_args.iter().map(String::as_str).collect();
-    let serve = Serve::start(args.port, &extra)?;
+    let serve = start_serve(args.port, &extra);
     let pid = serve.pid();
     println!("badfd bench/rss: {}; badfd serve {}", common::machine_line(), extra.join(" "));
     println!();
@@ -78,7 +79,7 @@ fn main() -> anyhow::Result<()> {
     row("ready", pid);
     std::thread::sleep(Duration::from_secs(args.idle_seconds));
     // One scrape, as Prometheus would have done by now.
-    serve.scrape()?;
+    serve.scrape();
     row(&format!("idle {} s (after one scrape)", args.idle_seconds), pid);
     let idle_maps = largest_mappings(pid, 6);
 
@@ -92,16 +93,16 @@ fn main() -> anyhow::Result<()> {
     }
     let made = g.stop();
     std::thread::sleep(Duration::from_millis(500));
-    let metrics = serve.scrape()?;
+    let metrics = serve.scrape();
     row(&format!("after {} s of flood", args.load_seconds), pid);
     let load_maps = largest_mappings(pid, 6);
     println!();
     println!(
         "flood: {made} failing opens made, {} streamed, {} lost (ring full), {} received; label sets folded: {}",
-        Serve::sample(&metrics, "badfd_kernel_events_total{outcome=\"submitted\"}"),
-        Serve::sample(&metrics, "badfd_kernel_events_lost_total{reason=\"ringbuf_full\"}"),
-        Serve::sample(&metrics, "badfd_events_received_total"),
-        Serve::sample(&metrics, "badfd_label_sets_folded_total{metric=\"badfd_anomaly_failures_total\"}"),
+        metrics.sum("badfd_kernel_events_total", &[("outcome", "submitted")]),
+        metrics.sum("badfd_kernel_events_lost_total", &[("reason", "ringbuf_full")]),
+        metrics.sum("badfd_events_received_total", &[]),
+        metrics.sum("badfd_label_sets_folded_total", &[("metric", "badfd_anomaly_failures_total")]),
     );
     println!();
     println!("largest resident mappings (KiB): idle | after the flood");
@@ -109,6 +110,6 @@ fn main() -> anyhow::Result<()> {
         let f = |m: Option<&(u64, String)>| m.map(|(k, n)| format!("{k} {n}")).unwrap_or_default();
         println!("- {} | {}", f(idle_maps.get(i)), f(load_maps.get(i)));
     }
-    serve.stop();
+    drop(serve);
     Ok(())
 }

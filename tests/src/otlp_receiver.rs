@@ -75,6 +75,13 @@ impl ReceivedRecord {
         }
     }
 
+    pub fn bool_attr(&self, key: &str) -> Option<bool> {
+        match self.attr(key) {
+            Some(Value::BoolValue(b)) => Some(*b),
+            _ => None,
+        }
+    }
+
     pub fn int_attr(&self, key: &str) -> Option<i64> {
         match self.attr(key) {
             Some(Value::IntValue(i)) => Some(*i),

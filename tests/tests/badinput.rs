@@ -17,7 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use badfd_tests::{badfd_path, run_workload, Serve, TempDir};
+use badfd_tests::{badfd_path, free_port, run_workload, Serve, TempDir};
 
 /// A bad value of one flag, what badfd must say, and its exit status.
 struct Case {
@@ -373,25 +373,16 @@ fn a_kernel_without_openat2_is_watched_without_it_and_said_once() {
     }
     setup.push_str(&format!("; mount --bind {f} /sys/kernel/tracing"));
     let dir = TempDir::lettered("badinput-openat2");
-    let log = dir.path().join("serve.log");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let script = format!("set -e; {setup}; exec \"$0\" \"$@\" 2>{}", log.display());
-    let mut child = Command::new("unshare")
+    let address: std::net::SocketAddr = ([127, 0, 0, 1], free_port("127.0.0.1")).into();
+    let script = format!("set -e; {setup}; exec \"$0\" \"$@\"");
+    let mut command = Command::new("unshare");
+    command
         .args(["--mount", "--propagation", "private", "sh", "-c", &script])
         .arg(badfd_path())
         .args(["serve", "--attach", "tracepoint", "--log-level", "warn", "--failures-only"])
-        .args(["--web.listen-address", &format!("127.0.0.1:{port}"), "--path-prefix.depth", "9"])
-        .spawn()
-        .unwrap();
-    let serve = Serve { child: Command::new("true").spawn().unwrap(), address: ([127, 0, 0, 1], port).into() };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !matches!(serve.try_get("/-/ready", None), Ok((200, _))) {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("badfd serve exited with {status}: {}", std::fs::read_to_string(&log).unwrap_or_default());
-        }
-        assert!(Instant::now() < deadline, "not ready in 30 s: {}", std::fs::read_to_string(&log).unwrap_or_default());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        .args(["--web.listen-address", &address.to_string(), "--path-prefix.depth", "9"]);
+    // unshare and sh exec badfd: the child is the exporter itself.
+    let mut serve = Serve::launch(command, address, Serve::is_ready);
     let run = run_workload(&["failures", dir.path().to_str().unwrap()]);
     let openat_failures = run.failures().iter().filter(|r| r.syscall == "openat").count() as f64;
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -406,11 +397,10 @@ fn a_kernel_without_openat2_is_watched_without_it_and_said_once() {
     assert!(scrape.sum("badfd_open_failures_total", &[("syscall", "openat")]) >= openat_failures, "openat is still watched");
     assert!(run.failures().iter().any(|r| r.syscall == "openat2"), "the workload made an openat2 call");
     assert_eq!(scrape.sum("badfd_opens_total", &[("syscall", "openat2")]), 0.0, "no openat2 is seen without its tracepoints");
-    // SAFETY: plain syscall on our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let status = child.wait().unwrap();
+    serve.signal(libc::SIGTERM);
+    let status = serve.child.wait().unwrap();
     assert!(status.success(), "exit on SIGTERM: {status}");
-    let text = std::fs::read_to_string(&log).unwrap();
+    let text = serve.log();
     let warnings: Vec<&str> = text.lines().filter(|l| l.contains("openat2")).collect();
     assert_eq!(warnings.len(), 1, "said once: {text}");
     assert!(warnings[0].contains("this kernel has no openat2 (added in 5.6); watching open, openat and creat only"), "{text}");

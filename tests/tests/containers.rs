@@ -19,7 +19,7 @@ use badfd::{
     probe::CgroupFilterMode,
     OpenEvent,
 };
-use badfd_tests::{load_probe, workload_path, Collector, TempDir, WorkloadRun};
+use badfd_tests::{badfd_path, load_probe, workload_path, Collector, TempDir, WorkloadRun};
 use exporter_common::{Config, Stream, SLOW_DISABLED};
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -283,8 +283,7 @@ fn cgroup_filter_ignores_the_listed_subtree() {
 /// `badfd trace --cgroup DIR --json -- COMMAND`: the command moves itself into
 /// the cgroup first, or not. Returns the JSON lines and stderr.
 fn trace_in_cgroup(cgroup: &Path, move_in: bool, tmp: &Path) -> (Vec<serde_json::Value>, String) {
-    // scripts/test.sh builds the binary before the tests.
-    let badfd = workload_path().with_file_name("badfd");
+    let badfd = badfd_path();
     let out = tmp.join(format!("trace-{move_in}.jsonl"));
     let script = match move_in {
         true => r#"echo 0 > "$1/cgroup.procs" && exec "$2" failures "$3""#,
@@ -331,7 +330,7 @@ fn trace_watches_one_cgroup_and_shows_the_container_id() {
     assert!(stderr.contains("badfd trace: 0 anomalies"), "{stderr}");
 
     // A path that is no cgroup: one clear line before anything loads.
-    let output = Command::new(workload_path().with_file_name("badfd"))
+    let output = Command::new(badfd_path())
         .args(["trace", "--cgroup", "/no/such/cgroup", "--duration", "1"])
         .output()
         .unwrap();
@@ -588,7 +587,7 @@ async fn serve_filters_by_cgroup_and_labels_containers() {
 /// A cgroup filter path that is no cgroup: one clear line, before anything loads.
 #[test]
 fn serve_refuses_a_filter_path_that_is_no_cgroup() {
-    let badfd = badfd_tests::badfd_path();
+    let badfd = badfd_path();
     for flag in ["--filter.cgroup", "--filter.cgroup-ignore"] {
         let out = Command::new(&badfd).args(["serve", flag, "/no/such/cgroup", "--config.check"]).output().unwrap();
         assert!(!out.status.success());

@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use badfd_tests::{run_workload, TempDir};
+use badfd_tests::{free_port, run_workload, Serve, TempDir};
 use serde_json::Value;
 
 fn repo() -> PathBuf {
@@ -143,10 +143,6 @@ fn every_panel_has_a_unit_a_description_and_the_datasource_variable() {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 struct Proc(Child);
 
 impl Drop for Proc {
@@ -154,10 +150,6 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn badfd_bin() -> PathBuf {
-    badfd_tests::workload_path().with_file_name("badfd")
 }
 
 fn http_get(url: &str) -> Result<(u16, String), String> {
@@ -179,15 +171,11 @@ fn wait_ready(url: &str, what: &str) {
     panic!("{what} not ready at {url} within 30 s");
 }
 
-fn start_exporter(port: u16, extra: &[&str], env: &[(&str, String)]) -> Proc {
-    let mut cmd = Command::new(badfd_bin());
-    cmd.arg("serve").arg("--web.listen-address").arg(format!("127.0.0.1:{port}")).args(extra).stdout(Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let p = Proc(cmd.spawn().expect("start badfd serve"));
-    wait_ready(&format!("http://127.0.0.1:{port}/-/ready"), "badfd serve");
-    p
+fn start_exporter(port: u16, extra: &[&str], env: &[(&str, String)]) -> Serve {
+    let address = ([127, 0, 0, 1], port).into();
+    let mut command = Serve::command(address, extra);
+    command.stdout(Stdio::null()).envs(env.iter().map(|(k, v)| (k, v)));
+    Serve::launch(command, address, Serve::is_ready)
 }
 
 fn query(prom: u16, q: &str) -> Vec<Value> {
@@ -221,12 +209,12 @@ fn scraped_metric_names(port: u16) -> BTreeSet<String> {
 #[test]
 fn every_panel_and_rule_returns_data_from_a_real_prometheus() {
     let dir = TempDir::new("dashboards");
-    let (port_a, port_b, prom_port) = (free_port(), free_port(), free_port());
+    let (port_a, port_b, prom_port) = (free_port("127.0.0.1"), free_port("127.0.0.1"), free_port("127.0.0.1"));
     // A: the default exporter, with a slow threshold the FIFO open crosses.
     let _a = start_exporter(port_a, &["--slow-threshold", "30ms"], &[]);
     // B: made to lose events (a one-page ring buffer), to fold label sets (a
     // budget of 4) and to drop OTLP records (a collector that is not there).
-    let dead_collector = format!("http://127.0.0.1:{}", free_port());
+    let dead_collector = format!("http://127.0.0.1:{}", free_port("127.0.0.1"));
     let _b = start_exporter(
         port_b,
         &["--slow-threshold", "30ms", "--ringbuf-bytes", "4096", "--metrics.max-label-sets", "4"],

@@ -14,35 +14,8 @@ use std::{
     process::{Command, Output},
 };
 
-use badfd_tests::{workload_path, TempDir};
+use badfd_tests::{badfd_path, TempDir};
 use serde_json::Value;
-
-/// The `badfd` binary beside the test binaries; a stale one fails loudly.
-fn badfd_path() -> PathBuf {
-    let bin = workload_path().with_file_name("badfd");
-    let built = std::fs::metadata(&bin)
-        .and_then(|m| m.modified())
-        .unwrap_or_else(|e| panic!("{}: {e}; build it first (`cargo build`, as scripts/test.sh does)", bin.display()));
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut dirs: Vec<PathBuf> = ["exporter/src", "exporter-ebpf/src", "exporter-common/src"].iter().map(|d| root.join(d)).collect();
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let entry = entry.unwrap();
-            let meta = entry.metadata().unwrap();
-            if meta.is_dir() {
-                dirs.push(entry.path());
-                continue;
-            }
-            assert!(
-                meta.modified().unwrap() <= built,
-                "{} is older than {}: run `cargo build` before these tests",
-                bin.display(),
-                entry.path().display()
-            );
-        }
-    }
-    bin
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()

@@ -8,15 +8,8 @@
 use std::{ffi::CString, os::unix::fs::PermissionsExt, path::Path, time::Duration};
 
 use badfd::{probe::FoundLaterTally, OpenEvent, ProbeOptions};
-use badfd_tests::{load_probe_with, test_attach_mode, Collector, TempDir};
+use badfd_tests::{load_probe_with, monotonic_ns, test_attach_mode, Collector, TempDir};
 use exporter_common::{basename_hash, found_errno_slot, Config, Syscall, CONFIG_FOUND_NOTICES, CONFIG_STREAM_EXECS};
-
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: a valid timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 /// Forks a child that runs `exec` (which must not return on success) and
 /// exits 127 if it returns; returns the child's pid and exit status.

@@ -21,7 +21,7 @@ use std::{
 };
 
 use axum::{body::Bytes, extract::State, http::StatusCode, routing::post, Router};
-use badfd_tests::{bpf_ids_held_by, workload_path, Scrape, Serve, TempDir};
+use badfd_tests::{bpf_ids_held_by, free_port, workload_path, Scrape, Serve, TempDir};
 use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
 use prost::Message;
 
@@ -96,16 +96,12 @@ fn until_accounted(serve: &Serve, timeout: Duration) -> (Scrape, f64) {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 #[test]
 fn otlp_collector_down_at_start() {
     let dir = TempDir::new("faults-down");
     for protocol in ["grpc", "http/protobuf"] {
         let uid = if protocol == "grpc" { 47101 } else { 47102 };
-        let endpoint = format!("http://127.0.0.1:{}", free_port());
+        let endpoint = format!("http://127.0.0.1:{}", free_port("127.0.0.1"));
         let serve = serve_for_uid(uid, &endpoint, protocol, &["--otlp-timeout-ms", "500"]);
         failures_as(uid, &dir, ANOMALIES);
         let (s, n) = until_accounted(&serve, Duration::from_secs(60));

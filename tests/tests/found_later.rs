@@ -13,15 +13,8 @@ use std::{
 };
 
 use badfd::{probe::FoundLaterTally, OpenEvent, ProbeOptions};
-use badfd_tests::{load_probe_with, test_attach_mode, Collector, TempDir};
+use badfd_tests::{load_probe_with, monotonic_ns, test_attach_mode, Collector, Serve, TempDir};
 use exporter_common::{basename_hash, found_errno_slot, Config, CONFIG_FOUND_NOTICES};
-
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: a valid timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 /// Opens the symlink `path` without following it: ELOOP.
 fn fail(path: &Path) {
@@ -106,9 +99,40 @@ fn check(timing: bool) {
     assert_eq!(notice.latency_ns().is_some(), timing, "a notice is timed as its open is");
 }
 
+/// The same scenario under `badfd serve`: the labeled series and the exact
+/// split say the same as the kernel.
+fn check_serve() {
+    let serve = Serve::start(&["--found-later.window", "1s"]);
+    let dir = TempDir::new("found-later-serve");
+    run_scenario(dir.path(), Duration::from_secs(1));
+    // The window, the pipeline's grace, one epoch and a harvest.
+    std::thread::sleep(Duration::from_millis(3500));
+    let scrape = serve.scrape();
+    // This thread's comm is its name (the kernel keeps 15 bytes); the label
+    // value names the directory with its digits as <n>.
+    let comm: String = std::thread::current().name().unwrap().chars().take(15).collect();
+    let ours = |found_later: &str| scrape.sum("badfd_anomaly_failures_total", &[("errno", "ELOOP"), ("found_later", found_later), ("comm", &comm)]);
+    let eloop: Vec<_> = scrape.matching("badfd_anomaly_failures_total", &[("errno", "ELOOP")]).collect();
+    // (Host-wide floods beyond the stage's bound would decide failures early,
+    // as not found: badfd_found_later_decided_early_total, in the message.)
+    let early = scrape.one("badfd_found_later_decided_early_total", &[]);
+    assert_eq!((ours("true"), ours("false")), (3.0, 4.0), "labeled failures found later / not found ({early} decided early): {eloop:#?}");
+    let classified = |found_later| scrape.one("badfd_open_failures_classified_total", &[("errno", "ELOOP"), ("found_later", found_later)]);
+    assert_eq!((classified("true"), classified("false")), (3.0, 4.0), "exact split; labeled ELOOPs: {eloop:#?}");
+    assert_eq!(scrape.sum("badfd_found_later_inexact_total", &[]), 0.0);
+    assert!(scrape.one("badfd_found_later_notices_total", &[]) >= 1.0);
+    // The series alerts use exist at 0 from start.
+    assert_eq!(classified_or_missing(&scrape, "EMFILE"), Some(0.0));
+}
+
+fn classified_or_missing(scrape: &badfd_tests::Scrape, errno: &str) -> Option<f64> {
+    scrape.matching("badfd_open_failures_classified_total", &[("errno", errno), ("found_later", "false")]).map(|s| s.value).next()
+}
+
 #[test]
 fn failures_are_found_later_exactly_by_the_same_process_within_the_window() {
-    // One after the other: both would count this process's ELOOPs.
+    // One after the other: each would count the others' ELOOPs.
     check(true);
     check(false);
+    check_serve();
 }

@@ -12,7 +12,7 @@ use std::{path::PathBuf, time::Duration};
 
 use badfd::{pipeline::containers::cgroup2_mount, probe::CgroupFilterMode, ProbeOptions};
 use badfd_tests::{load_probe_with, test_attach_mode, Collector, TempDir, UidWorkload, FAIRNESS_UID};
-use exporter_common::{Config, Counters, Loss, Stream};
+use exporter_common::{Config, Counters, Loss, Stream, CGROUP_FILTER_WATCH};
 
 const ATTACKER_UID: u32 = FAIRNESS_UID + 1;
 const VICTIM_UID: u32 = FAIRNESS_UID + 2;
@@ -43,11 +43,19 @@ fn decided(c: &Counters) -> (u64, u64, u64) {
 
 /// One attack: `scenario` (a workload mode taking DIR SECS UID) against the victim.
 fn attack(scenario: &str) {
+    // The attacks take turns: they share the cgroup names, the uids and the
+    // process-wide BADFD_WORKLOAD_CGROUP, and a second flood would skew the first.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let attacker_cgroup = TestCgroup::new("attacker");
     let victim_cgroup = TestCgroup::new("victim");
     // A 2 MiB ring read every 50 ms: the attacker fills half of it within one
     // read, so fairness has to decide.
-    let options = ProbeOptions { attach: test_attach_mode(), ringbuf_bytes: 2 << 20, config: Config::DEFAULT, ..ProbeOptions::default() };
+    // Watching (no cgroup yet) from the moment it attaches: the host's other
+    // failures must not reach the ring before `before` is read, or the reader
+    // would take more events than the kernel submitted after it.
+    let config = Config { cgroup_filter: CGROUP_FILTER_WATCH, ..Config::DEFAULT };
+    let options = ProbeOptions { attach: test_attach_mode(), ringbuf_bytes: 2 << 20, config, ..ProbeOptions::default() };
     let mut probe = load_probe_with(&options);
     probe.set_cgroup_filter_mode(CgroupFilterMode::Watch).unwrap();
     probe.add_cgroup_path(&attacker_cgroup.0).unwrap();

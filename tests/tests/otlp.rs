@@ -237,7 +237,7 @@ async fn collector_down_then_up(transport: Transport) {
     let anomalies = resolve_all(&real_events().events);
     let n = anomalies.len() as u64;
     // A port nobody listens on until the receiver starts.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = badfd_tests::free_port("127.0.0.1");
     let protocol = if transport == Transport::Grpc { Protocol::Grpc } else { Protocol::HttpProtobuf };
     let mut registry = registry();
     let otlp = Otlp::start(
@@ -409,7 +409,7 @@ async fn shutdown_flushes_the_queue_within_the_timeout() {
 async fn shutdown_with_an_absent_collector_is_bounded_and_counted() {
     let anomalies = resolve_all(&real_events().events);
     let n = anomalies.len() as u64;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = badfd_tests::free_port("127.0.0.1");
     let mut registry = registry();
     let otlp = Otlp::start(
         config(&format!("http://127.0.0.1:{port}"), Protocol::Grpc, |a| {
@@ -488,6 +488,12 @@ async fn serve_flushes_queued_records_on_sigterm() {
     let records = receiver.records();
     let ours = records.iter().filter(|r| r.int_attr("process.pid") == Some(run.pid as i64)).count();
     assert!(ours >= wanted, "{ours} of the workload's {wanted} failures were flushed on SIGTERM");
+    // Each failure record says whether its process found the name later;
+    // only those that it did are below INFO (one filter drops the probes).
+    for r in records.iter().filter(|r| r.int_attr("process.pid") == Some(run.pid as i64)) {
+        let found_later = r.bool_attr("badfd.found_later").unwrap_or_else(|| panic!("no badfd.found_later on {:?}", r.body()));
+        assert_eq!(r.record.severity_text == "DEBUG", found_later, "{:?}", r.body());
+    }
     let record_ids: std::collections::BTreeSet<String> = records.iter().map(|r| hex(&r.record.trace_id)).collect();
     for id in &exemplars {
         assert!(record_ids.contains(id), "exemplar trace_id {id} names no record the collector received");

@@ -12,7 +12,7 @@ use std::{
 };
 
 use badfd::privileges::{drop_capabilities, status_masks, CapabilityList, PrivilegeError};
-use badfd_tests::load_probe;
+use badfd_tests::{dropcaps_path, kernel_version, load_probe};
 use exporter_common::Config;
 
 const CAP_SYS_ADMIN: u8 = 21;
@@ -46,10 +46,10 @@ fn run_dropcaps_as(wrapper: &[String], args: &[&str]) -> Outcome {
     let mut command = match wrapper.split_first() {
         Some((program, wrapper_args)) => {
             let mut c = Command::new(program);
-            c.args(wrapper_args).arg(env!("CARGO_BIN_EXE_dropcaps"));
+            c.args(wrapper_args).arg(dropcaps_path());
             c
         }
-        None => Command::new(env!("CARGO_BIN_EXE_dropcaps")),
+        None => Command::new(dropcaps_path()),
     };
     let mut child: Child = command
         .args(args)
@@ -127,15 +127,6 @@ fn run_dropcaps_as(wrapper: &[String], args: &[&str]) -> Outcome {
         report,
         log,
     }
-}
-
-fn kernel_version() -> (u32, u32) {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
-    let mut parts = release
-        .trim()
-        .split(|c: char| !c.is_ascii_digit())
-        .map(|p| p.parse().unwrap_or(0));
-    (parts.next().unwrap(), parts.next().unwrap())
 }
 
 fn assert_process_holds_what_it_logged(outcome: &Outcome) {

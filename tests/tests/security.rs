@@ -14,28 +14,19 @@ use std::{
 };
 
 use badfd_tests::{
-    badfd_path,
+    badfd_path, free_port,
     otlp_receiver::{Receiver, Transport},
     run_workload, workload_path, Scrape, Serve, TempDir,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
 
-fn free_port(host: &str) -> u16 {
-    std::net::TcpListener::bind((host, 0)).unwrap().local_addr().unwrap().port()
-}
-
 /// Starts `badfd serve` with exactly `args` (the listen address included) and
 /// waits until `ready` holds; panics with its log if it exits or never does.
 fn serve_with(address: SocketAddr, args: &[&str], ready: impl Fn(&Serve) -> bool) -> Serve {
-    let log = std::env::temp_dir().join(format!("badfd-security-{}-{}.log", std::process::id(), address.port()));
-    let child = Command::new(badfd_path())
-        .arg("serve")
-        .args(args)
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("start badfd serve");
-    Serve { child, address }.wait_until(&log, ready)
+    let mut command = Command::new(badfd_path());
+    command.arg("serve").args(args);
+    Serve::launch(command, address, ready)
 }
 
 /// Runs `badfd serve args` that must fail at once; its stderr.

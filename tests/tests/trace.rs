@@ -18,38 +18,10 @@ use badfd::{
     sinks::terminal::{table, text, TableStyle},
     OpenEvent,
 };
-use badfd_tests::{load_probe, workload_path, Collector, OpenRecord, TempDir};
+use badfd_tests::{badfd_path, load_probe, workload_path, Collector, OpenRecord, TempDir};
 use base64::Engine as _;
 use exporter_common::{Config, Stream, EVENT_FAILED, EVENT_SLOW, PATH_MAX, SLOW_DISABLED};
 use serde_json::Value;
-
-/// The `badfd` binary beside the test binaries. `cargo test` does not rebuild
-/// a binary for another package's tests, so a stale one fails loudly here.
-fn badfd_path() -> PathBuf {
-    let bin = workload_path().with_file_name("badfd");
-    let built = std::fs::metadata(&bin)
-        .and_then(|m| m.modified())
-        .unwrap_or_else(|e| panic!("{}: {e}; build it first (`cargo build`, as scripts/test.sh does)", bin.display()));
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut dirs: Vec<PathBuf> = ["exporter/src", "exporter-ebpf/src", "exporter-common/src"].iter().map(|d| root.join(d)).collect();
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let entry = entry.unwrap();
-            let meta = entry.metadata().unwrap();
-            if meta.is_dir() {
-                dirs.push(entry.path());
-                continue;
-            }
-            assert!(
-                meta.modified().unwrap() <= built,
-                "{} is older than {}: run `cargo build` (scripts/test.sh does) before these tests",
-                bin.display(),
-                entry.path().display()
-            );
-        }
-    }
-    bin
-}
 
 /// `badfd trace ARGS -- COMMAND`, JSON to a file, summary on stderr.
 struct TraceRun {

@@ -18,6 +18,11 @@ use crate::probe::{EventReader, POLL_INTERVAL};
 /// How often idle label sets are expired and unused strings forgotten.
 pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(10);
 
+/// Records one turn reads at most: under a flood the ring never empties, and
+/// the turn's other work (deciding held failures, handing batches on,
+/// housekeeping) must still run.
+pub const TURN_RECORDS: usize = 16_384;
+
 /// What one turn read from the ring buffer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Drained {
@@ -42,7 +47,7 @@ impl EventLoop {
     pub fn turn(&mut self) -> Drained {
         let mut bytes = 0;
         let pipeline = &mut self.pipeline;
-        let events = self.reader.drain(|record| {
+        let events = self.reader.drain_at_most(TURN_RECORDS, |record| {
             bytes += record.len() as u64;
             pipeline.push_bytes(record)
         });
@@ -70,7 +75,11 @@ impl EventLoop {
     pub fn run(mut self, stop: &AtomicBool) -> Pipeline {
         loop {
             let stopping = stop.load(Ordering::Acquire);
-            self.turn();
+            let full_turn = self.turn().events == TURN_RECORDS;
+            if full_turn {
+                // More is waiting (and, when stopping, came before the stop).
+                continue;
+            }
             if stopping {
                 break;
             }

@@ -57,7 +57,9 @@ pub struct FoundLaterStage {
     /// Sequence number of `held.front()`.
     next_seq: u64,
     /// Undecided failures by (tgid, basename hash): their sequence numbers.
-    by_name: HashMap<(u32, u32), Vec<u64>>,
+    /// Oldest first: failures are released oldest first, so a released one
+    /// is always the front of its name's list.
+    by_name: HashMap<(u32, u32), VecDeque<u64>>,
     counts: FoundLaterCounts,
 }
 
@@ -91,10 +93,15 @@ impl FoundLaterStage {
         Notice::Consumed
     }
 
-    /// Takes an anomaly: a failure that can be found later is held; anything
-    /// else is decided now and handed to `out`. Holding more than `HELD_MAX`
-    /// decides the oldest early.
-    pub fn push(&mut self, mut anomaly: Anomaly, out: &mut impl FnMut(Anomaly)) {
+    /// Takes an anomaly arriving at `now_ns` (CLOCK_MONOTONIC): a failure
+    /// that can be found later is held; anything else is decided now and
+    /// handed to `out`. Holding more than `HELD_MAX` decides the oldest early.
+    ///
+    /// A failure is held for the window from its arrival, not from its
+    /// timestamp: its notice comes after it in the stream, at most a window
+    /// later, however long both waited in the ring buffer; and deadlines in
+    /// arrival order keep the queue in deadline order.
+    pub fn push(&mut self, mut anomaly: Anomaly, now_ns: u64, out: &mut impl FnMut(Anomaly)) {
         let event = &anomaly.event;
         if !event.failed() {
             return out(anomaly);
@@ -110,15 +117,14 @@ impl FoundLaterStage {
             self.release_front(out);
         }
         let key = (event.pid, event.name_hash);
-        let failed_at = event.start_ns.saturating_add(event.latency_ns().unwrap_or(0));
         let seq = self.next_seq + self.held.len() as u64;
-        self.by_name.entry(key).or_default().push(seq);
-        self.held.push_back(Held { seq, key, deadline_ns: failed_at + self.window_ns + GRACE_NS, anomaly });
+        self.by_name.entry(key).or_default().push_back(seq);
+        self.held.push_back(Held { seq, key, deadline_ns: now_ns + self.window_ns + GRACE_NS, anomaly });
     }
 
     /// Hands on, in order, every failure decided by `now_ns` (CLOCK_MONOTONIC):
-    /// found, or past its deadline. Stops at the first undecided one, so that
-    /// the order of the stream is kept.
+    /// found, or past its deadline. Stops at the first undecided one (the
+    /// stream's order is kept; deadlines are in arrival order).
     pub fn release_due(&mut self, now_ns: u64, out: &mut impl FnMut(Anomaly)) {
         while let Some(front) = self.held.front() {
             if front.anomaly.found_later.is_none() && front.deadline_ns > now_ns {
@@ -140,7 +146,9 @@ impl FoundLaterStage {
         let Some(mut held) = self.held.pop_front() else { return };
         self.next_seq = held.seq + 1;
         if let Some(seqs) = self.by_name.get_mut(&held.key) {
-            seqs.retain(|&s| s != held.seq);
+            if seqs.front() == Some(&held.seq) {
+                seqs.pop_front();
+            }
             if seqs.is_empty() {
                 self.by_name.remove(&held.key);
             }
@@ -193,9 +201,9 @@ mod tests {
     fn a_failure_is_held_until_found_or_its_window_closes() {
         let mut s = FoundLaterStage::new(S).unwrap();
         let out = run(&mut s, |s, out| {
-            s.push(failure(1, 7, 10 * S), &mut |a| out(a));
-            s.push(failure(1, 8, 10 * S), &mut |a| out(a));
-            s.push(failure(2, 7, 10 * S), &mut |a| out(a));
+            s.push(failure(1, 7, 10 * S), 10 * S, &mut |a| out(a));
+            s.push(failure(1, 8, 10 * S), 10 * S, &mut |a| out(a));
+            s.push(failure(2, 7, 10 * S), 10 * S, &mut |a| out(a));
         });
         assert!(out.is_empty(), "all three wait");
         assert!(matches!(s.notice(notice(1, 7, 10 * S + S / 2)), Notice::Consumed));
@@ -211,9 +219,9 @@ mod tests {
     fn order_is_kept_and_a_notice_finds_every_failure_of_the_name() {
         let mut s = FoundLaterStage::new(S).unwrap();
         run(&mut s, |s, out| {
-            s.push(failure(1, 9, S), &mut |a| out(a));
+            s.push(failure(1, 9, S), S, &mut |a| out(a));
             for _ in 0..3 {
-                s.push(failure(1, 7, S), &mut |a| out(a));
+                s.push(failure(1, 7, S), S, &mut |a| out(a));
             }
         });
         s.notice(notice(1, 7, S + 1));
@@ -228,8 +236,8 @@ mod tests {
         let mut s = FoundLaterStage::new(S).unwrap();
         s.notice(notice(1, 7, S));
         let out = run(&mut s, |s, out| {
-            s.push(failure(1, 0, S), &mut |a| out(a));
-            s.push(failure(1, 7, 2 * S), &mut |a| out(a));
+            s.push(failure(1, 0, S), S, &mut |a| out(a));
+            s.push(failure(1, 7, 2 * S), 2 * S, &mut |a| out(a));
             s.release_all(&mut |a| out(a));
         });
         assert_eq!(out, vec![(1, 0, false), (1, 7, false)], "a notice finds only failures before it");
@@ -240,7 +248,7 @@ mod tests {
         let mut s = FoundLaterStage::new(S).unwrap();
         let mut released = 0;
         for i in 0..HELD_MAX as u64 + 5 {
-            s.push(failure(1, 7, S + i), &mut |_| released += 1);
+            s.push(failure(1, 7, S + i), S + i, &mut |_| released += 1);
         }
         assert_eq!((released, s.counts().decided_early, s.held()), (5, 5, HELD_MAX));
         s.notice(notice(1, 7, 2 * S));

@@ -212,7 +212,7 @@ impl Pipeline {
         match self.found_later.take() {
             Some(mut stage) => {
                 let early = stage.counts().decided_early;
-                stage.push(anomaly, &mut |a| self.decided(a));
+                stage.push(anomaly, clock::monotonic_ns(), &mut |a| self.decided(a));
                 self.stats.found_later_decided_early.inc_by(stage.counts().decided_early - early);
                 self.found_later = Some(stage);
             }

@@ -32,9 +32,15 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 impl EventReader {
     /// Calls `f` with every event now in the ring buffer; returns how many.
-    pub fn drain(&mut self, mut f: impl FnMut(&[u8])) -> usize {
+    pub fn drain(&mut self, f: impl FnMut(&[u8])) -> usize {
+        self.drain_at_most(usize::MAX, f)
+    }
+
+    /// As `drain`, stopping after `limit` records (the rest stay in the ring).
+    pub fn drain_at_most(&mut self, limit: usize, mut f: impl FnMut(&[u8])) -> usize {
         let mut n = 0;
-        while let Some(item) = self.ring.next() {
+        while n < limit {
+            let Some(item) = self.ring.next() else { break };
             f(&item);
             n += 1;
         }

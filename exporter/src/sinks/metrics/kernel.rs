@@ -64,6 +64,7 @@ impl Collector for KernelCollector {
         let timed = probe.timed();
         let inflight = if timed { probe.inflight_len().ok() } else { None };
         let mode = probe.attach_mode().name();
+        let arch = probe.arch();
         let fallback = probe.fallback_reason().unwrap_or("").trim().to_string();
         drop(guard);
 
@@ -75,8 +76,11 @@ impl Collector for KernelCollector {
         }
         let mut m = encoder.encode_descriptor("open_failures", "Failed opens by syscall and errno (exact, from the kernel).", None, MetricType::Counter)?;
         for s in Syscall::ALL {
+            // The errnos alerts name exist at 0 from start for the opens of
+            // this architecture, so that increase() sees a node's first one.
+            let at_zero = arch.syscalls().contains(&s) && !s.is_exec();
             for (n, &count) in counters.errnos[s as usize].iter().enumerate() {
-                if count > 0 {
+                if count > 0 || (at_zero && ALWAYS_EXPOSED_ERRNOS.contains(&(n as i32))) {
                     let name = if n == ERRNO_SLOTS - 1 { "E255_OR_HIGHER" } else { errno::name(n as i32) };
                     counter(&mut m, &[("syscall", s.name()), ("errno", name)], count)?;
                 }
