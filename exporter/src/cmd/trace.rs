@@ -7,7 +7,8 @@
 //! (`badfd trace -- ./build.sh > log` keeps the log clean); `--output FILE`
 //! sends it to a file in either case. Lines are written whole, one write each,
 //! so they never break into the command's output mid-line. The summary always
-//! goes to stderr.
+//! goes to stderr, beginning with the diagnosis (sinks/terminal/diagnosis.rs);
+//! with `--json` the diagnosis is also the output's last line.
 
 mod child;
 
@@ -30,7 +31,7 @@ use badfd::{
         redact::Redactor,
         Pipeline, PipelineStats,
     },
-    sinks::terminal::{KernelLosses, Output, TerminalOptions, TerminalSink},
+    sinks::terminal::{CommandExit, KernelLosses, Output, TerminalOptions, TerminalSink},
     Probe,
 };
 use tokio::signal::unix::{signal, SignalKind};
@@ -87,30 +88,43 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
         let probe = probe.clone();
         Box::new(move || Ok(probe.lock().unwrap_or_else(|e| e.into_inner()).counters()?.losses))
     };
-    let terminal_options = TerminalOptions { json: args.json, wide: args.wide, color, summary: !args.no_summary };
+    let terminal_options =
+        TerminalOptions {
+            json: args.json,
+            wide: args.wide,
+            color,
+            summary: !args.no_summary,
+            all_failures: args.all_failures,
+            classified: !args.found_later_window.is_zero(),
+        };
     let terminal = TerminalSink::new(output, terminal_options, stats.clone(), losses);
     let output_closed = terminal.closed();
+    let exit_slot = terminal.exit_slot();
     let stop = Arc::new(AtomicBool::new(false));
     let events = EventLoop::new(reader, pipeline(&args, terminal, stats, redactor)).spawn(stop.clone())?;
 
     let track = |pid| probe.lock().unwrap_or_else(|e| e.into_inner()).track_pid(pid).map_err(Into::into);
+    // How the command ended; set when it did (or could not start).
+    let mut exit: Option<CommandExit> = None;
     let mut command = match args.command.is_empty() {
         true => None,
         false => match child::Command::start(&args.command, track).await {
             Ok(c) => Some(c),
             Err(e) => match e.downcast_ref::<child::NotRun>() {
+                // Its failed exec was traced: the diagnosis below says why.
                 Some(not_run) => {
                     eprintln!("badfd trace: {not_run}");
-                    std::process::exit(not_run.exit_code());
+                    exit = Some(CommandExit::exited(not_run.exit_code()));
+                    None
                 }
                 None => return Err(e),
             },
         },
     };
+    let command_given = !args.command.is_empty();
 
     let mut interrupts = 0;
-    let mut exit_code = 0;
-    loop {
+    while exit.is_none() {
         tokio::select! {
             _ = interrupt.recv() => match &command {
                 None => break,
@@ -133,7 +147,7 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
                 Some(c) => c.signal(nix::sys::signal::Signal::SIGHUP),
             },
             status = async { command.as_mut().expect("guarded").wait().await }, if command.is_some() => {
-                exit_code = status;
+                exit = Some(status);
                 break;
             }
             _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
@@ -148,14 +162,16 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
     }
     // Every open of the command ended before it did, so its events are in the
     // ring buffer now: the event loop takes them, then the summary is written.
+    *exit_slot.lock().unwrap_or_else(|e| e.into_inner()) = exit;
     stop.store(true, std::sync::atomic::Ordering::Release);
     tokio::task::spawn_blocking(move || events.join())
         .await?
         .map_err(|_| anyhow::anyhow!("the event thread panicked"))?;
     drop(probe);
-    if command.is_some() {
+    if command_given {
         let _ = std::io::stdout().flush();
-        std::process::exit(exit_code);
+        // Still running after --duration: 0, as before.
+        std::process::exit(exit.map_or(0, |x| x.shell_code()));
     }
     Ok(())
 }

@@ -23,7 +23,26 @@ Examples:
 
 With a command, badfd exits with the command's exit status (128+N if signal N
 killed it). Ctrl-C reaches the command through the terminal; badfd waits for it
-to end (a second Ctrl-C sends it SIGTERM, a third SIGKILL).")]
+to end (a second Ctrl-C sends it SIGTERM, a third SIGKILL).
+
+Failures found later (a search path's probes: the same process opened a file
+of the same name within --found-later-window, as the loader, locale lookup and
+sys.path do) are held back and counted; --all-failures shows them, marked
+\"probe\" in the table and \"found_later\": true in JSON (without it, JSON
+has no line for them either). Failures are shown once decided, up to the
+window (plus ~0.15 s) after they happen.
+
+The summary on stderr begins with a diagnosis: the failures not found later
+that most likely explain how the command ended, most likely first (the last
+ones before a non-zero exit or a signal, permission and read-only errors, the
+command's own files above probes every program makes, failed execs, names never
+found anywhere); one entry per name, with the places tried; for ENOENT the
+first missing directory, and for a script that cannot start its missing #!
+interpreter (both checked by badfd afterwards). With --json, the last line of
+the output is always one object, a stable interface, even with --no-summary:
+  {\"diagnosis\": [{\"path\", \"errno\", \"count\", \"pid\", \"comm\", ...}],
+   \"found_later\": N, \"exit\": {\"code\": N|null, \"signal\": \"SIGSEGV\"|null}}
+(\"exit\": null without a command, or when --duration ended first).")]
 pub struct TraceArgs {
     #[command(flatten)]
     pub probe: ProbeArgs,
@@ -83,7 +102,7 @@ pub struct TraceArgs {
     /// failure is shown at once, none is found later).
     #[arg(long, value_name = "DURATION", value_parser = parse_window, default_value = "1s")]
     pub found_later_window: Duration,
-    /// No summary at the end.
+    /// No summary on stderr at the end (the JSON last line of --json stays).
     #[arg(long)]
     pub no_summary: bool,
     #[command(flatten)]

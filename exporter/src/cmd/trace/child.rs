@@ -14,6 +14,7 @@ use std::{
 };
 
 use anyhow::Context as _;
+use badfd::sinks::terminal::CommandExit;
 use nix::{fcntl::OFlag, sys::signal::Signal, unistd::Pid};
 use tokio::sync::oneshot;
 
@@ -138,22 +139,26 @@ impl Command {
         }
     }
 
-    /// Waits for the command to end; its exit code as a shell reports it
-    /// (128 + N when signal N ended it). Cancel-safe.
-    pub async fn wait(&mut self) -> i32 {
+    /// Waits for the command to end: its exit code, or the signal that
+    /// ended it (`CommandExit::shell_code` gives 128 + N then). Cancel-safe.
+    pub async fn wait(&mut self) -> CommandExit {
         match (&mut self.exit).await {
-            Ok(Ok(status)) => exit_code(status),
+            Ok(Ok(status)) => command_exit(status),
             Ok(Err(e)) => {
                 tracing::error!(%e, "waiting for the command");
-                1
+                CommandExit::exited(1)
             }
-            Err(_) => 1,
+            Err(_) => CommandExit::exited(1),
         }
     }
 }
 
-fn exit_code(status: ExitStatus) -> i32 {
-    status.code().or_else(|| status.signal().map(|s| 128 + s)).unwrap_or(1)
+fn command_exit(status: ExitStatus) -> CommandExit {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => CommandExit::exited(code),
+        (None, Some(signal)) => CommandExit::killed(signal),
+        (None, None) => CommandExit::exited(1),
+    }
 }
 
 /// The pid the child sends, or None if it never forked (EOF).
@@ -184,11 +189,13 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(seen, Some(c.pid()));
-        assert_eq!(c.wait().await, 7);
+        assert_eq!(c.wait().await, CommandExit::exited(7));
 
         let mut killed = Command::start(&["sleep".into(), "30".into()], |_| Ok(())).await.unwrap();
         killed.signal(Signal::SIGKILL);
-        assert_eq!(killed.wait().await, 128 + 9);
+        let exit = killed.wait().await;
+        assert_eq!(exit, CommandExit::killed(9));
+        assert_eq!((exit.shell_code(), exit.signal_name().as_deref()), (128 + 9, Some("SIGKILL")));
     }
 
     #[tokio::test]

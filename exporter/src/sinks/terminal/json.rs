@@ -50,6 +50,25 @@ struct JsonLine<'a> {
     container_id: Option<&'a str>,
     /// Inode number of the process's mount namespace; 0 if unknown.
     mnt_ns: u32,
+    /// For a failure: `true` when its process opened a file of the same name
+    /// soon after (a search path's probe; written with --all-failures only),
+    /// `false` when not. Absent for a slow successful open, or with
+    /// --found-later-window 0.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    found_later: Option<bool>,
+    /// For an ENOENT/ENOTDIR failure not found later: the first component of
+    /// the resolved path that was missing (or not a directory) when badfd
+    /// looked, after the failure was decided.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    missing: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    missing_base64: Option<String>,
+    /// "does not exist" or "is not a directory".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    missing_reason: Option<&'static str>,
+    /// Says that `missing` was checked afterwards (the file system may have changed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    missing_note: Option<&'static str>,
 }
 
 /// Bytes that are not UTF-8 go out twice: a readable string with U+FFFD for
@@ -64,6 +83,9 @@ fn lossless(bytes: &[u8]) -> (String, Option<String>) {
     }
 }
 
+/// `missing_note`: the first missing component is badfd's own look, later.
+pub const MISSING_NOTE: &str = "checked by badfd afterwards (when the failure was decided); the file system may have changed since";
+
 /// The JSON line of an anomaly (no trailing newline), with its container
 /// where the pipeline looked it up.
 pub fn json_line(a: &Anomaly) -> String {
@@ -71,6 +93,13 @@ pub fn json_line(a: &Anomaly) -> String {
     let (comm, comm_base64) = lossless(e.comm_bytes());
     let (path, path_base64) = lossless(&e.path);
     let (resolved_path, resolved_path_base64) = lossless(&a.resolved.path);
+    let (missing, missing_base64) = match &a.missing {
+        Some(m) => {
+            let (s, b) = lossless(&m.path);
+            (Some(s), b)
+        }
+        None => (None, None),
+    };
     let line = JsonLine {
         time: humantime::format_rfc3339_nanos(a.wall_time()).to_string(),
         monotonic_ns: e.start_ns,
@@ -101,6 +130,11 @@ pub fn json_line(a: &Anomaly) -> String {
         cgroup_id: e.cgroup_id,
         container_id: a.container.as_ref().and_then(|c| c.container_id.as_deref()),
         mnt_ns: e.mnt_ns,
+        found_later: a.found_later,
+        missing,
+        missing_base64,
+        missing_reason: a.missing.as_ref().map(|m| if m.not_a_directory { "is not a directory" } else { "does not exist" }),
+        missing_note: a.missing.as_ref().map(|_| MISSING_NOTE),
     };
     serde_json::to_string(&line).expect("a struct of strings and numbers serializes")
 }
@@ -162,5 +196,23 @@ mod tests {
         assert_eq!(v["errno"], serde_json::Value::Null);
         assert_eq!(v["slow"], true);
         assert!(v.get("path_base64").is_none(), "valid UTF-8 needs no base64");
+        assert!(v.get("found_later").is_none(), "a slow open is not classified");
+    }
+
+    #[test]
+    fn failures_say_whether_found_later_and_what_was_missing() {
+        let mut a = anomaly(b"/etc/myapp/app.conf", -2, 1, false);
+        a.found_later = Some(false);
+        a.missing = Some(crate::pipeline::missing::MissingComponent { path: b"/etc/myapp".to_vec(), not_a_directory: false });
+        let v: serde_json::Value = serde_json::from_str(&json_line(&a)).unwrap();
+        assert_eq!(v["found_later"], false);
+        assert_eq!(v["missing"], "/etc/myapp");
+        assert_eq!(v["missing_reason"], "does not exist");
+        assert_eq!(v["missing_note"], MISSING_NOTE);
+        a.found_later = Some(true);
+        a.missing = None;
+        let v: serde_json::Value = serde_json::from_str(&json_line(&a)).unwrap();
+        assert_eq!(v["found_later"], true);
+        assert!(v.get("missing").is_none());
     }
 }

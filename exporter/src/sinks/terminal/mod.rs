@@ -1,9 +1,11 @@
 //! The terminal sink of `badfd trace`: each anomaly as a row of a fixed-width
 //! table for a person, or as a JSON line for a program, and a summary on
-//! stderr at the end. The renderings (`table.rs`, `json.rs`, `summary.rs`,
+//! stderr at the end, which begins with a diagnosis (`diagnosis.rs`). The
+//! renderings (`table.rs`, `json.rs`, `summary.rs`, `diagnosis.rs`,
 //! `text.rs`) are pure functions (no clock, no terminal, no /proc), so that
 //! the output can be tested byte for byte; this module writes them.
 
+pub mod diagnosis;
 pub mod json;
 pub mod output;
 pub mod summary;
@@ -20,6 +22,7 @@ use std::{
 use exporter_common::LOSS_COUNT;
 use tokio::sync::Notify;
 
+pub use diagnosis::{CommandExit, Diagnosis, Interpreter};
 pub use output::Output;
 pub use summary::Summary;
 pub use table::TableStyle;
@@ -37,7 +40,18 @@ pub struct TerminalOptions {
     pub color: bool,
     /// The summary on stderr at the end.
     pub summary: bool,
+    /// `--all-failures`: failures found later (a search path's probes) are
+    /// shown too, marked; otherwise only counted.
+    pub all_failures: bool,
+    /// Failures are classified found later or not (`--found-later-window` not 0).
+    pub classified: bool,
 }
+
+/// How the followed command ended, told to the sink before the stream ends.
+pub type ExitSlot = Arc<std::sync::Mutex<Option<CommandExit>>>;
+
+/// Interpreters of scripts whose exec failed, looked up at most this many times.
+const INTERPRETERS_CACHED: usize = 1_024;
 
 /// Reads the kernel's loss counters (host-wide, since attach) for the summary.
 pub type KernelLosses = Box<dyn FnMut() -> anyhow::Result<[u64; LOSS_COUNT]> + Send>;
@@ -51,6 +65,10 @@ pub struct TerminalSink {
     /// Told once the output has failed.
     closed: Arc<Notify>,
     summary: Summary,
+    diagnosis: Diagnosis,
+    exit: ExitSlot,
+    /// Scripts' `#!` interpreters by (pid's root, path), read once.
+    interpreters: std::collections::HashMap<(u32, Vec<u8>), Option<Interpreter>>,
     /// The pipeline's counters: what the summary says was hidden or undecodable.
     stats: PipelineStats,
     started: Instant,
@@ -67,6 +85,9 @@ impl TerminalSink {
             output_error: None,
             closed: Arc::new(Notify::new()),
             summary: Summary::new(),
+            diagnosis: Diagnosis::new(),
+            exit: Arc::new(std::sync::Mutex::new(None)),
+            interpreters: std::collections::HashMap::new(),
             stats,
             started: Instant::now(),
             kernel_losses,
@@ -83,6 +104,31 @@ impl TerminalSink {
     /// `| head`): without a command to follow, `trace` ends then.
     pub fn closed(&self) -> Arc<Notify> {
         self.closed.clone()
+    }
+
+    /// Where `trace` puts the command's exit before stopping the stream: the
+    /// diagnosis ranks by it and the JSON last line reports it.
+    pub fn exit_slot(&self) -> ExitSlot {
+        self.exit.clone()
+    }
+
+    /// For a failed exec (ENOENT, not found later) of a script: its `#!`
+    /// interpreter and whether that exists, read now (after the fact) in the
+    /// process's root, or badfd's own when the process is gone.
+    fn interpreter_of(&mut self, a: &Anomaly) -> Option<Interpreter> {
+        let e = &a.event;
+        if !e.syscall.is_exec() || e.errno() != Some(libc::ENOENT) || !a.not_found() || !a.resolved.path.starts_with(b"/") {
+            return None;
+        }
+        let key = (e.pid, a.resolved.path.clone());
+        if let Some(known) = self.interpreters.get(&key) {
+            return known.clone();
+        }
+        let found = read_interpreter(e.pid, e.mnt_ns, &a.resolved.path);
+        if self.interpreters.len() < INTERPRETERS_CACHED {
+            self.interpreters.insert(key, found.clone());
+        }
+        found
     }
 
     fn refresh_width(&mut self) {
@@ -111,18 +157,49 @@ impl TerminalSink {
             true => terminal_size::terminal_size_of(stderr.as_fd()).map(|(w, _)| (w.0 as usize).saturating_sub(12).max(20)),
             false => None,
         };
-        let text = self.summary.render(self.started.elapsed(), &losses, path_width);
+        let exit = *self.exit.lock().unwrap_or_else(|e| e.into_inner());
+        let mut text = self.diagnosis.render(exit.as_ref(), self.options.all_failures, self.options.classified, path_width);
+        text.push_str(&self.summary.render(self.started.elapsed(), &losses, path_width));
         let _ = stderr.lock().write_all(text.as_bytes());
     }
+}
+
+/// The `#!` interpreter of the script at `path` as the process `pid` saw it.
+fn read_interpreter(pid: u32, mnt_ns: u32, path: &[u8]) -> Option<Interpreter> {
+    use std::{io::Read, os::unix::ffi::OsStrExt, os::unix::fs::MetadataExt, path::Path};
+    let process_root = std::path::PathBuf::from(format!("/proc/{pid}/root"));
+    let own_mnt_ns = std::fs::metadata("/proc/self/ns/mnt").ok().map(|m| m.ino());
+    let root = if std::fs::read_link(&process_root).is_ok() {
+        process_root
+    } else if mnt_ns == 0 || Some(mnt_ns as u64) == own_mnt_ns {
+        std::path::PathBuf::from("/")
+    } else {
+        return None;
+    };
+    let mut head = [0u8; 256];
+    let mut file = std::fs::File::open(root.join(Path::new(std::ffi::OsStr::from_bytes(&path[1..])))).ok()?;
+    let n = file.read(&mut head).ok()?;
+    let interpreter = diagnosis::shebang_interpreter(&head[..n])?;
+    let missing = match interpreter.first() {
+        Some(b'/') => crate::pipeline::missing::first_missing(&root, &interpreter),
+        _ => None,
+    };
+    Some(Interpreter { path: interpreter, missing })
 }
 
 impl Sink for TerminalSink {
     fn accept(&mut self, batch: &[Anomaly]) {
         self.refresh_width();
         for a in batch {
+            // Every failure counts in the diagnosis, shown or not.
+            let interpreter = self.interpreter_of(a);
+            self.diagnosis.record(a, interpreter);
             if self.output_error.is_some() {
                 // Nobody reads any more (`| head`): the summary counts what was shown.
-                return;
+                continue;
+            }
+            if a.found_later == Some(true) && !self.options.all_failures {
+                continue;
             }
             self.summary.record(a);
             let line = if self.options.json { json::json_line(a) } else { table::row(a, &chrono::Local, &self.style) };
@@ -138,6 +215,12 @@ impl Sink for TerminalSink {
         }
         if self.options.summary {
             self.write_summary();
+        }
+        // Last, so that it is the last line even when the output is stderr.
+        if self.options.json {
+            let exit = *self.exit.lock().unwrap_or_else(|e| e.into_inner());
+            let line = self.diagnosis.json_line(exit.as_ref());
+            self.write(line);
         }
     }
 }
@@ -184,7 +267,7 @@ pub(crate) mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("out.jsonl");
         let output = Output::open(Some(&file), false).unwrap();
-        let options = TerminalOptions { json: true, wide: false, color: false, summary: false };
+        let options = TerminalOptions { json: true, wide: false, color: false, summary: false, all_failures: false, classified: true };
         let mut sink = TerminalSink::new(output, options, PipelineStats::default(), Box::new(|| Ok([0; LOSS_COUNT])));
         sink.accept(&[anomaly(b"/etc/a", -2, 1, false), anomaly(b"/etc/b", -13, 1, false)]);
         let text = std::fs::read_to_string(&file).unwrap();
@@ -203,6 +286,43 @@ pub(crate) mod tests {
             tokio::time::timeout(std::time::Duration::from_secs(1), closed.notified()).await.is_ok()
         });
         assert!(told, "closed was notified");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Found-later failures: written with --all-failures only, counted either
+    /// way; the diagnosis is the last line (with --no-summary too) and says
+    /// how the command ended.
+    #[test]
+    fn probes_are_set_aside_and_the_diagnosis_is_the_last_line() {
+        let dir = std::env::temp_dir().join(format!("badfd-terminal-diag-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for all_failures in [false, true] {
+            let file = dir.join(format!("out-{all_failures}.jsonl"));
+            let output = Output::open(Some(&file), false).unwrap();
+            let options = TerminalOptions { json: true, wide: false, color: false, summary: false, all_failures, classified: true };
+            let mut sink = TerminalSink::new(output, options, PipelineStats::default(), Box::new(|| Ok([0; LOSS_COUNT])));
+            let mut probe = anomaly(b"/usr/lib/locale/C.UTF-8/LC_CTYPE", -2, 1, false);
+            probe.found_later = Some(true);
+            let mut cause = anomaly(b"/etc/myapp.conf", -2, 1, false);
+            cause.found_later = Some(false);
+            sink.accept(&[probe, cause]);
+            *sink.exit_slot().lock().unwrap() = Some(CommandExit::killed(libc::SIGSEGV));
+            sink.finish();
+            let text = std::fs::read_to_string(&file).unwrap();
+            let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+            let shown: Vec<&str> = lines[..lines.len() - 1].iter().map(|l| l["path"].as_str().unwrap()).collect();
+            match all_failures {
+                false => assert_eq!(shown, ["/etc/myapp.conf"]),
+                true => assert_eq!(shown, ["/usr/lib/locale/C.UTF-8/LC_CTYPE", "/etc/myapp.conf"]),
+            }
+            let last = lines.last().unwrap();
+            assert_eq!(last["found_later"], 1);
+            assert_eq!(last["diagnosis"][0]["path"], "/etc/myapp.conf");
+            assert_eq!(last["diagnosis"].as_array().unwrap().len(), 1);
+            assert_eq!(last["exit"]["signal"], "SIGSEGV");
+            assert_eq!(last["exit"]["code"], serde_json::Value::Null);
+            assert_eq!(sink.summary.anomalies, if all_failures { 2 } else { 1 }, "the summary counts what was shown");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -107,7 +107,15 @@ where
     let latency = text::pad_left(&e.latency_ns().map(text::human_latency).unwrap_or_else(|| "-".into()), LATENCY_WIDTH);
     let latency = if e.slow() { paint(&latency, ansi::YELLOW, style.color) } else { latency };
 
+    let probe = a.found_later == Some(true);
     let result = match e.errno() {
+        // A search path's probe (shown with --all-failures only): marked, dim.
+        Some(errno) if probe => {
+            let name = crate::errno::name(errno);
+            let word = if layout.result >= name.len() + 19 { "probe, found later" } else { "probe" };
+            let cut = text::pad_right(&text::truncate_end(&format!("{name} {word}"), layout.result), layout.result);
+            paint(&cut, ansi::DIM, style.color)
+        }
         Some(errno) => {
             let name = crate::errno::name(errno);
             let full = format!("{name} {}", crate::errno::meaning(errno));
@@ -132,11 +140,16 @@ where
     if e.path_unreadable() {
         path = "(path unreadable)".to_string();
     }
+    // A failed exec says so after its path (the table has no syscall column).
+    let exec = match e.syscall.is_exec() {
+        true => format!(" [{}]", e.syscall.name()),
+        false => String::new(),
+    };
     let file = match layout.file {
-        Some(width) => text::elide_front(&path, width),
+        Some(width) => text::elide_front(&path, width.saturating_sub(exec.len()).max(1)),
         None => path,
     };
-    let file = paint_path(&file, style.color);
+    let file = if probe { paint(&file, ansi::DIM, style.color) } else { paint_path(&file, style.color) };
 
     format!(
         "{} {} {} {} {} {}",
@@ -145,8 +158,8 @@ where
         text::pad_right(&comm, COMM_WIDTH),
         latency,
         result,
-        file
-    )
+        file,
+    ) + &paint(&exec, ansi::DIM, style.color)
 }
 
 /// The directory part dim, the name plain: the eye goes to the name.
@@ -196,5 +209,33 @@ mod tests {
         let coloured = row(&a, &chrono::Utc, &TableStyle { width: Some(120), wide: false, color: true });
         assert!(coloured.contains("\x1b[31mENOENT\x1b[0m"), "{coloured:?}");
         assert!(coloured.contains("\x1b[2m/etc/\x1b[0mx"), "{coloured:?}");
+    }
+
+    #[test]
+    fn a_failed_exec_says_so() {
+        let mut a = anomaly(b"/opt/x/script", -2, 1_000, false);
+        a.event.syscall = exporter_common::Syscall::Execve;
+        let line = row(&a, &chrono::Utc, &TableStyle { width: None, wide: false, color: false });
+        assert!(line.ends_with(" /opt/x/script [execve]"), "{line}");
+        let long = format!("/{}/tool", "d".repeat(300));
+        let mut a = anomaly(long.as_bytes(), -2, 1_000, false);
+        a.event.syscall = exporter_common::Syscall::Execveat;
+        let line = row(&a, &chrono::Utc, &TableStyle { width: Some(100), wide: false, color: false });
+        assert!(text::display_width(&line) <= 100 && line.ends_with("/tool [execveat]"), "{line}");
+    }
+
+    #[test]
+    fn a_probe_found_later_is_marked() {
+        let mut a = anomaly(b"/usr/lib/locale/C.UTF-8/LC_CTYPE", -2, 1_000, false);
+        a.found_later = Some(true);
+        let wide = row(&a, &chrono::Utc, &TableStyle { width: None, wide: false, color: false });
+        assert!(wide.contains(" ENOENT probe, found later "), "{wide}");
+        let narrow = row(&a, &chrono::Utc, &TableStyle { width: Some(80), wide: false, color: false });
+        assert!(narrow.contains(" ENOENT probe "), "{narrow}");
+        let coloured = row(&a, &chrono::Utc, &TableStyle { width: None, wide: false, color: true });
+        assert!(coloured.contains("\x1b[2mENOENT probe, found later"), "{coloured:?}");
+        a.found_later = Some(false);
+        let plain = row(&a, &chrono::Utc, &TableStyle { width: None, wide: false, color: false });
+        assert!(plain.contains(" ENOENT No such file or directory "), "{plain}");
     }
 }
