@@ -258,7 +258,7 @@ fn every_config_file_field_with_a_bad_value_gets_one_clear_line() {
         ("paths_redact", "paths_redact_keep = 33\n", &["paths_redact_keep", "more than 32"]),
         ("source_rate", "source_rate = -3\n", &["line 1", "source_rate", "-3"]),
         ("source_rate", "source_rate = \"fast\"\n", &["line 1", "source_rate", "expected u32"]),
-        ("found_later_window", "found_later_window = \"1 week\"\n", &["found_later_window", "at most 60s"]),
+        ("found_later_window", "found_later_window = \"2h\"\n", &["found_later_window", "at most 60s"]),
         ("found_later_window", "found_later_window = 1\n", &["line 1", "found_later_window", "expected a string"]),
         ("(unknown key)", "slow_treshold = \"5ms\"\n", &["line 1", "unknown field `slow_treshold`", "slow_threshold"]),
         ("(duplicate key)", "failures_only = true\nfailures_only = false\n", &["line 2", "failures_only", "duplicate key"]),

@@ -303,7 +303,10 @@ fn trace_in_cgroup(cgroup: &Path, move_in: bool, tmp: &Path) -> (Vec<serde_json:
         .unwrap_or_else(|e| panic!("run {}: {e}", badfd.display()));
     assert!(output.status.success(), "{:?}: {}", output.status, String::from_utf8_lossy(&output.stderr));
     let text = std::fs::read_to_string(&out).unwrap_or_default();
-    let lines = text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+    let mut lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+    // The last line is the diagnosis (one object, no event of its own).
+    let diagnosis = lines.pop().unwrap_or_default();
+    assert!(diagnosis.get("diagnosis").is_some(), "the last line is the diagnosis: {diagnosis}");
     (lines, String::from_utf8_lossy(&output.stderr).into_owned())
 }
 
@@ -489,6 +492,7 @@ async fn serve_filters_by_cgroup_and_labels_containers() {
     assert_eq!(scrape.sum("badfd_anomaly_failures_total", &labels), anomalies, "the container's series: {:?}", scrape.matching("badfd_anomaly_failures_total", &[]).collect::<Vec<_>>());
     assert_eq!(scrape.sum("badfd_anomaly_failures_total", &[]), anomalies, "and nothing else");
     let first = anomalies;
+    let notices_first = notices(&scrape);
 
     // Its OTLP records carry the container and the pod UID (no names outside a cluster).
     assert_eq!(receiver.wait_for(first as u64, WAIT).await, first as u64);
@@ -530,9 +534,10 @@ async fn serve_filters_by_cgroup_and_labels_containers() {
         })
     });
     assert!(submitted >= n as f64, "after SIGHUP the new cgroup is watched: {submitted} < {n}");
-    let scrape = tokio::task::block_in_place(|| scrape_when(&serve, |s| failures_sum(s) >= first + submitted));
-    assert_eq!(scrape.sum("badfd_anomaly_failures_total", &labels), first + submitted);
-    let watched = first + submitted;
+    let scrape = tokio::task::block_in_place(|| scrape_when(&serve, |s| failures_sum(s) + notices(s) - notices_first >= first + submitted));
+    let watched = first + submitted - (notices(&scrape) - notices_first);
+    assert_eq!(scrape.sum("badfd_anomaly_failures_total", &labels), watched);
+    let notices_watched = notices(&scrape);
 
     // Ignore mode from the file on SIGHUP: the container is dropped in the
     // kernel, everyone else streams.
@@ -558,7 +563,8 @@ async fn serve_filters_by_cgroup_and_labels_containers() {
     let (ignored, streamed) = (ignored.unwrap(), streamed.unwrap());
     assert!(filtered >= ignored.failures().len() as f64, "filtered {filtered}");
     assert!(submitted >= streamed.failures().len() as f64, "submitted {submitted}");
-    let scrape = tokio::task::block_in_place(|| scrape_when(&serve, |s| failures_sum(s) >= watched + submitted));
+    // Everyone else's found notices count in the submitted records too.
+    let scrape = tokio::task::block_in_place(|| scrape_when(&serve, |s| failures_sum(s) + notices(s) - notices_watched >= watched + submitted));
     assert_eq!(scrape.sum("badfd_anomaly_failures_total", &labels), watched, "nothing more from the ignored container");
     assert!(
         scrape.sum("badfd_anomaly_failures_total", &[]) >= watched + streamed.failures().len() as f64,

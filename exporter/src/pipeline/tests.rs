@@ -133,7 +133,7 @@ fn prefix_cache_follows_depth_and_strings_stay_bounded() {
     pipeline.flush();
     let a = aggregates.lock().unwrap();
     assert_eq!(a.failures.iter().map(|(_, f)| f.count).sum::<u64>(), N as u64 + 2);
-    assert!(a.failures.len() <= 100);
+    assert!(a.failures.len() <= 100 + 1, "100 named label sets and one other: {}", a.failures.len());
 }
 
 /// Every anomaly reaches the sinks with its wall time and the record id the
