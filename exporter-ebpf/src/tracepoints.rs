@@ -12,6 +12,7 @@ use exporter_common::{Syscall, AT_FDCWD};
 use crate::{
     arch::user_args,
     args::{OpenArgs, OpenHow, CREAT_FLAGS},
+    maps::{frozen, TASK_PT_REGS},
     open::{on_enter, on_exit, on_exit_untimed},
 };
 
@@ -83,11 +84,22 @@ pub fn sys_enter_creat(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// The arguments of a failed open whose entry is missing, from the saved
+/// user registers where the kernel lets the program read them (frozen
+/// `TASK_PT_REGS`, Linux 5.15): older kernels count the failure unstreamed.
+#[inline(always)]
+fn registers_if_allowed() -> Option<OpenArgs> {
+    if frozen(&TASK_PT_REGS) == 0 {
+        return None;
+    }
+    user_args()
+}
+
 macro_rules! exit_tracepoint {
     ($fn_name:ident, $tp:literal, $syscall:expr) => {
         #[tracepoint(category = "syscalls", name = $tp)]
         pub fn $fn_name(ctx: TracePointContext) -> u32 {
-            on_exit($syscall, arg(&ctx, EXIT_RET));
+            on_exit($syscall, arg(&ctx, EXIT_RET), registers_if_allowed);
             0
         }
     };
