@@ -26,6 +26,11 @@ if (( want_test_tools )); then
     # initramfs of busybox and the statically linked (stripped) kernel tests.
     # musl-tools: a C compiler for the static build (ring, under kube's rustls, builds C).
     apt_packages+=(qemu-system-x86 busybox-static cpio binutils musl-tools)
+    # Its arm64 row: qemu-system-aarch64 (qemu-system-arm), and Debian's cross
+    # toolchain as linker and C compiler of the aarch64-unknown-linux-musl
+    # build (Rust's musl target brings its own crt and libc) and its strip;
+    # the C compiler needs the target's headers (a recommendation, so named).
+    apt_packages+=(qemu-system-arm gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
 fi
 missing=()
 for p in "${apt_packages[@]}"; do
@@ -56,10 +61,15 @@ if ! bpf-linker --version 2>/dev/null | grep -q "$BPF_LINKER_VERSION"; then
     cargo install bpf-linker --version "$BPF_LINKER_VERSION" --locked --force
 fi
 
-# The kernel matrix runs statically linked test binaries in its VMs.
-if (( want_test_tools )) && ! rustup target list --installed | grep -qx x86_64-unknown-linux-musl; then
-    say "adding the Rust target x86_64-unknown-linux-musl"
-    rustup target add x86_64-unknown-linux-musl
+# The kernel matrix runs statically linked test binaries in its VMs, x86_64
+# and aarch64 (its arm64 row).
+if (( want_test_tools )); then
+    for target in x86_64-unknown-linux-musl aarch64-unknown-linux-musl; do
+        if ! rustup target list --installed | grep -qx "$target"; then
+            say "adding the Rust target $target"
+            rustup target add "$target"
+        fi
+    done
 fi
 
 # --- kernel interfaces -------------------------------------------------------

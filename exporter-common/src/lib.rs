@@ -8,9 +8,11 @@ pub const PATH_MAX: usize = 4096;
 /// Length of `task_struct.comm`, including the NUL.
 pub const TASK_COMM_LEN: usize = 16;
 
-/// The syscalls that open a path, and the other ways a program opens one
-/// (io_uring requests, 32-bit processes' syscalls). The discriminant indexes
-/// the counter arrays; `name` is the `syscall` label.
+/// The syscalls that open a path, the execs (a program that fails to start
+/// often fails at execve: a missing binary or `#!` interpreter), and the other
+/// ways a program opens a path (io_uring requests, 32-bit processes'
+/// syscalls). The discriminant indexes the counter arrays; `name` is the
+/// `syscall` label.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Syscall {
@@ -18,20 +20,22 @@ pub enum Syscall {
     Openat = 1,
     Openat2 = 2,
     Creat = 3,
+    Execve = 4,
+    Execveat = 5,
     /// An io_uring `IORING_OP_OPENAT` request (no syscall of its own: the
     /// kernel opens it for the ring, in the submitter or an io_uring worker).
-    IoUringOpenat = 4,
+    IoUringOpenat = 6,
     /// An io_uring `IORING_OP_OPENAT2` request.
-    IoUringOpenat2 = 5,
+    IoUringOpenat2 = 7,
     /// The open syscalls of a 32-bit (ia32) process on x86_64 (numbers 5, 295,
     /// 437 and 8, arguments in bx, cx, dx, si).
-    Ia32Open = 6,
-    Ia32Openat = 7,
-    Ia32Openat2 = 8,
-    Ia32Creat = 9,
+    Ia32Open = 8,
+    Ia32Openat = 9,
+    Ia32Openat2 = 10,
+    Ia32Creat = 11,
 }
 
-pub const SYSCALL_COUNT: usize = 10;
+pub const SYSCALL_COUNT: usize = 12;
 
 impl Syscall {
     pub const ALL: [Syscall; SYSCALL_COUNT] = [
@@ -39,6 +43,8 @@ impl Syscall {
         Syscall::Openat,
         Syscall::Openat2,
         Syscall::Creat,
+        Syscall::Execve,
+        Syscall::Execveat,
         Syscall::IoUringOpenat,
         Syscall::IoUringOpenat2,
         Syscall::Ia32Open,
@@ -53,6 +59,8 @@ impl Syscall {
             Syscall::Openat => "openat",
             Syscall::Openat2 => "openat2",
             Syscall::Creat => "creat",
+            Syscall::Execve => "execve",
+            Syscall::Execveat => "execveat",
             Syscall::IoUringOpenat => "io_uring_openat",
             Syscall::IoUringOpenat2 => "io_uring_openat2",
             Syscall::Ia32Open => "ia32_open",
@@ -62,18 +70,27 @@ impl Syscall {
         }
     }
 
+    /// An exec rather than an open: its `Inflight::mode` carries the
+    /// basename hash taken at entry (the path is gone once the exec
+    /// succeeded), and it is never a slow anomaly.
+    pub const fn is_exec(self) -> bool {
+        matches!(self, Syscall::Execve | Syscall::Execveat)
+    }
+
     pub const fn from_u8(value: u8) -> Option<Syscall> {
         match value {
             0 => Some(Syscall::Open),
             1 => Some(Syscall::Openat),
             2 => Some(Syscall::Openat2),
             3 => Some(Syscall::Creat),
-            4 => Some(Syscall::IoUringOpenat),
-            5 => Some(Syscall::IoUringOpenat2),
-            6 => Some(Syscall::Ia32Open),
-            7 => Some(Syscall::Ia32Openat),
-            8 => Some(Syscall::Ia32Openat2),
-            9 => Some(Syscall::Ia32Creat),
+            4 => Some(Syscall::Execve),
+            5 => Some(Syscall::Execveat),
+            6 => Some(Syscall::IoUringOpenat),
+            7 => Some(Syscall::IoUringOpenat2),
+            8 => Some(Syscall::Ia32Open),
+            9 => Some(Syscall::Ia32Openat),
+            10 => Some(Syscall::Ia32Openat2),
+            11 => Some(Syscall::Ia32Creat),
             _ => None,
         }
     }
@@ -91,7 +108,86 @@ impl Syscall {
             257 => Some(Syscall::Openat),
             437 => Some(Syscall::Openat2),
             85 => Some(Syscall::Creat),
+            59 => Some(Syscall::Execve),
+            322 => Some(Syscall::Execveat),
             _ => None,
+        }
+    }
+
+    /// aarch64 syscall numbers (the generic table, include/uapi/asm-generic/unistd.h),
+    /// which has no `open` and no `creat`.
+    pub const fn from_aarch64_nr(nr: u64) -> Option<Syscall> {
+        match nr {
+            56 => Some(Syscall::Openat),
+            437 => Some(Syscall::Openat2),
+            221 => Some(Syscall::Execve),
+            281 => Some(Syscall::Execveat),
+            _ => None,
+        }
+    }
+}
+
+/// The architectures whose syscall ABI badfd's kernel programs know (the
+/// register layout in exporter-ebpf/src/arch, the syscall numbers above).
+/// badfd refuses to start on any other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    X86_64,
+    Aarch64,
+}
+
+impl Arch {
+    pub const ALL: [Arch; 2] = [Arch::X86_64, Arch::Aarch64];
+
+    /// The name Rust (`std::env::consts::ARCH`) and `uname -m` give it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Aarch64 => "aarch64",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Arch> {
+        Arch::ALL.into_iter().find(|a| a.name() == name)
+    }
+
+    /// The open syscalls of the architecture's native (64-bit) ABI, in
+    /// `Syscall::ALL` order. 32-bit compat syscalls are not among them.
+    pub const fn syscalls(self) -> &'static [Syscall] {
+        match self {
+            Arch::X86_64 => &[
+                Syscall::Open,
+                Syscall::Openat,
+                Syscall::Openat2,
+                Syscall::Creat,
+                Syscall::Execve,
+                Syscall::Execveat,
+            ],
+            Arch::Aarch64 => &[Syscall::Openat, Syscall::Openat2, Syscall::Execve, Syscall::Execveat],
+        }
+    }
+
+    /// The opens the architecture has besides its native syscalls: io_uring
+    /// requests everywhere, and on x86_64 the 32-bit (ia32) syscalls.
+    pub const fn other_opens(self) -> &'static [Syscall] {
+        match self {
+            Arch::X86_64 => &[
+                Syscall::IoUringOpenat,
+                Syscall::IoUringOpenat2,
+                Syscall::Ia32Open,
+                Syscall::Ia32Openat,
+                Syscall::Ia32Openat2,
+                Syscall::Ia32Creat,
+            ],
+            Arch::Aarch64 => &[Syscall::IoUringOpenat, Syscall::IoUringOpenat2],
+        }
+    }
+
+    /// The open syscall a native syscall number stands for, if any.
+    pub const fn syscall_from_nr(self, nr: u64) -> Option<Syscall> {
+        match self {
+            Arch::X86_64 => Syscall::from_x86_64_nr(nr),
+            Arch::Aarch64 => Syscall::from_aarch64_nr(nr),
         }
     }
 }
@@ -147,11 +243,15 @@ pub struct Config {
     /// `CGROUP_FILTER_*`: how the `CGROUP_FILTER` map of cgroup ids is used.
     pub cgroup_filter: u32,
     pub _pad2: u32,
-    /// Per-process fairness (GHSA-wv52-frfv-mfh4): once the ring buffer is at
-    /// least half full, a process (tgid) may stream one anomaly per this many
+    /// Fairness between sources (GHSA-wv52-frfv-mfh4): once the ring buffer is
+    /// at least half full, each source may stream one nominal event
+    /// (`NOMINAL_EVENT_BYTES`, charged by the event's real size) per this many
     /// ns on average; the rest of its anomalies are dropped and counted
     /// (`Loss::SourceThrottled`), keeping the other half of the buffer for
-    /// quieter processes. 0 turns the limit off.
+    /// quieter sources. A source is a process (tgid), and also its cgroup
+    /// (`CGROUP_SOURCE_SHARE` times the rate) and, but for root, its uid
+    /// (`UID_SOURCE_SHARE` times): forking, renaming or making cgroups gives
+    /// no fresh budget. 0 turns the limit off.
     pub source_interval_ns: u64,
     /// Burst a process may stream above its rate before it is throttled, as a
     /// time credit in ns (burst events times `source_interval_ns`).
@@ -318,12 +418,24 @@ impl IoUringOffsets {
 /// Stream a successful open that found earlier failures of its process
 /// (`EVENT_FOUND`), so that userspace can classify the failures it holds.
 pub const CONFIG_FOUND_NOTICES: u32 = 1 << 2;
+/// Stream failed execs (they are always counted): set by a userspace that
+/// sets aside the failures of a `PATH` search, which most execs make.
+pub const CONFIG_STREAM_EXECS: u32 = 1 << 3;
 
 /// Default found-later window: 1 s.
 pub const DEFAULT_FOUND_LATER_WINDOW_NS: u64 = 1_000_000_000;
 
-/// Default per-process rate once the ring buffer is half full (anomalies/s).
+/// Default per-process rate once the ring buffer is half full (nominal events/s).
 pub const DEFAULT_SOURCE_RATE: u32 = 1000;
+/// The event size the source rate is for: an event of N bytes costs
+/// N / NOMINAL_EVENT_BYTES of one (a 4 KiB path costs 16 or more).
+pub const NOMINAL_EVENT_BYTES: u64 = 256;
+/// A cgroup's budget, in processes' budgets: one flooding process leaves room
+/// for the others of its container or service.
+pub const CGROUP_SOURCE_SHARE: u64 = 2;
+/// A non-root uid's budget, in processes' budgets. Root is not limited as a
+/// uid: its containers and services are told apart by cgroup.
+pub const UID_SOURCE_SHARE: u64 = 4;
 
 /// `source_interval_ns` and `source_burst_ns` for `rate` anomalies per second
 /// with a burst of one second's worth; rate 0 turns fairness off.
@@ -986,9 +1098,9 @@ pub const URING_REQS_CAPACITY: u32 = 4096;
 /// (`Loss::PathReadFailed`). One slot elsewhere.
 pub const URING_PATH_SLOTS: u32 = 1024;
 
-/// Capacity of `SOURCES`, the per-process fairness state (an LRU: the least
-/// recently streaming processes are forgotten first, and start again with a
-/// full burst).
+/// Capacity of `SOURCES`, `SOURCE_CGROUPS` and `SOURCE_UIDS`, the fairness
+/// state of processes, cgroups and uids (LRUs: the least recently streaming
+/// are forgotten first, and start again with a full burst).
 pub const SOURCES_CAPACITY: u32 = 8192;
 
 /// Capacity of `TRACKED`: processes followed by `badfd trace -- command`.
@@ -1035,6 +1147,27 @@ mod tests {
             assert_eq!(latency_bucket(upper - 1), i);
             assert_eq!(latency_bucket(upper), i + 1);
         }
+    }
+
+    #[test]
+    fn each_architecture_numbers_exactly_its_own_syscalls() {
+        for arch in Arch::ALL {
+            assert_eq!(Arch::from_name(arch.name()), Some(arch));
+            // Every number below 1024 (past every table's end), against the list.
+            let mut numbered = [false; SYSCALL_COUNT];
+            for nr in 0..1024 {
+                if let Some(s) = arch.syscall_from_nr(nr) {
+                    assert!(!numbered[s as usize], "{} numbers {} twice", arch.name(), s.name());
+                    numbered[s as usize] = true;
+                }
+            }
+            for s in Syscall::ALL {
+                assert_eq!(numbered[s as usize], arch.syscalls().contains(&s), "{} {}", arch.name(), s.name());
+            }
+            assert_eq!(arch.syscall_from_nr(u64::MAX), None, "NO_SYSCALL (-1) is no open");
+        }
+        assert_eq!(Arch::from_name("riscv64"), None);
+        assert_eq!(Arch::Aarch64.syscalls(), &[Syscall::Openat, Syscall::Openat2, Syscall::Execve, Syscall::Execveat]);
     }
 
     #[test]

@@ -16,7 +16,9 @@ impl OpenHow {
     pub const UNREADABLE: OpenHow = OpenHow { flags: 0, mode: 0, resolve: 0 };
 }
 
-/// creat(path, mode) == open(path, O_CREAT|O_WRONLY|O_TRUNC, mode)
+/// creat(path, mode) == open(path, O_CREAT|O_WRONLY|O_TRUNC, mode); only
+/// x86_64 of the supported architectures has creat.
+#[cfg(bpf_target_arch = "x86_64")]
 pub const CREAT_FLAGS: u64 = 0o100 | 0o1 | 0o1000;
 
 #[derive(Clone, Copy)]

@@ -7,6 +7,7 @@ use aya_ebpf::helpers::{
     bpf_probe_read_kernel,
     generated::{bpf_get_current_task, bpf_probe_read_kernel_str as probe_read_kernel_str_raw},
 };
+use crate::maps::{CONFIG, DIR_SCRATCH};
 use exporter_common::{
     DirBuffer, KernelOffsets, AT_FDCWD, DIR_BAD_FD, DIR_MAX, DIR_MAX_COMPONENTS, DIR_NAME_MAX, DIR_READ_FAILED,
     DIR_RESOLVED, DIR_TRUNCATED, DIR_UNREACHABLE,
@@ -49,10 +50,27 @@ fn base_path(o: &KernelOffsets, dirfd: i32) -> Result<u64, u8> {
     Ok(file + o.file_f_path as u64)
 }
 
+/// The directory `dirfd` (or the cwd) of the current task, walked into the
+/// end of `DIR_SCRATCH`: returns `DIR_*` in the low byte and, for
+/// `DIR_RESOLVED`, where the directory starts (it is
+/// `DIR_SCRATCH.bytes[start..DIR_MAX]`) in the bits above. A global function:
+/// the verifier checks the walk's 64 iterations once, whatever its caller.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn badfd_dir_walk(dirfd: i64) -> i64 {
+    let (Some(config), Some(buf)) = (CONFIG.get(0), DIR_SCRATCH.get_ptr_mut(0)) else {
+        return DIR_READ_FAILED as i64;
+    };
+    // SAFETY: per-CPU scratch, see `counters`.
+    let buf = unsafe { &mut *buf };
+    let (status, start) = kernel_dir(&config.offsets, dirfd as i32, buf);
+    (status as u64 | (start as u64) << 8) as i64
+}
+
 /// Writes the directory into the end of `buf` and returns `(DIR_*, start)`:
 /// for `DIR_RESOLVED` the directory is `buf.bytes[start..DIR_MAX]`.
 #[inline(always)]
-pub fn kernel_dir(o: &KernelOffsets, dirfd: i32, buf: &mut DirBuffer) -> (u8, usize) {
+fn kernel_dir(o: &KernelOffsets, dirfd: i32, buf: &mut DirBuffer) -> (u8, usize) {
     let path = match base_path(o, dirfd) {
         Ok(p) => p,
         Err(status) => return (status, 0),

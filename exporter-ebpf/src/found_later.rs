@@ -187,23 +187,21 @@ pub extern "C" fn badfd_note_failure(path_ptr: u64, errno: u64, now: u64) -> i64
     packed
 }
 
-/// A successful open of a process with a recent failure: the failures of the
-/// same basename within the window are found later, counted in their epoch's
-/// bucket. Returns as `badfd_note_failure` does when it found any (the path
-/// is then in `SCRATCH.path`), else 0.
+/// The failures of the current process with basename hash `hash` within the
+/// window before `now`: found later, counted in their epoch's bucket. Returns
+/// how many.
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn badfd_find_earlier(path_ptr: u64, now: u64) -> i64 {
+pub extern "C" fn badfd_find_name(hash: u64, now: u64) -> i64 {
     let (Some(config), Some(c)) = (CONFIG.get(0), counters()) else { return 0 };
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let Some(table) = FAILED_NAMES.get_ptr_mut(tgid & FAILED_NAMES_SLOT_MASK) else { return 0 };
-    let (read, hash) = read_basename_hash(path_ptr);
-    let Some(hash) = hash else { return 0 };
     // SAFETY: as in `badfd_note_failure`.
     let table = unsafe { &mut *table };
-    if table.tgid != tgid {
+    if table.tgid != tgid || hash == 0 {
         return 0;
     }
+    let hash = hash as u32;
     let window = config.found_later_window_ns;
     let mut found = 0u64;
     for name in table.names.iter_mut() {
@@ -219,11 +217,48 @@ pub extern "C" fn badfd_find_earlier(path_ptr: u64, now: u64) -> i64 {
             }
         }
     }
-    if found == 0 {
-        return 0;
-    }
     if let Some(n) = c.stream.get_mut(Stream::FoundLater as usize) {
         *n += found;
     }
+    found as i64
+}
+
+/// A successful open of a process with a recent failure: the failures of the
+/// same basename within the window are found later. Returns as
+/// `badfd_note_failure` does when it found any (the path is then in
+/// `SCRATCH.path`), else 0.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn badfd_find_earlier(path_ptr: u64, now: u64) -> i64 {
+    let (read, hash) = read_basename_hash(path_ptr);
+    let Some(hash) = hash else { return 0 };
+    if badfd_find_name(hash as u64, now) == 0 {
+        return 0;
+    }
     pack(read as u64 & 0xffff_ffff, hash)
+}
+
+/// The basename hash of the current task's comm: after a successful exec, the
+/// first 15 bytes of the executed file's basename (the exec's own path is gone
+/// with the old program). 0 for an empty comm.
+#[inline(always)]
+pub fn comm_hash() -> u32 {
+    let comm = aya_ebpf::helpers::bpf_get_current_comm().unwrap_or([0; 16]);
+    let mut len = 0usize;
+    while len < 15 {
+        if comm[len] == 0 {
+            break;
+        }
+        len += 1;
+    }
+    let mut hash = BASENAME_HASH_START;
+    let mut i = 0usize;
+    while i < 15 {
+        if i >= len {
+            break;
+        }
+        hash = basename_hash_step(hash, comm[(len - 1 - i) & 15]);
+        i += 1;
+    }
+    if len == 0 { 0 } else { hash }
 }

@@ -128,7 +128,14 @@ fn resolve_path(entry: &mut Inflight, key: u64) {
     let slot = URING_PATHS.get_ptr_mut(entry.path_ptr as u32 & (frozen(&URING_PATH_SLOTS_LOADED) - 1));
     // SAFETY: a valid array slot, read only.
     match slot.filter(|slot| unsafe { (**slot).owner } == key) {
-        Some(slot) => entry.path_ptr = unsafe { (*slot).bytes.as_ptr() } as u64,
+        Some(slot) => {
+            // The slot's address as a plain number (read back through a
+            // helper): the path is read with a kernel-string helper, and
+            // the verifier would reject a map pointer where a path address
+            // goes (the found-later functions take a user address).
+            let address = unsafe { (*slot).bytes.as_ptr() } as u64;
+            entry.path_ptr = read::<u64>(&address as *const u64 as u64).unwrap_or(0);
+        }
         None => {
             entry.path_ptr = 0;
             entry.flags &= !INFLIGHT_PATH_IN_KERNEL;
@@ -198,7 +205,7 @@ fn count_and_stream_untimed(c: &mut Counters, config: &Config, args: OpenArgs, p
         return;
     }
     let entry = args.into_inflight(now, pid_tgid as u32);
-    stream_anomaly(c, config, &entry, pid_tgid, now, ret, 0, EVENT_FAILED | EVENT_UNTIMED, PathRead::NONE);
+    stream_anomaly(c, config, &entry, pid_tgid, ret, 0, EVENT_FAILED | EVENT_UNTIMED, PathRead::NONE);
 }
 
 #[fentry(function = "io_openat")]

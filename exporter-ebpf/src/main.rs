@@ -13,9 +13,11 @@
 //! | `open` | enter and exit: counting, timing, the anomaly decision |
 //! | `signal_end` | how a signal ends an interrupted open: restarted, EINTR, killed |
 //! | `found_later` | failures a later open of the same name found (search-path probes) |
-//! | `stream` | filters, fairness, the event into the ring buffer |
+//! | `stream` | filters, the event into the ring buffer |
+//! | `fairness` | per-source budgets (process, cgroup, uid) past half the ring |
 //! | `dir_walk` | the directory of a relative path |
 //! | `tracepoints`, `fentry` | the programs of each attach mode |
+//! | `exec` | execve/execveat, both modes: failed execs are failures too |
 //! | `io_uring` | io_uring open requests, in both attach modes |
 //! | `tracking` | forks and exits: followed commands, in-flight reaping |
 //! | `test_programs` | tests and benchmarks only (feature `test-programs`) |
@@ -26,6 +28,8 @@ mod arch;
 mod args;
 mod counters;
 mod dir_walk;
+mod exec;
+mod fairness;
 mod fentry;
 mod found_later;
 mod io_uring;

@@ -35,11 +35,17 @@ pub static TRACKED: HashMap<u32, u8> = HashMap::with_max_entries(TRACKED_CAPACIT
 #[map]
 pub static CGROUP_FILTER: HashMap<u64, u8> = HashMap::with_max_entries(CGROUP_FILTER_CAPACITY, 0);
 
-/// Per-process fairness state: the theoretical arrival time (GCRA) of each
-/// streaming process's next anomaly, in CLOCK_MONOTONIC ns. Touched only for
-/// anomalies, never on the fast path.
+/// Fairness state (`fairness`): the theoretical arrival time (GCRA) of each
+/// streaming process's, cgroup's and uid's next event, in CLOCK_MONOTONIC ns.
+/// Touched only for anomalies while the ring buffer is half full.
 #[map]
 pub static SOURCES: LruHashMap<u32, u64> = LruHashMap::with_max_entries(SOURCES_CAPACITY, 0);
+
+#[map]
+pub static SOURCE_CGROUPS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(SOURCES_CAPACITY, 0);
+
+#[map]
+pub static SOURCE_UIDS: LruHashMap<u32, u64> = LruHashMap::with_max_entries(SOURCES_CAPACITY, 0);
 
 /// Per-CPU time (CLOCK_MONOTONIC ns) of the last reader wakeup this CPU asked
 /// for; see `WAKEUP_MIN_INTERVAL_NS`.

@@ -6,14 +6,14 @@
 use aya_ebpf::helpers::{bpf_get_current_pid_tgid, generated::bpf_ktime_get_ns};
 use exporter_common::{
     is_restart_code, latency_bucket, Config, Counters, Inflight, Loss, Stream, Syscall, CONFIG_FAILURES_ONLY,
-    CONFIG_FOUND_NOTICES, EVENT_FAILED, EVENT_FOUND, EVENT_INTERRUPTED, EVENT_SLOW, EVENT_UNTIMED,
-    INFLIGHT_RESTARTING, INFLIGHT_SLOT_MASK,
+    CONFIG_FOUND_NOTICES, CONFIG_STREAM_EXECS, EVENT_FAILED, EVENT_FOUND, EVENT_INTERRUPTED, EVENT_SLOW,
+    EVENT_UNTIMED, INFLIGHT_RESTARTING, INFLIGHT_SLOT_MASK,
 };
 
 use crate::{
     args::OpenArgs,
     counters::{bump, count_loss, count_result, count_stream, counters},
-    found_later::{self, badfd_find_earlier, badfd_note_failure},
+    found_later::{self, badfd_find_earlier, badfd_find_name, badfd_note_failure},
     maps::{CONFIG, INFLIGHT},
     signal_end::{badfd_signal_end, END_EINTR, END_KILLED},
     stream::{stream_anomaly, PathRead},
@@ -60,8 +60,23 @@ fn decide(ret: i64) -> Option<End> {
 /// failures it finds. Returns the event flag it adds (`EVENT_FOUND` for a
 /// success that found failures, when userspace asked for notices) and the
 /// path as read for it.
+///
+/// A successful exec finds by `exec_hash`, the hash of its path's basename
+/// taken at entry (its path went with the old program), or where it has none
+/// (untimed) by the new comm, the first 15 bytes of that basename; its notice
+/// carries no path.
 #[inline(always)]
-fn found_later_step(config: &Config, c: &mut Counters, pid_tgid: u64, now: u64, ret: i64, path_ptr: impl FnOnce() -> u64) -> (u8, PathRead) {
+#[allow(clippy::too_many_arguments)]
+fn found_later_step(
+    config: &Config,
+    c: &mut Counters,
+    pid_tgid: u64,
+    now: u64,
+    ret: i64,
+    syscall: Syscall,
+    exec_hash: u32,
+    path_ptr: impl FnOnce() -> u64,
+) -> (u8, PathRead) {
     if ret < 0 {
         found_later::count_failure(config, c, (-ret) as u64, now);
         if !found_later::enabled(config) {
@@ -72,6 +87,14 @@ fn found_later_step(config: &Config, c: &mut Counters, pid_tgid: u64, now: u64, 
     }
     if !found_later::has_recent_failure(config, (pid_tgid >> 32) as u32, now) {
         return (0, PathRead::NONE);
+    }
+    if syscall.is_exec() {
+        let hash = if exec_hash != 0 { exec_hash } else { found_later::comm_hash() };
+        if badfd_find_name(hash as u64, now) == 0 || config.flags & CONFIG_FOUND_NOTICES == 0 {
+            return (0, PathRead::NONE);
+        }
+        // `read` 1: an empty path, already "read".
+        return (EVENT_FOUND, PathRead { read: 1, name_hash: hash });
     }
     let found = badfd_find_earlier(path_ptr(), now);
     if found == 0 || config.flags & CONFIG_FOUND_NOTICES == 0 {
@@ -174,7 +197,8 @@ pub fn on_exit(syscall_hint: Syscall, ret: i64, args_without_entry: impl FnOnce(
 /// if it is an anomaly.
 #[inline(always)]
 pub fn finish(c: &mut Counters, config: &Config, entry: &Inflight, pid_tgid: u64, now: u64, end: End, timed: bool) {
-    let s = entry.syscall as usize;
+    let Some(syscall) = Syscall::from_u8(entry.syscall) else { return };
+    let s = syscall as usize;
     if end.result {
         count_result(c, s, end.ret);
     } else {
@@ -192,18 +216,25 @@ pub fn finish(c: &mut Counters, config: &Config, entry: &Inflight, pid_tgid: u64
         if let Some(sum) = c.latency_sum_ns.get_mut(s) {
             *sum += latency_ns;
         }
-        slow = latency_ns >= config.slow_threshold_ns;
+        // An exec is timed but never a slow anomaly (loading a program is not an open).
+        slow = latency_ns >= config.slow_threshold_ns && !syscall.is_exec();
         if slow {
             bump(c.slow.get_mut(s));
         }
     } else {
         event_flags |= EVENT_UNTIMED;
     }
+    let mut entry = *entry;
+    let mut exec_hash = 0;
+    if syscall.is_exec() {
+        // The entry's mode carries the exec's basename hash, not a mode.
+        exec_hash = entry.mode;
+        entry.mode = 0;
+    }
     // Found later: syscall opens with a result (io_uring paths may be the
     // kernel's own copy, which the user-memory readers cannot read).
-    let io_uring = Syscall::from_u8(entry.syscall).is_some_and(Syscall::is_io_uring);
-    let (found_flag, path) = if end.result && !io_uring {
-        found_later_step(config, c, pid_tgid, now, end.ret, || entry.path_ptr)
+    let (found_flag, path) = if end.result && !syscall.is_io_uring() {
+        found_later_step(config, c, pid_tgid, now, end.ret, syscall, exec_hash, || entry.path_ptr)
     } else {
         (0, PathRead::NONE)
     };
@@ -222,10 +253,13 @@ pub fn finish(c: &mut Counters, config: &Config, entry: &Inflight, pid_tgid: u64
         // The fast path: a fast successful open ends here.
         return;
     }
+    if syscall.is_exec() && config.flags & CONFIG_STREAM_EXECS == 0 {
+        return;
+    }
     if end.interrupted {
         event_flags |= EVENT_INTERRUPTED;
     }
-    stream_anomaly(c, config, entry, pid_tgid, now, end.ret, latency_ns, anomaly | event_flags, path);
+    stream_anomaly(c, config, &entry, pid_tgid, end.ret, latency_ns, anomaly | event_flags, path);
 }
 
 /// The end of an open whose entry is missing (it began before attach, its
@@ -256,10 +290,14 @@ fn finish_without_entry(
         found_later::count_failure(config, c, (-end.ret) as u64, now);
         return;
     };
+    let syscall = args.syscall;
     let entry = args.into_inflight(now, pid_tgid as u32);
-    let (_, path) = found_later_step(config, c, pid_tgid, now, end.ret, || entry.path_ptr);
+    let (_, path) = found_later_step(config, c, pid_tgid, now, end.ret, syscall, 0, || entry.path_ptr);
+    if syscall.is_exec() && config.flags & CONFIG_STREAM_EXECS == 0 {
+        return;
+    }
     let interrupted = if end.interrupted { EVENT_INTERRUPTED } else { 0 };
-    stream_anomaly(c, config, &entry, pid_tgid, now, end.ret, 0, EVENT_FAILED | EVENT_UNTIMED | interrupted, path);
+    stream_anomaly(c, config, &entry, pid_tgid, end.ret, 0, EVENT_FAILED | EVENT_UNTIMED | interrupted, path);
 }
 
 /// The exit of an open with no entry program (`--no-timing`): counts it
@@ -285,13 +323,19 @@ pub fn on_exit_untimed(syscall: Syscall, ret: i64, args: impl FnOnce() -> OpenAr
     if ret >= 0 && !found_later::has_recent_failure(config, (pid_tgid >> 32) as u32, now) {
         return;
     }
-    // A failure, or a success that may find failures: the arguments.
-    let entry = args().into_inflight(now, pid_tgid as u32);
-    let (found_flag, path) = found_later_step(config, c, pid_tgid, now, ret, || entry.path_ptr);
-    if ret >= 0 && found_flag == 0 {
+    // A failure, or a success that may find failures: the arguments (none
+    // for a successful exec: its registers are the new program's).
+    let entry = if ret >= 0 && syscall.is_exec() {
+        OpenArgs { syscall, dirfd: exporter_common::AT_FDCWD, path_ptr: 0, open_flags: 0, mode: 0 }
+    } else {
+        args()
+    }
+    .into_inflight(now, pid_tgid as u32);
+    let (found_flag, path) = found_later_step(config, c, pid_tgid, now, ret, syscall, 0, || entry.path_ptr);
+    let event_flags = if ret < 0 { EVENT_FAILED | EVENT_UNTIMED } else { found_flag | EVENT_UNTIMED };
+    if (ret >= 0 && found_flag == 0) || (syscall.is_exec() && config.flags & CONFIG_STREAM_EXECS == 0) {
         return;
     }
     let interrupted = if end.interrupted { EVENT_INTERRUPTED } else { 0 };
-    let event_flags = if ret < 0 { EVENT_FAILED | EVENT_UNTIMED } else { found_flag | EVENT_UNTIMED };
-    stream_anomaly(c, config, &entry, pid_tgid, now, ret, 0, event_flags | interrupted, path);
+    stream_anomaly(c, config, &entry, pid_tgid, ret, 0, event_flags | interrupted, path);
 }

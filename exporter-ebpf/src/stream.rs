@@ -26,11 +26,9 @@ use exporter_common::{
 
 use crate::{
     counters::{count_loss, count_stream, counters},
-    dir_walk::{kernel_dir, read_u32, read_u64},
-    maps::{
-        frozen, CGROUP_ANCESTORS, CGROUP_FILTER, CONFIG, DIR_SCRATCH, EVENTS, LAST_WAKEUP, PENDING, RINGBUF_BYTES,
-        SCRATCH, SOURCES, TRACKED,
-    },
+    dir_walk::{badfd_dir_walk, read_u32, read_u64},
+    fairness::{self, Source},
+    maps::{frozen, CGROUP_ANCESTORS, CGROUP_FILTER, CONFIG, DIR_SCRATCH, EVENTS, LAST_WAKEUP, PENDING, SCRATCH, TRACKED},
 };
 
 /// The path of the open being streamed, if it was already read into
@@ -47,7 +45,7 @@ impl PathRead {
     pub const NONE: PathRead = PathRead { read: 0, name_hash: 0 };
 }
 
-/// The filters, fairness, then the event.
+/// The filters, then the event (`badfd_emit`, which applies fairness).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub fn stream_anomaly(
@@ -55,7 +53,6 @@ pub fn stream_anomaly(
     config: &Config,
     entry: &Inflight,
     pid_tgid: u64,
-    now: u64,
     ret: i64,
     latency_ns: u64,
     event_flags: u8,
@@ -73,10 +70,6 @@ pub fn stream_anomaly(
         return;
     }
     let waiting = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
-    if !source_may_stream(config, pid, now, waiting) {
-        count_loss(c, Loss::SourceThrottled);
-        return;
-    }
     emit_pending(entry, ret, latency_ns, event_flags, waiting, path);
 }
 
@@ -90,37 +83,6 @@ pub fn emit_pending(entry: &Inflight, ret: i64, latency_ns: u64, event_flags: u8
         (*pending).path_read = path.read;
     }
     badfd_emit(ret, latency_ns, event_flags as u64, waiting, path.name_hash as u64);
-}
-
-/// Per-process fairness: a noisy process must not fill the ring buffer and
-/// starve the others' anomalies (GHSA-wv52-frfv-mfh4). While less than half the
-/// ring buffer is used everything streams and nothing else is looked at (one
-/// query of the buffer, which the wakeup decision needs anyway). Past half,
-/// each process has a generic cell rate limit (one anomaly per
-/// `source_interval_ns`, a burst of `source_burst_ns` of credit): a process
-/// over its rate is throttled, so the other half stays for processes within
-/// theirs. `waiting` is the bytes waiting in the ring buffer.
-#[inline(always)]
-pub fn source_may_stream(config: &Config, pid: u32, now: u64, waiting: u64) -> bool {
-    let interval = config.source_interval_ns;
-    let ring_bytes = frozen(&RINGBUF_BYTES) as u64;
-    if interval == 0 || waiting < ring_bytes / 2 {
-        return true;
-    }
-    let Some(tat) = SOURCES.get_ptr_mut(pid) else {
-        // Not seen past half before (or forgotten by the LRU): a full burst.
-        let _ = SOURCES.insert(pid, now + interval, 0);
-        return true;
-    };
-    // SAFETY: a valid map value; a race between two threads of the process on
-    // two CPUs only blurs the rate, never the counts.
-    let tat = unsafe { &mut *tat };
-    let next = if *tat > now { *tat } else { now };
-    if next - now > config.source_burst_ns {
-        return false;
-    }
-    *tat = next + interval;
-    true
 }
 
 /// Whether the cgroup filter keeps this task out: in `WATCH` mode unless its
@@ -175,8 +137,9 @@ fn mnt_ns_inum(o: &KernelOffsets) -> u32 {
 
 /// The event of the open in `PENDING` (its path read now, from the pointer
 /// saved at entry, unless already read, and the directory of a relative
-/// path), written to the ring buffer; `waiting` is the bytes the ring buffer
-/// held before it. Returns 0, or 1 when a map was missing (never, once loaded).
+/// path), written to the ring buffer if its sources have credit (`fairness`);
+/// `waiting` is the bytes the ring buffer held before it. Returns the bytes
+/// written, 0 when none were.
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn badfd_emit(ret: i64, latency_ns: u64, event_flags: u64, waiting: u64, name_hash: u64) -> i64 {
@@ -191,6 +154,12 @@ pub extern "C" fn badfd_emit(ret: i64, latency_ns: u64, event_flags: u64, waitin
     let mut event_flags = event_flags as u8;
     let pid_tgid = bpf_get_current_pid_tgid();
     let uid_gid = bpf_get_current_uid_gid();
+    let source = Source { pid: (pid_tgid >> 32) as u32, uid: uid_gid as u32, cgroup: unsafe { bpf_get_current_cgroup_id() } };
+    let now = unsafe { bpf_ktime_get_ns() };
+    if !fairness::may_stream(config, source, now, waiting) {
+        count_loss(c, Loss::SourceThrottled);
+        return 0;
+    }
 
     // The path, unless found_later already read it into the scratch event.
     let src = entry.path_ptr as *const u8;
@@ -228,7 +197,8 @@ pub extern "C" fn badfd_emit(ret: i64, latency_ns: u64, event_flags: u64, waitin
         if let Some(dir_buf) = DIR_SCRATCH.get_ptr_mut(0) {
             // SAFETY: per-CPU scratch, see `counters`.
             let dir_buf = unsafe { &mut *dir_buf };
-            let (status, start) = kernel_dir(&config.offsets, entry.dirfd, dir_buf);
+            let walked = badfd_dir_walk(entry.dirfd as i64) as u64;
+            let (status, start) = ((walked & 0xff) as u8, (walked >> 8) as usize);
             dir_status = status;
             match status {
                 DIR_RESOLVED => {
@@ -254,7 +224,7 @@ pub extern "C" fn badfd_emit(ret: i64, latency_ns: u64, event_flags: u64, waitin
     let h = &mut buf.header;
     h.start_ns = entry.start_ns;
     h.latency_ns = latency_ns;
-    h.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    h.cgroup_id = source.cgroup;
     h.ret = ret;
     h.open_flags = entry.open_flags;
     h.pid = (pid_tgid >> 32) as u32;
@@ -282,10 +252,16 @@ pub extern "C" fn badfd_emit(ret: i64, latency_ns: u64, event_flags: u64, waitin
     // SAFETY: `len` <= size_of::<EventBuffer>() since path_len < PATH_MAX and dir_len < DIR_MAX.
     let bytes = unsafe { core::slice::from_raw_parts((buf as *const EventBuffer).cast::<u8>(), len) };
     match EVENTS.output::<[u8]>(bytes, wake as u64) {
-        Ok(()) => count_stream(c, Stream::Submitted),
-        Err(_) => count_loss(c, Loss::RingbufFull),
+        Ok(()) => {
+            count_stream(c, Stream::Submitted);
+            fairness::charge(config, source, now, waiting, len as u64);
+            len as i64
+        }
+        Err(_) => {
+            count_loss(c, Loss::RingbufFull);
+            0
+        }
     }
-    0
 }
 
 /// Whether this CPU may wake the reader now (and if so, records that it did).

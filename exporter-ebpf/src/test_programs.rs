@@ -7,12 +7,11 @@ use aya_ebpf::{
     macros::{fentry, fexit, raw_tracepoint, tracepoint},
     programs::{FEntryContext, FExitContext, RawTracePointContext, TracePointContext},
 };
-use exporter_common::{Inflight, Loss, Syscall, AT_FDCWD, EVENT_FAILED};
+use exporter_common::{Inflight, Syscall, AT_FDCWD, EVENT_FAILED};
 
 use crate::{
-    counters::{count_loss, counters},
     maps::{CONFIG, EVENTS},
-    stream::{emit_pending, source_may_stream, PathRead},
+    stream::{emit_pending, PathRead},
 };
 
 /// An empty program on the same tracepoints, the floor cost of the attach mode
@@ -66,9 +65,9 @@ const BENCH_LATENCY_NS: u64 = 40_000;
 const BENCH_ENOENT: i64 = -2;
 
 /// One synthetic failing openat of the calling thread, through the tail of
-/// `on_exit` a real failing open takes once past the filters: the fairness
-/// check on the real ring buffer, then `emit` (path read from user memory,
-/// comm, cgroup, mount namespace, the same EVENTS and the same counters).
+/// `on_exit` a real failing open takes once past the filters: `emit` (the
+/// fairness check on the real ring buffer, path read from user memory, comm,
+/// cgroup, mount namespace, the same EVENTS and the same counters).
 /// A `bpf_loop` callback: 0 goes on to the next iteration, 1 stops the loop
 /// (the events not made are then missing from the kernel's counts, which the
 /// callers compare with what they asked for).
@@ -78,14 +77,9 @@ extern "C" fn bench_emit_one(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
     let args = unsafe { &*(ctx as *const BenchEmitArgs) };
     let now = unsafe { bpf_ktime_get_ns() };
     let pid_tgid = bpf_get_current_pid_tgid();
-    let (pid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
-    let Some(c) = counters() else { return 1 };
+    let tid = pid_tgid as u32;
     let Some(config) = CONFIG.get(0) else { return 1 };
     let waiting = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
-    if !source_may_stream(config, pid, now, waiting) {
-        count_loss(c, Loss::SourceThrottled);
-        return 0;
-    }
     let entry = Inflight {
         start_ns: now.wrapping_sub(BENCH_LATENCY_NS),
         path_ptr: args.paths.wrapping_add((index & args.mask).wrapping_mul(args.stride)),

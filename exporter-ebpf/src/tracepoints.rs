@@ -1,5 +1,8 @@
 //! Attach mode 1: syscall tracepoints (every kernel with BPF; adds the syscall
-//! slow path to every syscall of every process while attached).
+//! slow path to every syscall of every process while attached). One pair per
+//! open syscall the architecture has: `open` and `creat` only on x86_64
+//! (arm64's generic syscall table has only `openat` and `openat2`, so their
+//! tracepoints do not exist there).
 
 use aya_ebpf::{
     helpers::bpf_probe_read_user,
@@ -9,10 +12,11 @@ use aya_ebpf::{
 };
 use exporter_common::{Syscall, AT_FDCWD};
 
+#[cfg(bpf_target_arch = "x86_64")]
+use crate::args::CREAT_FLAGS;
 use crate::{
     arch::user_args,
-    args::{OpenArgs, OpenHow, CREAT_FLAGS},
-    maps::{frozen, TASK_PT_REGS},
+    args::{OpenArgs, OpenHow},
     open::{on_enter, on_exit, on_exit_untimed},
 };
 
@@ -34,6 +38,7 @@ fn arg<T: Copy>(ctx: &TracePointContext, offset: usize) -> T {
     unsafe { core::ptr::read((ctx.as_ptr() as *const u8).add(offset).cast::<T>()) }
 }
 
+#[cfg(bpf_target_arch = "x86_64")]
 #[tracepoint(category = "syscalls", name = "sys_enter_open")]
 pub fn sys_enter_open(ctx: TracePointContext) -> u32 {
     on_enter(OpenArgs {
@@ -72,6 +77,7 @@ pub fn sys_enter_openat2(ctx: TracePointContext) -> u32 {
     0
 }
 
+#[cfg(bpf_target_arch = "x86_64")]
 #[tracepoint(category = "syscalls", name = "sys_enter_creat")]
 pub fn sys_enter_creat(ctx: TracePointContext) -> u32 {
     on_enter(OpenArgs {
@@ -84,30 +90,21 @@ pub fn sys_enter_creat(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// The arguments of a failed open whose entry is missing, from the saved
-/// user registers where the kernel lets the program read them (frozen
-/// `TASK_PT_REGS`, Linux 5.15): older kernels count the failure unstreamed.
-#[inline(always)]
-fn registers_if_allowed() -> Option<OpenArgs> {
-    if frozen(&TASK_PT_REGS) == 0 {
-        return None;
-    }
-    user_args()
-}
-
 macro_rules! exit_tracepoint {
     ($fn_name:ident, $tp:literal, $syscall:expr) => {
         #[tracepoint(category = "syscalls", name = $tp)]
         pub fn $fn_name(ctx: TracePointContext) -> u32 {
-            on_exit($syscall, arg(&ctx, EXIT_RET), registers_if_allowed);
+            on_exit($syscall, arg(&ctx, EXIT_RET), crate::arch::registers_if_allowed);
             0
         }
     };
 }
 
+#[cfg(bpf_target_arch = "x86_64")]
 exit_tracepoint!(sys_exit_open, "sys_exit_open", Syscall::Open);
 exit_tracepoint!(sys_exit_openat, "sys_exit_openat", Syscall::Openat);
 exit_tracepoint!(sys_exit_openat2, "sys_exit_openat2", Syscall::Openat2);
+#[cfg(bpf_target_arch = "x86_64")]
 exit_tracepoint!(sys_exit_creat, "sys_exit_creat", Syscall::Creat);
 
 /// `--no-timing` in the tracepoint mode: these alone, no entry programs (so the
@@ -127,7 +124,9 @@ macro_rules! exit_untimed_tracepoint {
     };
 }
 
+#[cfg(bpf_target_arch = "x86_64")]
 exit_untimed_tracepoint!(sys_exit_open_untimed, "sys_exit_open", Syscall::Open);
 exit_untimed_tracepoint!(sys_exit_openat_untimed, "sys_exit_openat", Syscall::Openat);
 exit_untimed_tracepoint!(sys_exit_openat2_untimed, "sys_exit_openat2", Syscall::Openat2);
+#[cfg(bpf_target_arch = "x86_64")]
 exit_untimed_tracepoint!(sys_exit_creat_untimed, "sys_exit_creat", Syscall::Creat);

@@ -297,6 +297,67 @@ def test_privileged_escape_hatch_and_extra_capabilities():
     assert container["args"] == ["serve", "--web.listen-address=:19435", "--capabilities.keep=SYS_PTRACE", "--attach=tracepoint"]
 
 
+# --- architectures: what the kernel programs know, the image builds, the pods ask for ---
+
+
+def supported_architectures() -> set[str]:
+    """Debian/Kubernetes names of the architectures badfd runs on, from
+    exporter-common's `Arch` (the names Rust and `uname -m` give them)."""
+    source = (REPO / "exporter-common/src/lib.rs").read_text()
+    impl = source[source.index("impl Arch {"):]
+    names = re.findall(r'Arch::\w+ => "(\w+)"', impl[: impl.index("pub fn from_name")])
+    to_kubernetes = {"x86_64": "amd64", "aarch64": "arm64"}
+    assert names and set(names) <= set(to_kubernetes), names
+    return {to_kubernetes[n] for n in names}
+
+
+def arch_term(pod: dict) -> list[str]:
+    """The architectures a pod's required node affinity allows."""
+    terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert len(terms) == 1, terms
+    (expression,) = [e for e in terms[0]["matchExpressions"] if e["key"] == "kubernetes.io/arch"]
+    assert expression["operator"] == "In", expression
+    return expression["values"]
+
+
+def test_pods_go_only_to_nodes_of_the_architectures_badfd_runs_on():
+    supported = supported_architectures()
+    assert supported == {"amd64", "arm64"}
+    chart_pod = by_kind(rendered_objects())["DaemonSet"]["spec"]["template"]["spec"]
+    plain_pod = by_kind(plain_objects())["DaemonSet"]["spec"]["template"]["spec"]
+    for pod in (chart_pod, plain_pod):
+        assert set(arch_term(pod)) == supported
+        assert pod["nodeSelector"] == {"kubernetes.io/os": "linux"}
+    # Affinity of the user's own is merged with it (helm merges maps).
+    anti = {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+        {"weight": 1, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"x": "y"}}}}]}}
+    ds = by_kind(rendered_objects({"affinity": anti}))["DaemonSet"]
+    validate_object(ds)
+    pod = ds["spec"]["template"]["spec"]
+    assert set(arch_term(pod)) == supported
+    assert pod["affinity"]["podAntiAffinity"] == anti["podAntiAffinity"]
+
+
+def test_image_builds_for_each_architecture_badfd_runs_on():
+    """The builder runs on the build machine's platform and cross-compiles for
+    the image's; the runtime stage is of the image's platform; every other
+    platform is refused by name."""
+    text = re.sub(r"\\\n", " ", CONTAINERFILE.read_text())
+    instructions = [l.strip() for l in text.splitlines() if l.strip() and not l.strip().startswith("#")]
+    froms = [l for l in instructions if l.startswith("FROM ")]
+    assert froms[0].startswith("FROM --platform=$BUILDPLATFORM ") and froms[0].endswith(" AS builder"), froms
+    assert "--platform" not in froms[1], "the runtime stage is of the image's platform"
+    builder = instructions[: instructions.index(froms[1])]
+    assert "ARG TARGETARCH" in builder and "ARG BUILDARCH" in builder
+    (choice,) = [l for l in builder if 'case "${TARGETARCH}" in' in l]
+    arms = set(re.findall(r"\b(\w+)\) echo", choice))
+    assert arms == supported_architectures(), choice
+    assert "badfd runs on amd64 and arm64 nodes only, not ${TARGETARCH}" in choice and "exit 1" in choice
+    assert any('cargo build --release --locked --bin badfd --target "${target}"' in l for l in builder)
+    readme = (REPO / "deploy/container/README.md").read_text()
+    assert "--platform linux/amd64,linux/arm64" in readme
+
+
 def test_otlp_values_become_otel_environment():
     overrides = {
         "otlp": {
@@ -353,11 +414,13 @@ def test_rendered_chart_lints(tmp_path):
         if name != "NOTES.txt":
             (tmp_path / name).write_text(text)
     # As helm renders them: `{{- if ... }}` on the first line leaves an empty
-    # first line, and nindent pads the empty lines of the embedded files.
+    # first line, nindent pads the empty lines of the embedded files, and
+    # toYaml (go-yaml) does not indent a list under its key (the affinity's).
     config = tmp_path / "yamllint.yaml"
     config.write_text(
         (Path(__file__).parent / "yamllint.yaml").read_text().replace("prometheusrule.yaml", "prometheusrule.yaml\n      dashboard-configmap.yaml")
         + "  empty-lines:\n    max-start: 1\n  trailing-spaces: disable\n"
+        + "  indentation:\n    indent-sequences: whatever\n"
     )
     result = subprocess.run([str(VENV_BIN / "yamllint"), "-c", str(config), str(tmp_path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr

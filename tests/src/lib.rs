@@ -70,6 +70,11 @@ pub struct Collector {
 
 impl Collector {
     pub fn start(probe: &mut Probe) -> Collector {
+        Collector::start_with_interval(probe, Duration::from_millis(5))
+    }
+
+    /// As `start`, reading the ring buffer every `interval` (a slow reader).
+    pub fn start_with_interval(probe: &mut Probe, interval: Duration) -> Collector {
         let mut reader = probe.take_events().expect("take the event ring buffer");
         let events = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
@@ -84,7 +89,7 @@ impl Collector {
                 if done {
                     break;
                 }
-                std::thread::sleep(Duration::from_millis(5));
+                std::thread::sleep(interval);
             })
         };
         Collector { events, stop, thread: Some(thread) }

@@ -31,6 +31,13 @@
 # with dpkg -x, never installed; the system's apt sources are left alone. Only
 # the vmlinuz of each is kept. Needs root (for the host row and the apt cache),
 # qemu-system-x86, busybox-static and cpio (scripts/setup.sh --test installs them).
+#
+# A row's architecture is its Debian package's (`...-cloud-amd64-unsigned`,
+# `...-cloud-arm64-unsigned`). arm64 rows boot in qemu-system-aarch64 (always
+# emulated: -M virt -cpu max) from an initramfs of the arm64 busybox-static
+# package (fetched as the kernels are) and the tests built statically for
+# aarch64-unknown-linux-musl with Debian's cross toolchain (gcc-aarch64-linux-gnu
+# links them and compiles their C); scripts/setup.sh --test installs both.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -38,7 +45,6 @@ KERNELS_FILE=$ROOT/tests/vm/kernels
 CACHE=${BADFD_VM_CACHE:-/var/cache/badfd-kernels}
 TIMEOUT=${BADFD_VM_TIMEOUT:-900}
 TESTS=${BADFD_VM_TESTS:-kernel verifier}
-TARGET=x86_64-unknown-linux-musl
 LOG_DIR=$ROOT/target/vm-logs
 export PATH="$HOME/.cargo/bin:$PATH"
 
@@ -57,6 +63,33 @@ while read -r name suite package modes; do
     MODES[$name]=$modes
 done <"$KERNELS_FILE"
 
+# --- architectures ----------------------------------------------------------------
+# Debian's name of a row's architecture, from its kernel package's name.
+row_arch() {
+    case ${PACKAGE[$1]} in
+        *-amd64|*-amd64-unsigned) echo amd64 ;;
+        *-arm64|*-arm64-unsigned) echo arm64 ;;
+        *) die "$KERNELS_FILE: cannot tell the architecture of ${PACKAGE[$1]} (expected ...-amd64 or ...-arm64)" ;;
+    esac
+}
+# The Rust target of the static test binaries, the qemu that boots the kernel,
+# and the kernel's serial console, per architecture.
+declare -A RUST_TARGET=([amd64]=x86_64-unknown-linux-musl [arm64]=aarch64-unknown-linux-musl)
+declare -A QEMU=([amd64]=qemu-system-x86_64 [arm64]=qemu-system-aarch64)
+declare -A CONSOLE=([amd64]=ttyS0 [arm64]=ttyAMA0)
+declare -A STRIP=([amd64]=strip [arm64]=aarch64-linux-gnu-strip)
+case $(uname -m) in
+    x86_64) HOST_ARCH=amd64 ;;
+    aarch64) HOST_ARCH=arm64 ;;
+    *) HOST_ARCH=$(uname -m) ;;
+esac
+# Debian's cross toolchain links the aarch64 musl build and compiles its C
+# (ring); Rust's musl target brings its own crt objects and libc.
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=aarch64-linux-gnu-gcc
+export CC_aarch64_unknown_linux_musl=aarch64-linux-gnu-gcc
+export AR_aarch64_unknown_linux_musl=aarch64-linux-gnu-ar
+for name in "${NAMES[@]}"; do row_arch "$name" >/dev/null; done
+
 # --- private apt ----------------------------------------------------------------
 APT_DIR=$CACHE/apt
 apt_ready=0
@@ -65,9 +98,14 @@ private_apt() {
     mkdir -p "$APT_DIR"/{etc,lists/partial,archives/partial,cache}
     local suites
     suites=$(printf '%s\n' "${SUITE[@]}" | sort -u)
+    # arm64 indexes only for the suites of arm64 rows (their kernel and busybox).
     {
         for s in $suites; do
-            echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian $s main"
+            local archs=amd64 n
+            for n in "${NAMES[@]}"; do
+                [[ ${SUITE[$n]} == "$s" && $(row_arch "$n") == arm64 ]] && archs=amd64,arm64
+            done
+            echo "deb [arch=$archs signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian $s main"
         done
     } >"$APT_DIR/etc/sources.list.new"
     cat >"$APT_DIR/etc/apt.conf" <<EOF
@@ -77,6 +115,7 @@ Dir::State::Lists "$APT_DIR/lists";
 Dir::Cache "$APT_DIR/cache";
 Dir::Cache::Archives "$APT_DIR/archives";
 APT::Architecture "amd64";
+APT::Architectures { "amd64"; "arm64"; };
 APT::Sandbox::User "root";
 Acquire::Languages "none";
 Acquire::IndexTargets::deb::DEP-11::DefaultEnabled "false";
@@ -96,7 +135,7 @@ EOF
 
 if [[ "${1:-}" == "--list-available" ]]; then
     private_apt
-    apt-cache search --names-only '^linux-(image|binary-unsigned)-[0-9].*-cloud-amd64' | grep -v -- '-dbg' | sort -V
+    apt-cache search --names-only '^linux-(image|binary-unsigned)-[0-9].*-cloud-(amd64|arm64)' | grep -v -- '-dbg' | sort -V
     exit 0
 fi
 
@@ -117,7 +156,7 @@ kernel_image() {
         local work
         work=$(mktemp -d)
         say "downloading $package (${SUITE[$name]})"
-        (cd "$work" && apt-get download -q "$package" >&2) \
+        (cd "$work" && apt-get download -q "$package:$(row_arch "$name")" >&2) \
             || die "cannot download $package: pick a version that exists (tests/vm/run.sh --list-available) and update $KERNELS_FILE"
         dpkg -x "$work"/*.deb "$work/root"
         local image
@@ -156,59 +195,119 @@ run_host=${BADFD_VM_HOST:-1}
 # The host's own figures come from running the bench there (bench/RESULTS.md).
 (( bench )) && run_host=0
 
-for tool in qemu-system-x86_64 busybox cpio strip; do
+# The architectures to boot (the selected rows') and to build the static test
+# binaries for (those, and the host's for its row).
+declare -a BOOT_ARCHS=() BUILD_ARCHS=()
+for name in "${selected[@]}"; do
+    arch=$(row_arch "$name")
+    [[ " ${BOOT_ARCHS[*]} " == *" $arch "* ]] || BOOT_ARCHS+=("$arch")
+done
+BUILD_ARCHS=("${BOOT_ARCHS[@]}")
+if [[ $run_host == 1 ]]; then
+    [[ -n "${RUST_TARGET[$HOST_ARCH]:-}" ]] || die "the host row needs an amd64 or arm64 host, not $(uname -m)"
+    [[ " ${BUILD_ARCHS[*]} " == *" $HOST_ARCH "* ]] || BUILD_ARCHS+=("$HOST_ARCH")
+fi
+
+tools=(cpio)
+for arch in "${BUILD_ARCHS[@]}"; do
+    tools+=("${STRIP[$arch]}")
+    [[ $arch == arm64 && $HOST_ARCH != arm64 ]] && tools+=(aarch64-linux-gnu-gcc)
+done
+for arch in "${BOOT_ARCHS[@]}"; do
+    tools+=("${QEMU[$arch]}")
+    # Guests of the host's architecture get the host's busybox (busybox-static).
+    [[ $arch == "$HOST_ARCH" ]] && tools+=(busybox)
+done
+for tool in "${tools[@]}"; do
     command -v "$tool" >/dev/null || die "$tool is missing: run scripts/setup.sh --test"
 done
 [[ $(id -u) -eq 0 ]] || die "run as root (the host row loads BPF; the kernel cache is in $CACHE)"
 
 # --- static test binaries -----------------------------------------------------------
-if ! rustup target list --installed | grep -qx "$TARGET"; then
-    say "adding the Rust target $TARGET"
-    rustup target add "$TARGET" >&2
-fi
-declare -A TEST_BIN=()
-if (( bench )); then
-    say "building bench/opens (release) for $TARGET"
-    cargo build --release -p badfd-bench --bin opens --target "$TARGET" >&2 || die "the static build of bench/opens failed"
-    OPENS_BIN=$ROOT/target/$TARGET/release/opens
-else
-    say "building the kernel tests for $TARGET"
-    build_log=$(mktemp)
-    if ! cargo test -p badfd-tests --no-run --target "$TARGET" 2>"$build_log"; then
-        cat "$build_log" >&2
-        die "the static build of the kernel tests failed"
+# By architecture: TEST_BIN[arch/test], BADFD_BIN[arch], WORKLOAD[arch], OPENS_BIN[arch].
+declare -A TEST_BIN=() BADFD_BIN=() WORKLOAD=() OPENS_BIN=()
+for arch in "${BUILD_ARCHS[@]}"; do
+    target=${RUST_TARGET[$arch]}
+    if ! rustup target list --installed | grep -qx "$target"; then
+        say "adding the Rust target $target"
+        rustup target add "$target" >&2
     fi
-    for t in $TESTS; do
-        bin=$(sed -n "s|^ *Executable tests/$t\.rs (\(.*\))\$|\1|p" "$build_log" | tail -n1)
-        [[ -n "$bin" ]] || die "no test binary tests/$t.rs in the badfd-tests crate"
-        TEST_BIN[$t]=$ROOT/$bin
-    done
-    rm -f "$build_log"
-    # The badfd binary too: a kernel test runs it (its one-line error without capabilities).
-    cargo build -p badfd --bin badfd --target "$TARGET" >&2 || die "the static build of badfd failed"
-    BADFD_BIN=$ROOT/target/$TARGET/debug/badfd
-    WORKLOAD=$ROOT/target/$TARGET/debug/workload
-    [[ -x $WORKLOAD ]] || die "the workload was not built at $WORKLOAD"
-fi
+    build_started=$(date +%s)
+    if (( bench )); then
+        say "building bench/opens (release) for $target"
+        cargo build --release -p badfd-bench --bin opens --target "$target" >&2 || die "the static build of bench/opens failed"
+        OPENS_BIN[$arch]=$ROOT/target/$target/release/opens
+    else
+        say "building the kernel tests for $target"
+        build_log=$(mktemp)
+        if ! cargo test -p badfd-tests --no-run --target "$target" 2>"$build_log"; then
+            cat "$build_log" >&2
+            die "the static build of the kernel tests failed"
+        fi
+        for t in $TESTS; do
+            bin=$(sed -n "s|^ *Executable tests/$t\.rs (\(.*\))\$|\1|p" "$build_log" | tail -n1)
+            [[ -n "$bin" ]] || die "no test binary tests/$t.rs in the badfd-tests crate"
+            TEST_BIN[$arch/$t]=$ROOT/$bin
+        done
+        rm -f "$build_log"
+        # The badfd binary too: a kernel test runs it (its one-line error without capabilities).
+        cargo build -p badfd --bin badfd --target "$target" >&2 || die "the static build of badfd failed"
+        BADFD_BIN[$arch]=$ROOT/target/$target/debug/badfd
+        WORKLOAD[$arch]=$ROOT/target/$target/debug/workload
+        [[ -x ${WORKLOAD[$arch]} ]] || die "the workload was not built at ${WORKLOAD[$arch]}"
+    fi
+    say "static build for $target: $(( $(date +%s) - build_started )) s"
+done
+
+# Prints the path of a static busybox for guests of architecture $1: the
+# host's (busybox-static) for its own architecture; for another, Debian's
+# busybox-static of that architecture, fetched and unpacked as the kernels are.
+guest_busybox() {
+    local arch=$1 busybox
+    if [[ $arch == "$HOST_ARCH" ]]; then
+        busybox=$(command -v busybox)
+    else
+        local dir=$CACHE/busybox/$arch
+        busybox=$dir/busybox
+        if [[ ! -s $busybox ]]; then
+            private_apt
+            local work
+            work=$(mktemp -d)
+            say "downloading busybox-static:$arch"
+            (cd "$work" && apt-get download -q "busybox-static:$arch" >&2) || die "cannot download busybox-static:$arch"
+            dpkg -x "$work"/*.deb "$work/root"
+            local found
+            found=$(find "$work/root" -name busybox -type f -perm -u+x | head -n1)
+            [[ -n "$found" ]] || die "busybox-static:$arch holds no busybox"
+            mkdir -p "$dir"
+            cp "$found" "$busybox.tmp" && mv "$busybox.tmp" "$busybox"
+            rm -rf "$work"
+        fi
+    fi
+    # readelf reads any architecture's ELF (ldd only the host's).
+    readelf -l "$busybox" | grep -q 'program interpreter' && die "$busybox is not static: install busybox-static"
+    echo "$busybox"
+}
 
 # --- the initramfs ---------------------------------------------------------------------
+# One per architecture booted: $work/initramfs-<arch>.cpio.
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-initramfs=$work/initramfs.cpio
-(
-    stage=$work/stage
+make_initramfs() {
+    local arch=$1 busybox
+    local stage=$work/stage-$arch strip=${STRIP[$arch]}
+    busybox=$(guest_busybox "$arch")
     mkdir -p "$stage"/{bin,dev,proc,sys,tmp,badfd/tests}
-    cp "$(command -v busybox)" "$stage/bin/busybox"
-    ldd "$stage/bin/busybox" >/dev/null 2>&1 && die "$(command -v busybox) is not static: install busybox-static"
+    cp "$busybox" "$stage/bin/busybox"
     if (( bench )); then
-        strip -o "$stage/badfd/opens" "$OPENS_BIN"
+        "$strip" -o "$stage/badfd/opens" "${OPENS_BIN[$arch]}"
         printf '%s\n' "$BENCH_ARGS" >"$stage/badfd/bench-args"
     else
-        for t in "${!TEST_BIN[@]}"; do
-            strip -o "$stage/badfd/tests/$t" "${TEST_BIN[$t]}"
+        for t in $TESTS; do
+            "$strip" -o "$stage/badfd/tests/$t" "${TEST_BIN[$arch/$t]}"
         done
-        strip -o "$stage/badfd/workload" "$WORKLOAD"
-        strip -o "$stage/badfd/badfd" "$BADFD_BIN"
+        "$strip" -o "$stage/badfd/workload" "${WORKLOAD[$arch]}"
+        "$strip" -o "$stage/badfd/badfd" "${BADFD_BIN[$arch]}"
     fi
     cat >"$stage/init" <<'EOF'
 #!/bin/busybox sh
@@ -244,12 +343,17 @@ done
 poweroff -f
 EOF
     chmod +x "$stage/init"
-    cd "$stage" && find . | cpio -o -H newc --quiet >"$initramfs"
-)
-say "initramfs: $(du -h "$initramfs" | cut -f1)"
+    (cd "$stage" && find . | cpio -o -H newc --quiet >"$work/initramfs-$arch.cpio")
+    say "initramfs for $arch: $(du -h "$work/initramfs-$arch.cpio" | cut -f1)"
+}
+for arch in "${BOOT_ARCHS[@]}"; do
+    make_initramfs "$arch"
+done
 
 # --- accelerator -------------------------------------------------------------------------
-# /dev/kvm can be a paravirtual backend (kvm_pvm) that cannot run stock kernels.
+# For guests of the host's architecture. /dev/kvm can be a paravirtual
+# backend (kvm_pvm) that cannot run stock kernels. Guests of another
+# architecture are always emulated.
 accel=${BADFD_VM_ACCEL:-auto}
 if [[ $accel == auto ]]; then
     accel=tcg
@@ -266,6 +370,24 @@ case $accel in
     tcg) qemu_accel=(-accel tcg,thread=single -cpu max) ;;
     *) die "BADFD_VM_ACCEL=$accel: expected kvm, tcg or auto" ;;
 esac
+# The qemu command line before the kernel, and the accelerator, of a guest of
+# architecture $1 (into qemu_cmd and guest_accel).
+qemu_for() {
+    local arch=$1
+    if [[ $arch == "$HOST_ARCH" && $arch == amd64 ]]; then
+        qemu_cmd=(qemu-system-x86_64 "${qemu_accel[@]}")
+        guest_accel=$accel
+    elif [[ $arch == arm64 ]]; then
+        # The virt board, emulated (single-threaded as above, for the same
+        # interleaving of two vCPUs). pauth-impdef: the CPU's pointer
+        # authentication with an implementation-defined algorithm, which TCG
+        # computes several times faster than the architected QARMA5.
+        qemu_cmd=(qemu-system-aarch64 -M virt -accel tcg,thread=single -cpu max,pauth-impdef=on)
+        guest_accel=tcg
+    else
+        die "no qemu set-up for $arch guests on a $HOST_ARCH host"
+    fi
+}
 # Extra qemu arguments. --bench under TCG defaults to instruction counting: the
 # guest's clock then advances 1 ns per executed instruction (of either vCPU), so
 # its timings are instruction counts that do not move with the host's load
@@ -326,7 +448,7 @@ collect_bench() {
         section=$(awk -v b="BADFD-VM-BEGIN mode=$mode test=opens" -v e="BADFD-VM-END mode=$mode test=opens exit=" \
             'substr($0, length($0) - length(b) + 1) == b {on = 1; next} index($0, e) {print; on = 0} on' "$log")
         rc=$(sed -n 's/.*BADFD-VM-END .* exit=\([0-9]*\)$/\1/p' <<<"$section")
-        printf '\n===== guest %s (%s%s), opens --attach %s %s =====\n' "$release" "$accel" \
+        printf '\n===== guest %s (%s%s), opens --attach %s %s =====\n' "$release" "$guest_accel" \
             "${qemu_extra[*]:+ ${qemu_extra[*]}}" "$mode" "$BENCH_ARGS"
         grep -v 'BADFD-VM-END' <<<"$section" || true
         if [[ -z "$rc" ]]; then
@@ -350,7 +472,7 @@ if [[ $run_host == 1 ]]; then
         for t in $TESTS; do
             echo "BADFD-VM-BEGIN mode=auto test=$t"
             set +e
-            BADFD_TEST_ATTACH=auto BADFD_WORKLOAD=$WORKLOAD "${TEST_BIN[$t]}" --test-threads=1 --show-output 2>&1
+            BADFD_TEST_ATTACH=auto BADFD_WORKLOAD=${WORKLOAD[$HOST_ARCH]} "${TEST_BIN[$HOST_ARCH/$t]}" --test-threads=1 --show-output 2>&1
             echo "BADFD-VM-END mode=auto test=$t exit=$?"
             set -e
         done
@@ -361,8 +483,10 @@ fi
 crashed_rows=()
 for name in "${selected[@]}"; do
     vmlinuz=$(kernel_image "$name")
+    arch=$(row_arch "$name")
+    qemu_for "$arch"
     log=$LOG_DIR/$name.log
-    say "kernel $name ($accel): modes ${MODES[$name]}; console log in ${log#"$ROOT"/}"
+    say "kernel $name ($arch, $guest_accel): modes ${MODES[$name]}; console log in ${log#"$ROOT"/}"
     t0=$(date +%s)
     # A kernel that crashes before it reaches /init is emulation trouble (TCG
     # on this project's CI machines now and then corrupts early boot), not a
@@ -370,9 +494,9 @@ for name in "${selected[@]}"; do
     # /init on counts as it is.
     for attempt in 1 2 3; do
         set +e
-        timeout -k 10 "$TIMEOUT" qemu-system-x86_64 "${qemu_accel[@]}" -m 1G -smp 2 "${qemu_extra[@]}" \
-            -kernel "$vmlinuz" -initrd "$initramfs" \
-            -append "console=ttyS0 panic=-1 quiet badfd.modes=${MODES[$name]}" \
+        timeout -k 10 "$TIMEOUT" "${qemu_cmd[@]}" -m 1G -smp 2 "${qemu_extra[@]}" \
+            -kernel "$vmlinuz" -initrd "$work/initramfs-$arch.cpio" \
+            -append "console=${CONSOLE[$arch]} panic=-1 quiet badfd.modes=${MODES[$name]}" \
             -nographic -no-reboot -nodefaults -serial stdio -monitor none </dev/null 2>&1 | stdbuf -oL tr -d '\r' >"$log"
         set -e
         if ! grep -aq 'BADFD-VM-KERNEL release=' "$log"; then
@@ -419,7 +543,7 @@ if (( ! bench )); then
         cat "$LOG_DIR"/*.log 2>/dev/null | tr -d '\r' | grep -ao 'verifier: kernel=[^ ]* \(has no verified_insns\|mode=fentry refused\|program=bench_emit needs\).*' | sort -u || true
     fi
 fi
-say "matrix took $(( $(date +%s) - started )) s (accelerator: $accel)"
+say "matrix took $(( $(date +%s) - started )) s (accelerator: $accel for $HOST_ARCH guests, tcg for any other)"
 (( ${#crashed_rows[@]} == 0 )) || say "guest kernels that crashed once and were run again: ${crashed_rows[*]} (logs *.crash-1 in ${LOG_DIR#"$ROOT"/})"
 if (( failed_rows )); then
     say "$failed_rows row(s) failed; the console logs are in ${LOG_DIR#"$ROOT"/}"

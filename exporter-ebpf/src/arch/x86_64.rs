@@ -12,6 +12,7 @@ use crate::args::{OpenArgs, OpenHow, CREAT_FLAGS};
 /// Word indexes in `struct pt_regs` of the registers the syscall ABI uses:
 /// number and the first four arguments.
 const REG_R10: usize = 7;
+const REG_R8: usize = 9;
 const REG_DX: usize = 12;
 const REG_SI: usize = 13;
 const REG_DI: usize = 14;
@@ -46,7 +47,7 @@ pub fn current_syscall() -> Option<Syscall> {
 
 /// The syscall's own arguments, from the saved user registers (the same at
 /// entry and at exit: the kernel writes only the return register); `None` for
-/// a syscall that is not one of the opens.
+/// a syscall that is none of the x86_64 opens and execs (32-bit ones included).
 #[inline(always)]
 pub fn user_args() -> Option<OpenArgs> {
     let regs = user_regs();
@@ -80,6 +81,17 @@ pub fn user_args() -> Option<OpenArgs> {
             path_ptr: reg(regs, REG_DI),
             open_flags: CREAT_FLAGS,
             mode: reg(regs, REG_SI) as u32,
+        },
+        // execve(path, argv, envp); execveat(dirfd, path, argv, envp, flags).
+        // Only valid while the exec has not succeeded (then they are the new
+        // program's).
+        Syscall::Execve => OpenArgs { syscall, dirfd: AT_FDCWD, path_ptr: reg(regs, REG_DI), open_flags: 0, mode: 0 },
+        Syscall::Execveat => OpenArgs {
+            syscall,
+            dirfd: reg(regs, REG_DI) as i32,
+            path_ptr: reg(regs, REG_SI),
+            open_flags: reg(regs, REG_R8),
+            mode: 0,
         },
         // from_x86_64_nr gives none of the others.
         _ => return None,

@@ -6,12 +6,27 @@ use aya::{
     Btf,
 };
 
+use exporter_common::Syscall;
+
 use super::{describe_program_error, program, Probe};
 
 /// The kernel function every open syscall reaches, for fentry/fexit.
 pub const COMMON_OPEN_FUNCTION: &str = "do_sys_openat2";
 
 const UNTIMED_FEXIT_PROGRAM: &str = "fexit_do_sys_openat2_untimed";
+
+/// The execs' syscall functions on this architecture, with their programs:
+/// (syscall, function, fentry, fexit, untimed fexit).
+#[cfg(target_arch = "x86_64")]
+const EXEC_HOOKS: [(Syscall, &str, &str, &str, &str); 2] = [
+    (Syscall::Execve, "__x64_sys_execve", "fentry_execve", "fexit_execve", "fexit_execve_untimed"),
+    (Syscall::Execveat, "__x64_sys_execveat", "fentry_execveat", "fexit_execveat", "fexit_execveat_untimed"),
+];
+#[cfg(target_arch = "aarch64")]
+const EXEC_HOOKS: [(Syscall, &str, &str, &str, &str); 2] = [
+    (Syscall::Execve, "__arm64_sys_execve", "fentry_execve", "fexit_execve", "fexit_execve_untimed"),
+    (Syscall::Execveat, "__arm64_sys_execveat", "fentry_execveat", "fexit_execveat", "fexit_execveat_untimed"),
+];
 
 impl Probe {
     /// Tries fentry/fexit; on failure unloads what loaded and says why.
@@ -72,4 +87,37 @@ impl Probe {
         }
     }
 
+    /// The execs in fentry mode: fentry/fexit (fexit alone untimed) on the
+    /// syscall functions. Where the kernel refuses them, failed execs are not
+    /// seen: said once, and listed with the missing syscalls.
+    pub(super) fn attach_exec_fentry(&mut self, btf: &Btf) {
+        for (syscall, function, entry, exit, untimed_exit) in EXEC_HOOKS {
+            let timed = self.timed;
+            let result = (|| -> Result<(), aya::programs::ProgramError> {
+                let exit_program = if timed { exit } else { untimed_exit };
+                let fexit: &mut FExit = program(&mut self.ebpf, exit_program)?;
+                fexit.load(function, btf)?;
+                // Exit first, so no entry is left without its exit.
+                fexit.attach()?;
+                if timed {
+                    let fentry: &mut FEntry = program(&mut self.ebpf, entry)?;
+                    fentry.load(function, btf)?;
+                    fentry.attach()?;
+                }
+                Ok(())
+            })();
+            if let Err(error) = result {
+                for name in [entry, exit, untimed_exit] {
+                    match self.ebpf.program_mut(name) {
+                        Some(aya::programs::Program::FEntry(p)) => drop(p.unload()),
+                        Some(aya::programs::Program::FExit(p)) => drop(p.unload()),
+                        _ => {}
+                    }
+                }
+                let reason = describe_program_error(&error);
+                tracing::warn!(%reason, "fentry/fexit on {function} refused: failed {} calls are not seen", syscall.name());
+                self.missing_syscalls.push(syscall);
+            }
+        }
+    }
 }

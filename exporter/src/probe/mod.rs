@@ -17,7 +17,7 @@ use std::{fmt, os::fd::AsFd, time::Duration};
 
 use aya::{Btf, Ebpf, EbpfLoader};
 use exporter_common::{
-    Config, Syscall, CGROUP_FILTER_IGNORE, CGROUP_FILTER_OFF, CGROUP_FILTER_WATCH, CONFIG_UNTIMED, FIELD_ABSENT,
+    Arch, Config, Syscall, CGROUP_FILTER_IGNORE, CGROUP_FILTER_OFF, CGROUP_FILTER_WATCH, CONFIG_UNTIMED, FIELD_ABSENT,
     MAP_EVENTS, MAP_URING_PATHS, URING_PATH_SLOTS,
 };
 
@@ -145,6 +145,8 @@ pub enum ProbeError {
 /// The kernel program, loaded and attached. Dropping it detaches everything.
 pub struct Probe {
     ebpf: Ebpf,
+    /// The architecture: which open syscalls there are to attach to.
+    arch: Arch,
     mode: AttachMode,
     /// Why fentry was not used, when the preference was `auto` and it failed.
     fallback_reason: Option<String>,
@@ -179,6 +181,7 @@ impl Probe {
     #[doc(hidden)]
     pub fn load_object(options: &ProbeOptions, object: &[u8]) -> Result<Probe, ProbeError> {
         let tracefs = preflight::check()?;
+        let arch = preflight::architecture()?;
         raise_memlock_limit();
 
         let ringbuf_bytes = ringbuf_size(options.ringbuf_bytes);
@@ -235,6 +238,7 @@ impl Probe {
         }
         let mut probe = Probe {
             ebpf,
+            arch,
             mode: AttachMode::Tracepoint,
             fallback_reason: None,
             mode_reason: String::new(),
@@ -285,6 +289,11 @@ impl Probe {
                         probe.fallback_reason = Some(reason);
                     }
                 }
+            }
+        }
+        if probe.mode == AttachMode::Fentry {
+            if let Some(btf) = kernel_btf.as_ref() {
+                probe.attach_exec_fentry(btf);
             }
         }
         if untimed && probe.timed {
@@ -399,6 +408,11 @@ impl Probe {
 
     pub fn missing_syscalls(&self) -> &[Syscall] {
         &self.missing_syscalls
+    }
+
+    /// The architecture badfd runs on; its open syscalls are `arch().syscalls()`.
+    pub fn arch(&self) -> Arch {
+        self.arch
     }
 
 }

@@ -3,8 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
+use exporter_common::Arch;
+
 #[derive(Debug, thiserror::Error)]
 pub enum PreflightError {
+    #[error("badfd does not run on {0}: its kernel programs know the syscall registers and numbers of x86_64 and aarch64 only")]
+    UnsupportedArchitecture(&'static str),
     #[error("badfd needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN on kernels before 5.8): run it as root, or grant them, e.g. `setcap cap_bpf,cap_perfmon+ep badfd`")]
     MissingCapabilities,
     #[error("no kernel BTF at /sys/kernel/btf/vmlinux: badfd needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (every major distribution since 2020 ships one)")]
@@ -27,6 +31,7 @@ const CAP_BPF: u32 = 39;
 
 /// Runs every check; returns where tracefs is mounted.
 pub fn check() -> Result<PathBuf, PreflightError> {
+    architecture()?;
     if !has_bpf_capabilities() {
         return Err(PreflightError::MissingCapabilities);
     }
@@ -34,6 +39,19 @@ pub fn check() -> Result<PathBuf, PreflightError> {
         return Err(PreflightError::NoBtf);
     }
     tracefs_checked()
+}
+
+/// The architecture badfd runs on: the one it is built for, as its kernel
+/// programs are (aya-build builds them for the same target architecture; a
+/// 64-bit binary runs only on a kernel of its own architecture). Any other
+/// than those whose syscall ABI the kernel programs know is refused: their
+/// programs would read the wrong registers.
+pub fn architecture() -> Result<Arch, PreflightError> {
+    supported_architecture(std::env::consts::ARCH)
+}
+
+fn supported_architecture(name: &'static str) -> Result<Arch, PreflightError> {
+    Arch::from_name(name).ok_or(PreflightError::UnsupportedArchitecture(name))
 }
 
 /// The tracefs mount point, if tracefs is mounted and readable.
@@ -98,6 +116,20 @@ pub fn field_offset(format: &str, field: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_architectures_with_known_syscall_registers_start() {
+        assert_eq!(supported_architecture("x86_64").unwrap(), Arch::X86_64);
+        assert_eq!(supported_architecture("aarch64").unwrap(), Arch::Aarch64);
+        assert_eq!(architecture().unwrap().name(), std::env::consts::ARCH, "the architecture of this build");
+        // Rust's names of other Linux architectures badfd could be built for.
+        for other in ["x86", "arm", "riscv64", "s390x", "powerpc64", "loongarch64", "mips64"] {
+            let refusal = supported_architecture(other).unwrap_err().to_string();
+            assert!(!refusal.contains('\n'), "one line: {refusal}");
+            assert!(refusal.starts_with(&format!("badfd does not run on {other}: ")), "{refusal}");
+            assert!(refusal.contains("x86_64 and aarch64 only"), "{refusal}");
+        }
+    }
 
     #[test]
     fn finds_fork_child_pid_in_both_layouts() {

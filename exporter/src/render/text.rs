@@ -128,9 +128,27 @@ pub fn human_latency(ns: u64) -> String {
 }
 
 /// Open flags as the kernel defines them (include/uapi/asm-generic/fcntl.h,
-/// which x86_64 uses; the values the syscall received, before the kernel adds
-/// O_LARGEFILE itself).
+/// which x86_64 uses; arm64 numbers four of them its own way); the values the
+/// syscall received, before the kernel adds O_LARGEFILE itself.
 mod open_flag {
+    #[cfg(not(target_arch = "aarch64"))]
+    const O_DIRECT: u64 = 0o40_000;
+    #[cfg(not(target_arch = "aarch64"))]
+    const O_LARGEFILE: u64 = 0o100_000;
+    #[cfg(not(target_arch = "aarch64"))]
+    const O_DIRECTORY: u64 = 0o200_000;
+    #[cfg(not(target_arch = "aarch64"))]
+    const O_NOFOLLOW: u64 = 0o400_000;
+    // arch/arm64/include/uapi/asm/fcntl.h
+    #[cfg(target_arch = "aarch64")]
+    const O_DIRECTORY: u64 = 0o40_000;
+    #[cfg(target_arch = "aarch64")]
+    const O_NOFOLLOW: u64 = 0o100_000;
+    #[cfg(target_arch = "aarch64")]
+    const O_DIRECT: u64 = 0o200_000;
+    #[cfg(target_arch = "aarch64")]
+    const O_LARGEFILE: u64 = 0o400_000;
+
     pub const O_ACCMODE: u64 = 0o3;
     pub const O_WRONLY: u64 = 0o1;
     pub const O_RDWR: u64 = 0o2;
@@ -147,10 +165,10 @@ mod open_flag {
         ("O_NONBLOCK", 0o4000),
         ("O_DSYNC", 0o10_000),
         ("O_ASYNC", 0o20_000),
-        ("O_DIRECT", 0o40_000),
-        ("O_LARGEFILE", 0o100_000),
-        ("O_DIRECTORY", 0o200_000),
-        ("O_NOFOLLOW", 0o400_000),
+        ("O_DIRECT", O_DIRECT),
+        ("O_LARGEFILE", O_LARGEFILE),
+        ("O_DIRECTORY", O_DIRECTORY),
+        ("O_NOFOLLOW", O_NOFOLLOW),
         ("O_NOATIME", 0o1_000_000),
         ("O_CLOEXEC", 0o2_000_000),
         ("O_PATH", 0o10_000_000),
@@ -237,6 +255,8 @@ mod tests {
     #[test]
     fn names_open_flags() {
         assert_eq!(open_flags_names(0), "O_RDONLY");
+        // One of the four flags whose bits differ between x86_64 and arm64.
+        assert_eq!(open_flags_names(libc::O_DIRECT as u64), "O_RDONLY|O_DIRECT");
         assert_eq!(open_flags_names((libc::O_RDONLY | libc::O_CLOEXEC) as u64), "O_RDONLY|O_CLOEXEC");
         assert_eq!(
             open_flags_names((libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC) as u64),

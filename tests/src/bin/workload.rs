@@ -93,6 +93,10 @@ fn openat(dirfd: i32, path: &[u8], flags: i32, mode: u32) -> i64 {
     record("openat", dirfd, path, flags as u32 as u64, mode, ret_of(r))
 }
 
+// open(2) and creat(2) are in x86_64's syscall table only: arm64's (the
+// generic one) has just openat and openat2, so the scenarios make them only
+// where they exist (and the manifest says which were made).
+#[cfg(target_arch = "x86_64")]
 fn open(path: &[u8], flags: i32, mode: u32) -> i64 {
     let c = cstr(path);
     // SAFETY: as above.
@@ -100,6 +104,7 @@ fn open(path: &[u8], flags: i32, mode: u32) -> i64 {
     record("open", libc::AT_FDCWD, path, flags as u32 as u64, mode, ret_of(r))
 }
 
+#[cfg(target_arch = "x86_64")]
 fn creat(path: &[u8], mode: u32) -> i64 {
     let c = cstr(path);
     // SAFETY: as above.
@@ -175,9 +180,12 @@ fn failures(dir: &Path) {
     openat(libc::AT_FDCWD, &join(dir, b"bad\xff\nname\"\\\x01"), libc::O_RDONLY, 0);
 
     // The other syscalls.
-    open(&join(dir, b"missing-open"), libc::O_RDONLY, 0);
-    creat(&join(dir, b"no-such-dir/file"), 0o640);
-    close(open(&exists, libc::O_RDONLY, 0));
+    #[cfg(target_arch = "x86_64")]
+    {
+        open(&join(dir, b"missing-open"), libc::O_RDONLY, 0);
+        creat(&join(dir, b"no-such-dir/file"), 0o640);
+        close(open(&exists, libc::O_RDONLY, 0));
+    }
 
     // Threads: each thread's opens carry its own tid.
     let handles: Vec<_> = (0..3)
@@ -301,8 +309,11 @@ fn kdir(dir: &Path) {
     std::env::set_current_dir(dir.join("cwd-a")).unwrap();
     openat(libc::AT_FDCWD, b"missing-a", libc::O_RDONLY, 0);
     openat(libc::AT_FDCWD, b"../cwd-b/./missing-b", libc::O_RDONLY, 0);
-    open(b"missing-open-a", libc::O_RDONLY, 0);
-    creat(b"no-such-dir/creat-a", 0o600);
+    #[cfg(target_arch = "x86_64")]
+    {
+        open(b"missing-open-a", libc::O_RDONLY, 0);
+        creat(b"no-such-dir/creat-a", 0o600);
+    }
     // 2. A real dirfd (the cwd is elsewhere), with openat and openat2.
     mkdir(&dir.join("dfd"));
     let dfd = openat(libc::AT_FDCWD, &bytes(&dir.join("dfd")), libc::O_RDONLY | libc::O_DIRECTORY, 0);
@@ -382,12 +393,17 @@ fn print_manifest(begin_ns: u64) {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let dir = PathBuf::from(args.get(2).expect("usage: workload SCENARIO DIR [N]"));
-    let n: u64 = args.get(3).map(|s| s.parse().unwrap()).unwrap_or(0);
+    // N where the scenario takes one (`signal` takes a mode there instead).
+    let n: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(0);
     // The scenario's opens start now; everything before was the loader's.
     let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: valid pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
     let begin_ns = now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64;
+    // A cgroup to run in (hostile-load tests keep attacker and victim apart).
+    if let Ok(cgroup) = std::env::var("BADFD_WORKLOAD_CGROUP") {
+        std::fs::write(Path::new(&cgroup).join("cgroup.procs"), b"0").expect("join BADFD_WORKLOAD_CGROUP");
+    }
     match args[1].as_str() {
         "failures" => failures(&dir),
         "fifo" => fifo(&dir, Duration::from_millis(n)),
@@ -405,6 +421,8 @@ fn main() {
         "oddbytes" => oddbytes(&dir),
         "uidflood" => uid_flood(&dir, n, arg_at(&args, 4), arg_at(&args, 5)),
         "uidfail" => uid_failures(&dir, n, arg_at(&args, 4), arg_at(&args, 5)),
+        "forkflood" => fork_flood(&dir, n, arg_at(&args, 4)),
+        "fatflood" => fat_flood(&dir, n, arg_at(&args, 4)),
         "uring" => uring_opens(&dir, n as usize),
         "signal" => signal(&dir, args.get(3).expect("workload signal DIR eintr|restart|kill")),
         "stale" => stale(&dir),
@@ -438,8 +456,11 @@ fn exporter(dir: &Path) {
     for _ in 0..2 {
         openat(libc::AT_FDCWD, &join(dir, b"f-dir"), libc::O_WRONLY, 0); // EISDIR
     }
-    open(&join(dir, b"b/missing-open"), libc::O_RDONLY, 0); // ENOENT through open
-    creat(&join(dir, b"c/no-such-dir/file"), 0o640); // ENOENT through creat
+    #[cfg(target_arch = "x86_64")]
+    {
+        open(&join(dir, b"b/missing-open"), libc::O_RDONLY, 0); // ENOENT through open
+        creat(&join(dir, b"c/no-such-dir/file"), 0o640); // ENOENT through creat
+    }
     openat(libc::AT_FDCWD, &join(dir, b"bad\xff\nname\"\\\x01"), libc::O_RDONLY, 0); // odd bytes
     // Relative to a directory fd, then to a changed cwd; the process lives on a
     // second so that userspace can still read its fd table and cwd.
@@ -570,6 +591,61 @@ fn uid_flood(dir: &Path, secs: u64, uid: u32, threads: usize) {
             .collect();
         workers.into_iter().map(|w| w.join().unwrap()).sum()
     });
+    print_failures(total)
+}
+
+/// A fork storm for `secs` s: children, each a new process (a new budget
+/// where fairness were per process only), that fail 64 opens each and exit.
+/// Counts them through the exit status of each child.
+fn fork_flood(dir: &Path, secs: u64, uid: u32) {
+    let path = cstr(&join(dir, b"forked-missing"));
+    become_uid(uid);
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    let mut total = 0u64;
+    while std::time::Instant::now() < deadline {
+        // SAFETY: the child only makes raw syscalls and exits.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+        if pid == 0 {
+            let mut failed = 0;
+            for _ in 0..64 {
+                // SAFETY: valid C string; raw syscall.
+                let r = unsafe { libc::syscall(libc::SYS_openat, libc::AT_FDCWD, path.as_ptr(), libc::O_RDONLY, 0) };
+                failed += (r < 0) as i32;
+            }
+            // SAFETY: leave without the parent's destructors.
+            unsafe { libc::_exit(failed) };
+        }
+        let mut status = 0;
+        // SAFETY: our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        total += libc::WEXITSTATUS(status) as u64;
+    }
+    print_failures(total)
+}
+
+/// Failed opens of the longest paths there are (4095 bytes, so the fattest
+/// events) as fast as one thread can for `secs` s.
+fn fat_flood(dir: &Path, secs: u64, uid: u32) {
+    let mut long = join(dir, b"fat-missing");
+    while long.len() + 201 < 4095 {
+        long.push(b'/');
+        long.extend_from_slice(&[b'f'; 200]);
+    }
+    long.push(b'/');
+    long.resize(4095, b'g');
+    let path = cstr(&long);
+    become_uid(uid);
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    let mut total = 0u64;
+    while std::time::Instant::now() < deadline {
+        for _ in 0..64 {
+            // SAFETY: valid C string; raw syscall.
+            let r = unsafe { libc::syscall(libc::SYS_openat, libc::AT_FDCWD, path.as_ptr(), libc::O_RDONLY, 0) };
+            assert!(r < 0, "the fat path does not exist");
+            total += 1;
+        }
+    }
     print_failures(total)
 }
 

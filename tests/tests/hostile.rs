@@ -1,0 +1,108 @@
+//! Hostile load at the kernel's door (issue "Hostile load"): an unprivileged
+//! attacker, in a uid and cgroup of its own, floods failing opens for 10 s in
+//! the ways that reset or outgrow a per-process budget (a fork storm: every
+//! child a new process; fat events: 4095-byte paths), while a victim of
+//! another uid and cgroup fails a known set of opens. Every victim failure
+//! must be streamed, and every attacker anomaly streamed or counted as
+//! dropped. The probe watches only the two test cgroups, so the kernel's
+//! counts are exactly theirs. Run as root; they fail, never skip, when BPF
+//! cannot be loaded.
+
+use std::{path::PathBuf, time::Duration};
+
+use badfd::{containers::cgroup2_mount, probe::CgroupFilterMode, ProbeOptions};
+use badfd_tests::{load_probe_with, test_attach_mode, Collector, TempDir, UidWorkload, FAIRNESS_UID};
+use exporter_common::{Config, Counters, Loss, Stream};
+
+const ATTACKER_UID: u32 = FAIRNESS_UID + 1;
+const VICTIM_UID: u32 = FAIRNESS_UID + 2;
+const ATTACK_SECS: u64 = 10;
+const VICTIM_FAILURES: u64 = 20;
+
+/// A cgroup v2 directory of the test's own, removed on drop.
+struct TestCgroup(PathBuf);
+
+impl TestCgroup {
+    fn new(name: &str) -> TestCgroup {
+        let root = cgroup2_mount().expect("a cgroup v2 hierarchy is mounted");
+        let dir = root.join(format!("badfd-test-{}-{name}", std::process::id()));
+        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        TestCgroup(dir)
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+fn decided(c: &Counters) -> (u64, u64, u64) {
+    (c.stream[Stream::Submitted as usize], c.losses[Loss::SourceThrottled as usize], c.losses[Loss::RingbufFull as usize])
+}
+
+/// One attack: `scenario` (a workload mode taking DIR SECS UID) against the victim.
+fn attack(scenario: &str) {
+    let attacker_cgroup = TestCgroup::new("attacker");
+    let victim_cgroup = TestCgroup::new("victim");
+    // A 2 MiB ring read every 50 ms: the attacker fills half of it within one
+    // read, so fairness has to decide.
+    let options = ProbeOptions { attach: test_attach_mode(), ringbuf_bytes: 2 << 20, config: Config::DEFAULT, ..ProbeOptions::default() };
+    let mut probe = load_probe_with(&options);
+    probe.set_cgroup_filter_mode(CgroupFilterMode::Watch).unwrap();
+    probe.add_cgroup_path(&attacker_cgroup.0).unwrap();
+    probe.add_cgroup_path(&victim_cgroup.0).unwrap();
+    let collector = Collector::start_with_interval(&mut probe, Duration::from_millis(50));
+    let before = decided(&probe.counters().unwrap());
+
+    let attacker_dir = TempDir::lettered("attacker");
+    let victim_dir = TempDir::lettered("victim");
+    std::env::set_var("BADFD_WORKLOAD_CGROUP", &attacker_cgroup.0);
+    let attacker = UidWorkload::spawn(&[scenario, attacker_dir.path().to_str().unwrap(), &ATTACK_SECS.to_string(), &ATTACKER_UID.to_string()]);
+    std::thread::sleep(Duration::from_secs(3));
+    std::env::set_var("BADFD_WORKLOAD_CGROUP", &victim_cgroup.0);
+    let victim = UidWorkload::spawn(&[
+        "uidfail",
+        victim_dir.path().to_str().unwrap(),
+        &VICTIM_FAILURES.to_string(),
+        &VICTIM_UID.to_string(),
+        "100",
+    ]);
+    std::env::remove_var("BADFD_WORKLOAD_CGROUP");
+    assert_eq!(victim.failures(), VICTIM_FAILURES);
+    let attacker_made = attacker.failures();
+    let after = decided(&probe.counters().unwrap());
+    let (submitted, throttled, full) = (after.0 - before.0, after.1 - before.1, after.2 - before.2);
+    // Everything submitted is in the ring now: wait for the reader to take it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while (collector.all().len() as u64) < submitted && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let events = collector.all();
+    let victim_events: Vec<_> = events.iter().filter(|e| e.uid == VICTIM_UID).collect();
+    let attacker_events = events.iter().filter(|e| e.uid == ATTACKER_UID).count() as u64;
+    eprintln!(
+        "{scenario}: attacker made {attacker_made} failures in {ATTACK_SECS} s: {attacker_events} streamed, {throttled} throttled, \
+         {full} lost to a full ring; victim: {} of {VICTIM_FAILURES} streamed",
+        victim_events.len()
+    );
+    let mut victim_paths: Vec<String> = victim_events.iter().map(|e| String::from_utf8_lossy(&e.path).into_owned()).collect();
+    victim_paths.sort();
+    let mut want: Vec<String> = (0..VICTIM_FAILURES).map(|i| victim_dir.path().join(format!("quiet-{i}")).display().to_string()).collect();
+    want.sort();
+    assert_eq!(victim_paths, want, "every victim failure streamed, once");
+    assert_eq!(events.len() as u64, submitted, "the reader took every event the kernel submitted");
+    assert_eq!(attacker_events + VICTIM_FAILURES, submitted);
+    assert_eq!(submitted + throttled + full, attacker_made + VICTIM_FAILURES, "every anomaly streamed or counted as dropped");
+    assert!(throttled > 0, "the attack never had to be throttled: it did not flood");
+}
+
+#[test]
+fn a_fork_storm_cannot_blind_badfd_to_another_user() {
+    attack("forkflood");
+}
+
+#[test]
+fn fat_events_cannot_blind_badfd_to_another_user() {
+    attack("fatflood");
+}
