@@ -275,7 +275,7 @@ pub struct Config {
 
 /// Set by the loader, not by callers: opens are not timed (`--no-timing`).
 /// The io_uring programs, which are the same in both timing modes, read it.
-pub const CONFIG_UNTIMED: u32 = 1 << 3;
+pub const CONFIG_UNTIMED: u32 = 1 << 8;
 
 /// Byte offsets in the kernel's task structs, from its BTF (userspace finds
 /// them, as it does `KernelOffsets`).
@@ -1168,6 +1168,17 @@ mod tests {
         }
         assert_eq!(Arch::from_name("riscv64"), None);
         assert_eq!(Arch::Aarch64.syscalls(), &[Syscall::Openat, Syscall::Openat2, Syscall::Execve, Syscall::Execveat]);
+    }
+
+    #[test]
+    fn config_flags_are_distinct_bits() {
+        let flags = [CONFIG_FAILURES_ONLY, CONFIG_TRACKED_ONLY, CONFIG_FOUND_NOTICES, CONFIG_STREAM_EXECS, CONFIG_UNTIMED];
+        for (i, a) in flags.iter().enumerate() {
+            assert_eq!(a.count_ones(), 1);
+            for b in &flags[i + 1..] {
+                assert_eq!(a & b, 0, "{a:#x} and {b:#x} share a bit");
+            }
+        }
     }
 
     #[test]
