@@ -8,9 +8,11 @@ pub const PATH_MAX: usize = 4096;
 /// Length of `task_struct.comm`, including the NUL.
 pub const TASK_COMM_LEN: usize = 16;
 
-/// The syscalls that open a path, and the execs (a program that fails to
-/// start often fails at execve: a missing binary or `#!` interpreter). The
-/// discriminant indexes the counter arrays.
+/// The syscalls that open a path, the execs (a program that fails to start
+/// often fails at execve: a missing binary or `#!` interpreter), and the other
+/// ways a program opens a path (io_uring requests, 32-bit processes'
+/// syscalls). The discriminant indexes the counter arrays; `name` is the
+/// `syscall` label.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Syscall {
@@ -20,13 +22,36 @@ pub enum Syscall {
     Creat = 3,
     Execve = 4,
     Execveat = 5,
+    /// An io_uring `IORING_OP_OPENAT` request (no syscall of its own: the
+    /// kernel opens it for the ring, in the submitter or an io_uring worker).
+    IoUringOpenat = 6,
+    /// An io_uring `IORING_OP_OPENAT2` request.
+    IoUringOpenat2 = 7,
+    /// The open syscalls of a 32-bit (ia32) process on x86_64 (numbers 5, 295,
+    /// 437 and 8, arguments in bx, cx, dx, si).
+    Ia32Open = 8,
+    Ia32Openat = 9,
+    Ia32Openat2 = 10,
+    Ia32Creat = 11,
 }
 
-pub const SYSCALL_COUNT: usize = 6;
+pub const SYSCALL_COUNT: usize = 12;
 
 impl Syscall {
-    pub const ALL: [Syscall; SYSCALL_COUNT] =
-        [Syscall::Open, Syscall::Openat, Syscall::Openat2, Syscall::Creat, Syscall::Execve, Syscall::Execveat];
+    pub const ALL: [Syscall; SYSCALL_COUNT] = [
+        Syscall::Open,
+        Syscall::Openat,
+        Syscall::Openat2,
+        Syscall::Creat,
+        Syscall::Execve,
+        Syscall::Execveat,
+        Syscall::IoUringOpenat,
+        Syscall::IoUringOpenat2,
+        Syscall::Ia32Open,
+        Syscall::Ia32Openat,
+        Syscall::Ia32Openat2,
+        Syscall::Ia32Creat,
+    ];
 
     pub const fn name(self) -> &'static str {
         match self {
@@ -36,6 +61,12 @@ impl Syscall {
             Syscall::Creat => "creat",
             Syscall::Execve => "execve",
             Syscall::Execveat => "execveat",
+            Syscall::IoUringOpenat => "io_uring_openat",
+            Syscall::IoUringOpenat2 => "io_uring_openat2",
+            Syscall::Ia32Open => "ia32_open",
+            Syscall::Ia32Openat => "ia32_openat",
+            Syscall::Ia32Openat2 => "ia32_openat2",
+            Syscall::Ia32Creat => "ia32_creat",
         }
     }
 
@@ -54,8 +85,19 @@ impl Syscall {
             3 => Some(Syscall::Creat),
             4 => Some(Syscall::Execve),
             5 => Some(Syscall::Execveat),
+            6 => Some(Syscall::IoUringOpenat),
+            7 => Some(Syscall::IoUringOpenat2),
+            8 => Some(Syscall::Ia32Open),
+            9 => Some(Syscall::Ia32Openat),
+            10 => Some(Syscall::Ia32Openat2),
+            11 => Some(Syscall::Ia32Creat),
             _ => None,
         }
+    }
+
+    /// Whether this is an io_uring request rather than a syscall.
+    pub const fn is_io_uring(self) -> bool {
+        matches!(self, Syscall::IoUringOpenat | Syscall::IoUringOpenat2)
     }
 
     /// x86_64 syscall numbers, used by the fentry programs to tell which syscall
@@ -113,8 +155,31 @@ impl Arch {
     /// `Syscall::ALL` order. 32-bit compat syscalls are not among them.
     pub const fn syscalls(self) -> &'static [Syscall] {
         match self {
-            Arch::X86_64 => &Syscall::ALL,
+            Arch::X86_64 => &[
+                Syscall::Open,
+                Syscall::Openat,
+                Syscall::Openat2,
+                Syscall::Creat,
+                Syscall::Execve,
+                Syscall::Execveat,
+            ],
             Arch::Aarch64 => &[Syscall::Openat, Syscall::Openat2, Syscall::Execve, Syscall::Execveat],
+        }
+    }
+
+    /// The opens the architecture has besides its native syscalls: io_uring
+    /// requests everywhere, and on x86_64 the 32-bit (ia32) syscalls.
+    pub const fn other_opens(self) -> &'static [Syscall] {
+        match self {
+            Arch::X86_64 => &[
+                Syscall::IoUringOpenat,
+                Syscall::IoUringOpenat2,
+                Syscall::Ia32Open,
+                Syscall::Ia32Openat,
+                Syscall::Ia32Openat2,
+                Syscall::Ia32Creat,
+            ],
+            Arch::Aarch64 => &[Syscall::IoUringOpenat, Syscall::IoUringOpenat2],
         }
     }
 
@@ -130,6 +195,10 @@ impl Arch {
 /// `dirfd` recorded for `open` and `creat`, which resolve relative paths against
 /// the cwd exactly as `openat(AT_FDCWD, ..)` does.
 pub const AT_FDCWD: i32 = -100;
+
+/// `dirfd` of an open whose directory fd the kernel did not say (an io_uring
+/// request that failed before it ran): a relative path is left unresolved.
+pub const DIRFD_UNKNOWN: i32 = i32::MIN;
 
 // ---------------------------------------------------------------------------
 // Configuration: one element of the `CONFIG` array map, written by userspace at
@@ -196,6 +265,154 @@ pub struct Config {
     /// (`Counters::failures_by_epoch`), so that userspace can count each
     /// epoch's failures once all of them are decided.
     pub found_later_epoch_ns: u64,
+    /// What the exit programs read of the current task: how a pending signal
+    /// ends an interrupted open, and whether a syscall is a 32-bit one.
+    pub task: TaskOffsets,
+    /// What the io_uring programs read of a request and of the io_uring
+    /// tracepoints' records.
+    pub io_uring: IoUringOffsets,
+}
+
+/// Set by the loader, not by callers: opens are not timed (`--no-timing`).
+/// The io_uring programs, which are the same in both timing modes, read it.
+pub const CONFIG_UNTIMED: u32 = 1 << 8;
+
+/// Byte offsets in the kernel's task structs, from its BTF (userspace finds
+/// them, as it does `KernelOffsets`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskOffsets {
+    /// Nonzero when every signal offset below was found. Without them an
+    /// open that leaves with a restart code is taken as restarted (its entry
+    /// stays; a thread that dies instead has it reaped).
+    pub signals_valid: u32,
+    /// `task_struct.pending.signal` (`sigset_t`, one u64 on 64-bit kernels).
+    pub task_pending_signal: u32,
+    /// `task_struct.blocked` (`sigset_t`).
+    pub task_blocked: u32,
+    /// `task_struct.signal` (`struct signal_struct *`).
+    pub task_signal: u32,
+    /// `signal_struct.shared_pending.signal` (`sigset_t`).
+    pub signal_shared_pending: u32,
+    /// `task_struct.sighand` (`struct sighand_struct *`).
+    pub task_sighand: u32,
+    /// `sighand_struct.action` (`struct k_sigaction[64]`).
+    pub sighand_action: u32,
+    /// Size of `struct k_sigaction`.
+    pub k_sigaction_size: u32,
+    /// `k_sigaction.sa.sa_handler`.
+    pub sa_handler: u32,
+    /// `k_sigaction.sa.sa_flags` (`unsigned long`).
+    pub sa_flags: u32,
+    /// Nonzero when `thread_status` was found (x86_64).
+    pub compat_valid: u32,
+    /// `task_struct.thread_info.status` (u32): `TS_COMPAT` while the task
+    /// runs a 32-bit syscall.
+    pub thread_status: u32,
+}
+
+impl TaskOffsets {
+    pub const NONE: TaskOffsets = TaskOffsets {
+        signals_valid: 0,
+        task_pending_signal: 0,
+        task_blocked: 0,
+        task_signal: 0,
+        signal_shared_pending: 0,
+        task_sighand: 0,
+        sighand_action: 0,
+        k_sigaction_size: 0,
+        sa_handler: 0,
+        sa_flags: 0,
+        compat_valid: 0,
+        thread_status: 0,
+    };
+}
+
+/// `thread_info.status` bit of x86: a 32-bit syscall is running.
+pub const TS_COMPAT: u32 = 0x0002;
+
+/// `IoUringOffsets::filename_uptr` where `struct filename` keeps no user
+/// pointer (Linux 7.x): the path is then copied from the kernel's own copy.
+pub const FIELD_ABSENT: u32 = u32::MAX;
+
+/// io_uring opcodes of opens (include/uapi/linux/io_uring.h).
+pub const IORING_OP_OPENAT: u8 = 18;
+pub const IORING_OP_OPENAT2: u8 = 28;
+/// `io_kiocb.flags` bit of `IOSQE_CQE_SKIP_SUCCESS`: a successful request
+/// posts no completion (and so no `io_uring_complete` event).
+pub const REQ_F_CQE_SKIP: u64 = 1 << 6;
+
+/// Where the io_uring programs find an open request's arguments and result:
+/// `struct io_kiocb` and `struct io_open` from the kernel's BTF; the records
+/// of the `io_uring` tracepoints from their tracefs formats.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IoUringOffsets {
+    /// Nonzero when every request offset was found (BTF).
+    pub valid: u32,
+    /// `io_kiocb.opcode` (u8).
+    pub req_opcode: u32,
+    /// `io_kiocb.cqe.res` (s32): the request's result once it is set.
+    pub req_result: u32,
+    /// The `struct io_open` inside `io_kiocb` (its command data).
+    pub req_open: u32,
+    /// `io_open.dfd` (int).
+    pub open_dfd: u32,
+    /// `io_open.filename`: a `struct filename *` (or a struct whose first
+    /// member is one, Linux 7.x's `delayed_filename`).
+    pub open_filename: u32,
+    /// `io_open.how` (`struct open_how`: flags, mode, resolve).
+    pub open_how: u32,
+    /// `filename.name` (the kernel's copy of the path).
+    pub filename_name: u32,
+    /// `filename.uptr` (the user's pointer), or `FIELD_ABSENT`.
+    pub filename_uptr: u32,
+    /// Nonzero when every tracepoint record offset below was found (tracefs).
+    pub records_valid: u32,
+    /// `io_uring_submit_req` (`io_uring_submit_sqe` before 6.2): req, opcode, flags.
+    pub submit_req: u32,
+    pub submit_opcode: u32,
+    pub submit_flags: u32,
+    /// `io_uring_complete`: req, res.
+    pub complete_req: u32,
+    pub complete_res: u32,
+    /// `io_uring_req_failed` (a request that failed before it ran): req, opcode,
+    /// addr (the path), off (openat2's `struct open_how *`), len (openat's
+    /// mode), op_flags (openat's flags), error.
+    pub failed_opcode: u32,
+    pub failed_addr: u32,
+    pub failed_off: u32,
+    pub failed_len: u32,
+    pub failed_op_flags: u32,
+    pub failed_error: u32,
+    pub failed_req: u32,
+}
+
+impl IoUringOffsets {
+    pub const NONE: IoUringOffsets = IoUringOffsets {
+        valid: 0,
+        req_opcode: 0,
+        req_result: 0,
+        req_open: 0,
+        open_dfd: 0,
+        open_filename: 0,
+        open_how: 0,
+        filename_name: 0,
+        filename_uptr: FIELD_ABSENT,
+        records_valid: 0,
+        submit_req: 0,
+        submit_opcode: 0,
+        submit_flags: 0,
+        complete_req: 0,
+        complete_res: 0,
+        failed_opcode: 0,
+        failed_addr: 0,
+        failed_off: 0,
+        failed_len: 0,
+        failed_op_flags: 0,
+        failed_error: 0,
+        failed_req: 0,
+    };
 }
 
 /// Stream a successful open that found earlier failures of its process
@@ -346,6 +563,8 @@ impl Config {
         source_burst_ns: source_limit(DEFAULT_SOURCE_RATE).1,
         found_later_window_ns: DEFAULT_FOUND_LATER_WINDOW_NS,
         found_later_epoch_ns: DEFAULT_FOUND_LATER_WINDOW_NS,
+        task: TaskOffsets::NONE,
+        io_uring: IoUringOffsets::NONE,
     };
 }
 
@@ -378,8 +597,20 @@ pub struct Inflight {
     /// The thread whose open this is; 0 when the slot is free.
     pub tid: u32,
     pub syscall: u8,
-    pub _pad: [u8; 3],
+    /// `INFLIGHT_*` bits.
+    pub flags: u8,
+    pub _pad: [u8; 2],
 }
+
+/// The open left with a restart code and the kernel restarts it: the entry
+/// stays, and the restart (the same syscall with the same arguments) goes on
+/// timing it from its first entry.
+pub const INFLIGHT_RESTARTING: u8 = 1 << 0;
+/// `path_ptr` is a kernel address (a copy of the path the kernel made).
+pub const INFLIGHT_PATH_IN_KERNEL: u8 = 1 << 1;
+/// An io_uring request with `IOSQE_CQE_SKIP_SUCCESS`: if it succeeds, no
+/// completion is posted.
+pub const INFLIGHT_CQE_SKIP: u8 = 1 << 2;
 
 /// Slots of the `INFLIGHT` array (a power of two): 2.5 MiB of kernel memory.
 pub const INFLIGHT_SLOTS: u32 = 1 << 16;
@@ -404,6 +635,11 @@ pub const EVENT_UNTIMED: u8 = 1 << 4;
 /// process with the same basename (`EventHeader::name_hash`) within the
 /// found-later window; streamed only with `CONFIG_FOUND_NOTICES`.
 pub const EVENT_FOUND: u8 = 1 << 5;
+/// A signal ended the open: with `EVENT_FAILED` the program got EINTR (a
+/// handler without `SA_RESTART`); without it the task was killed while the
+/// open waited, no result reached the program, and `ret` is the kernel's
+/// restart code (-512 and kin).
+pub const EVENT_INTERRUPTED: u8 = 1 << 6;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -597,8 +833,10 @@ pub fn basename_hash(path: &[u8]) -> Option<u32> {
 // ---------------------------------------------------------------------------
 
 /// errno values are counted in `errnos[syscall][errno]`; larger ones (never seen
-/// from open in practice) land in the last slot.
-pub const ERRNO_SLOTS: usize = 256;
+/// from open in practice) land in the last slot. Linux's errnos end at 133
+/// (EHWPOISON): 136 slots keep each its own and the per-CPU counters of ten
+/// syscalls under the 32 KiB a per-CPU map value may have.
+pub const ERRNO_SLOTS: usize = 136;
 /// Latency bucket `i` counts opens whose latency in ns has bit length `i`:
 /// bucket 0 is 0 ns, bucket i (i >= 1) is [2^(i-1), 2^i) ns.
 pub const LATENCY_BUCKETS: usize = 64;
@@ -640,13 +878,23 @@ pub enum Loss {
     /// (same slot) or was full while it still held undecided failures: those
     /// can no longer be found later, so they count as never found.
     FailedNameEvicted = 10,
+    /// An open's in-flight entry was still there when its thread began
+    /// another open (or an io_uring request was reused): the end of the
+    /// earlier one was never seen (its exit program was skipped), so it was
+    /// neither timed nor counted. An io_uring open submitted with
+    /// `IOSQE_CQE_SKIP_SUCCESS` that posted no completion succeeded: it is
+    /// counted as a success then, untimed, and here.
+    InflightStale = 11,
+    /// An io_uring open could not be tracked from its submission to its
+    /// completion (the tracking map was full): not seen, not counted.
+    IoUringUntracked = 12,
 }
 
 /// Slots of `Counters::losses`; room for reasons yet to come.
 pub const LOSS_COUNT: usize = 16;
 
 impl Loss {
-    pub const ALL: [Loss; 11] = [
+    pub const ALL: [Loss; 13] = [
         Loss::RingbufFull,
         Loss::InflightCollision,
         Loss::ExitWithoutEnter,
@@ -658,6 +906,8 @@ impl Loss {
         Loss::SourceThrottled,
         Loss::InflightReaped,
         Loss::FailedNameEvicted,
+        Loss::InflightStale,
+        Loss::IoUringUntracked,
     ];
 
     /// The `reason` label of `badfd_kernel_events_lost_total`.
@@ -674,6 +924,8 @@ impl Loss {
             Loss::SourceThrottled => "source_throttled",
             Loss::InflightReaped => "inflight_reaped",
             Loss::FailedNameEvicted => "failed_name_evicted",
+            Loss::InflightStale => "inflight_stale",
+            Loss::IoUringUntracked => "io_uring_untracked",
         }
     }
 }
@@ -692,13 +944,22 @@ pub enum Stream {
     /// (the latency histogram's count) and the collisions it gives the opens in
     /// flight now.
     Entered = 3,
-    /// Opens a signal interrupted with a restart code (`-ERESTARTSYS` and
-    /// kin): the kernel restarts them (the restart is counted as the open it
-    /// is) or the task was killed. No program ever sees that result, so it is
-    /// neither a failure nor timed.
+    /// Opens a signal ended without a result: the open left with a restart
+    /// code (-ERESTARTSYS and kin) and its task was being killed. Timed (in
+    /// the latency histogram, slow if it took the threshold) and streamed if
+    /// slow (`EVENT_INTERRUPTED`), but not in `opens`: no program saw a
+    /// result. (One that returned EINTR is a failure with errno EINTR.)
     Interrupted = 4,
     /// Failed opens found later by a successful open of their process.
     FoundLater = 5,
+    /// Open attempts a signal interrupted that the kernel restarts (a handler
+    /// with `SA_RESTART`, or none): the restart goes on as the same open,
+    /// timed from its first entry and counted once, when it ends.
+    Restarted = 6,
+    /// io_uring open attempts that could not finish without blocking
+    /// (-EAGAIN) and that an io_uring worker runs again: the attempt that
+    /// ends the request is the open (counted and timed, in fentry mode).
+    Retried = 7,
 }
 
 /// The kernel-internal codes an interrupted syscall leaves with before the
@@ -709,7 +970,8 @@ pub const fn is_restart_code(ret: i64) -> bool {
     matches!(ret, -512 | -513 | -514 | -516)
 }
 
-pub const STREAM_COUNT: usize = 8;
+/// Slots of `Counters::stream`; room for counters yet to come.
+pub const STREAM_COUNT: usize = 12;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -749,17 +1011,21 @@ impl Counters {
         found_by_epoch: [[0; FOUND_ERRNO_SLOTS]; FOUND_EPOCHS],
     };
 
-    /// Opens whose start is recorded and whose exit has not come yet: entered,
-    /// less those timed at exit, less those whose slot another thread took,
-    /// less those of threads that exited without their open's exit being seen,
-    /// less those interrupted by a signal.
+    /// Opens whose start is recorded and whose end has not come yet: entered,
+    /// less each way an entry ends: timed at its end (signal-ended ones too),
+    /// its slot taken by another thread, its thread gone without its exit
+    /// seen, found stale by its thread's next open, or an io_uring attempt
+    /// handed to a worker. An exit that finds no entry of its own (counted as
+    /// `exit_without_enter`, whatever its result) ends none, so it cannot
+    /// move the gauge; a restarted open keeps its entry.
     pub fn inflight(&self) -> u64 {
         let timed: u64 = self.latency.iter().flatten().sum();
         self.stream[Stream::Entered as usize]
             .saturating_sub(timed)
             .saturating_sub(self.losses[Loss::InflightCollision as usize])
             .saturating_sub(self.losses[Loss::InflightReaped as usize])
-            .saturating_sub(self.stream[Stream::Interrupted as usize])
+            .saturating_sub(self.losses[Loss::InflightStale as usize])
+            .saturating_sub(self.stream[Stream::Retried as usize])
     }
 
     /// Adds another CPU's counters into these.
@@ -817,6 +1083,20 @@ pub const MAP_DIR_SCRATCH: &str = "DIR_SCRATCH";
 pub const MAP_CGROUP_FILTER: &str = "CGROUP_FILTER";
 pub const MAP_SOURCES: &str = "SOURCES";
 pub const MAP_FAILED_NAMES: &str = "FAILED_NAMES";
+pub const MAP_URING_REQS: &str = "URING_REQS";
+pub const MAP_URING_PATHS: &str = "URING_PATHS";
+
+/// Capacity of `URING_REQS`: io_uring opens submitted and not yet completed
+/// (tracepoint mode); one that finds it full is counted
+/// (`Loss::IoUringUntracked`).
+pub const URING_REQS_CAPACITY: u32 = 4096;
+/// Slots of `URING_PATHS` (a power of two), where the kernel's copy of an
+/// io_uring open's path is kept from its start to its end on kernels whose
+/// `struct filename` no longer holds the user's pointer (Linux 7.x): 4 MiB.
+/// Taken round-robin, so a slot is reused only after this many later opens;
+/// an open whose slot was reused meanwhile has its path unread, counted
+/// (`Loss::PathReadFailed`). One slot elsewhere.
+pub const URING_PATH_SLOTS: u32 = 1024;
 
 /// Capacity of `SOURCES`, `SOURCE_CGROUPS` and `SOURCE_UIDS`, the fairness
 /// state of processes, cgroups and uids (LRUs: the least recently streaming
@@ -891,12 +1171,25 @@ mod tests {
     }
 
     #[test]
+    fn config_flags_are_distinct_bits() {
+        let flags = [CONFIG_FAILURES_ONLY, CONFIG_TRACKED_ONLY, CONFIG_FOUND_NOTICES, CONFIG_STREAM_EXECS, CONFIG_UNTIMED];
+        for (i, a) in flags.iter().enumerate() {
+            assert_eq!(a.count_ones(), 1);
+            for b in &flags[i + 1..] {
+                assert_eq!(a & b, 0, "{a:#x} and {b:#x} share a bit");
+            }
+        }
+    }
+
+    #[test]
     fn layouts_are_stable() {
         assert_eq!(EVENT_HEADER_SIZE, 104);
         assert_eq!(EVENT_HEADER_SIZE % 8, 0);
         assert_eq!(core::mem::size_of::<Inflight>(), 40);
         assert!(INFLIGHT_SLOTS.is_power_of_two());
-        assert_eq!(core::mem::size_of::<Config>(), 184);
+        assert_eq!(core::mem::size_of::<Config>(), 184 + 48 + 88);
+        assert_eq!(core::mem::size_of::<TaskOffsets>(), 48);
+        assert_eq!(core::mem::size_of::<IoUringOffsets>(), 88);
         assert_eq!(core::mem::size_of::<FailedName>(), 16);
         assert_eq!(core::mem::size_of::<FailedNames>(), 16 + 16 * FAILED_NAMES_PER_PROCESS);
         assert_eq!(core::mem::size_of::<KernelOffsets>(), 96);
@@ -906,8 +1199,10 @@ mod tests {
         }
         // Per-CPU scratch buffers too.
         assert!(core::mem::size_of::<EventBuffer>() <= 32 * 1024);
-        // Per-CPU map values are limited to 32 KiB.
+        // Per-CPU map values are limited to 32 KiB: twelve syscalls' rows
+        // (ERRNO_SLOTS 136) leave 4.7 KiB of room.
         assert!(core::mem::size_of::<Counters>() <= 32 * 1024);
+        assert_eq!(core::mem::size_of::<Counters>(), 28_000);
     }
 
     #[test]
@@ -936,9 +1231,34 @@ mod tests {
     }
 
     #[test]
+    fn the_inflight_gauge_counts_every_way_an_entry_ends_and_nothing_else() {
+        let mut c = Counters::ZERO;
+        c.stream[Stream::Entered as usize] = 10;
+        c.latency[Syscall::Openat as usize][5] = 2;
+        c.latency[Syscall::IoUringOpenat as usize][30] = 1;
+        c.losses[Loss::InflightCollision as usize] = 1;
+        c.losses[Loss::InflightReaped as usize] = 1;
+        c.losses[Loss::InflightStale as usize] = 1;
+        c.stream[Stream::Retried as usize] = 1;
+        assert_eq!(c.inflight(), 3);
+        // Exits that found no entry of their own end none, whatever ended them.
+        c.stream[Stream::Interrupted as usize] = 5;
+        c.stream[Stream::Restarted as usize] = 5;
+        c.losses[Loss::ExitWithoutEnter as usize] = 5;
+        assert_eq!(c.inflight(), 3);
+    }
+
+    #[test]
     fn syscall_numbers_round_trip() {
-        for s in Syscall::ALL {
+        for (i, s) in Syscall::ALL.into_iter().enumerate() {
+            assert_eq!(s as usize, i, "Syscall::ALL is in index order");
             assert_eq!(Syscall::from_u8(s as u8), Some(s));
+        }
+        assert_eq!(Syscall::from_u8(SYSCALL_COUNT as u8), None);
+        for a in Syscall::ALL {
+            for b in Syscall::ALL {
+                assert!(a == b || a.name() != b.name(), "every syscall label is its own");
+            }
         }
         assert_eq!(Syscall::from_x86_64_nr(257), Some(Syscall::Openat));
         assert_eq!(Syscall::from_x86_64_nr(39), None);

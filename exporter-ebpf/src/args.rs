@@ -41,7 +41,8 @@ impl OpenArgs {
             dirfd: self.dirfd,
             tid,
             syscall: self.syscall as u8,
-            _pad: [0; 3],
+            flags: 0,
+            _pad: [0; 2],
         }
     }
 }

@@ -13,7 +13,7 @@ use aya_ebpf::{
 use exporter_common::{Syscall, AT_FDCWD};
 
 use crate::{
-    arch::user_args,
+    arch::{registers_if_allowed, user_args},
     args::OpenArgs,
     found_later::{self, badfd_basename_hash},
     maps::CONFIG,
@@ -55,13 +55,13 @@ pub fn sys_enter_execveat(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_exit_execve")]
 pub fn sys_exit_execve(ctx: TracePointContext) -> u32 {
-    on_exit(Syscall::Execve, arg(&ctx, 0) as i64);
+    on_exit(Syscall::Execve, arg(&ctx, 0) as i64, || registers_if_allowed().filter(|a| a.syscall == Syscall::Execve));
     0
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_execveat")]
 pub fn sys_exit_execveat(ctx: TracePointContext) -> u32 {
-    on_exit(Syscall::Execveat, arg(&ctx, 0) as i64);
+    on_exit(Syscall::Execveat, arg(&ctx, 0) as i64, || registers_if_allowed().filter(|a| a.syscall == Syscall::Execveat));
     0
 }
 
@@ -111,7 +111,7 @@ pub fn fentry_execve(_ctx: FEntryContext) -> u32 {
 
 #[fexit(function = "__x64_sys_execve")]
 pub fn fexit_execve(ctx: FExitContext) -> u32 {
-    on_exit(Syscall::Execve, fexit_ret(&ctx));
+    on_exit(Syscall::Execve, fexit_ret(&ctx), || user_args().filter(|a| a.syscall == Syscall::Execve));
     0
 }
 
@@ -123,7 +123,7 @@ pub fn fentry_execveat(_ctx: FEntryContext) -> u32 {
 
 #[fexit(function = "__x64_sys_execveat")]
 pub fn fexit_execveat(ctx: FExitContext) -> u32 {
-    on_exit(Syscall::Execveat, fexit_ret(&ctx));
+    on_exit(Syscall::Execveat, fexit_ret(&ctx), || user_args().filter(|a| a.syscall == Syscall::Execveat));
     0
 }
 

@@ -35,7 +35,11 @@ fn return_value(ctx: &FExitContext) -> i64 {
 
 #[fexit(function = "do_sys_openat2")]
 pub fn fexit_do_sys_openat2(ctx: FExitContext) -> u32 {
-    on_exit(current_syscall().unwrap_or(Syscall::Openat), return_value(&ctx));
+    // Without an entry of its own, a failure is streamed with the arguments
+    // as the fentry program would have read them.
+    on_exit(current_syscall().unwrap_or(Syscall::Openat), return_value(&ctx), || {
+        Some(user_args().unwrap_or_else(|| function_args(ctx.arg(0), ctx.arg(1), ctx.arg(2))))
+    });
     0
 }
 

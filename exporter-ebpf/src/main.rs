@@ -11,12 +11,14 @@
 //! | `counters` | the exact per-CPU counters |
 //! | `args`, `arch` | an open's arguments; the saved user registers |
 //! | `open` | enter and exit: counting, timing, the anomaly decision |
+//! | `signal_end` | how a signal ends an interrupted open: restarted, EINTR, killed |
 //! | `found_later` | failures a later open of the same name found (search-path probes) |
 //! | `stream` | filters, the event into the ring buffer |
 //! | `fairness` | per-source budgets (process, cgroup, uid) past half the ring |
 //! | `dir_walk` | the directory of a relative path |
 //! | `tracepoints`, `fentry` | the programs of each attach mode |
 //! | `exec` | execve/execveat, both modes: failed execs are failures too |
+//! | `io_uring` | io_uring open requests, in both attach modes |
 //! | `tracking` | forks and exits: followed commands, in-flight reaping |
 //! | `test_programs` | tests and benchmarks only (feature `test-programs`) |
 #![no_std]
@@ -30,8 +32,10 @@ mod exec;
 mod fairness;
 mod fentry;
 mod found_later;
+mod io_uring;
 mod maps;
 mod open;
+mod signal_end;
 mod stream;
 #[cfg(feature = "test-programs")]
 mod test_programs;

@@ -7,7 +7,8 @@ use aya_ebpf::{
 };
 use exporter_common::{
     Config, Counters, DirBuffer, EventBuffer, FailedNames, Inflight, CGROUP_FILTER_CAPACITY, DEFAULT_RINGBUF_BYTES,
-    FAILED_NAMES_SLOTS, INFLIGHT_SLOTS, SOURCES_CAPACITY, TRACKED_CAPACITY,
+    FAILED_NAMES_SLOTS, INFLIGHT_SLOTS, PATH_MAX, SOURCES_CAPACITY, TRACKED_CAPACITY, URING_PATH_SLOTS,
+    URING_REQS_CAPACITY,
 };
 
 #[map]
@@ -77,6 +78,42 @@ pub static PENDING: PerCpuArray<Pending> = PerCpuArray::with_max_entries(1, 0);
 /// process without recent failures costs one inlined load; see the contract).
 #[map]
 pub static FAILED_NAMES: Array<FailedNames> = Array::with_max_entries(FAILED_NAMES_SLOTS, 0);
+
+/// io_uring opens in tracepoint mode, from their submission to their
+/// completion, by request (`struct io_kiocb *`): the completion event says
+/// neither the opcode nor the arguments.
+#[map]
+pub static URING_REQS: HashMap<u64, Inflight> = HashMap::with_max_entries(URING_REQS_CAPACITY, 0);
+
+/// The kernel's copy of an io_uring open's path, taken at its start, where
+/// the kernel keeps no user pointer to read it from at its end (Linux 7.x;
+/// userspace sizes the map to one slot elsewhere).
+#[repr(C)]
+pub struct UringPath {
+    /// The open's key (its thread in fentry mode, its request in tracepoint
+    /// mode): a slot reused by a later open no longer names it.
+    pub owner: u64,
+    pub bytes: [u8; PATH_MAX],
+}
+
+#[map]
+pub static URING_PATHS: Array<UringPath> = Array::with_max_entries(URING_PATH_SLOTS, 0);
+
+/// The next `URING_PATHS` slot to take (round-robin, all CPUs).
+#[map]
+pub static URING_PATH_NEXT: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Set (to 1) by userspace at load where tracing programs may call
+/// `bpf_task_pt_regs` (Linux 5.15): a timed exit that finds no entry of its
+/// own then reads the failed open's arguments from the saved registers to
+/// stream it. Frozen, like `CGROUP_ANCESTORS`.
+#[unsafe(no_mangle)]
+pub static TASK_PT_REGS: u8 = 0;
+
+/// Slots in `URING_PATHS` (a power of two), set by userspace at load with the
+/// map's size; frozen.
+#[unsafe(no_mangle)]
+pub static URING_PATH_SLOTS_LOADED: u32 = 1;
 
 /// Set (to 1) by userspace at load where tracing programs may call
 /// `bpf_get_current_ancestor_cgroup_id` (not on older kernels, 5.10 among

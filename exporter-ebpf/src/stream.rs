@@ -13,7 +13,7 @@ use aya_ebpf::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_probe_read_user,
         generated::{
             bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_task, bpf_ktime_get_ns,
-            bpf_probe_read_kernel as probe_read_kernel_raw, bpf_probe_read_user_str,
+            bpf_probe_read_kernel as probe_read_kernel_raw, bpf_probe_read_kernel_str, bpf_probe_read_user_str,
         },
     },
 };
@@ -21,7 +21,7 @@ use exporter_common::{
     Config, Counters, EventBuffer, Inflight, KernelOffsets, Loss, Stream, CGROUP_FILTER_IGNORE,
     CGROUP_FILTER_MAX_DEPTH, CGROUP_FILTER_OFF, CGROUP_FILTER_WATCH, CONFIG_TRACKED_ONLY, DIR_MAX, DIR_NOT_ATTEMPTED,
     DIR_READ_FAILED, DIR_RESOLVED, DIR_TRUNCATED, EVENT_HEADER_SIZE, EVENT_PATH_TRUNCATED, EVENT_PATH_UNREADABLE,
-    FILTER_ANY, PATH_MAX, WAKEUP_MIN_INTERVAL_NS,
+    FILTER_ANY, INFLIGHT_PATH_IN_KERNEL, PATH_MAX, WAKEUP_MIN_INTERVAL_NS,
 };
 
 use crate::{
@@ -163,8 +163,11 @@ pub extern "C" fn badfd_emit(ret: i64, latency_ns: u64, event_flags: u64, waitin
 
     // The path, unless found_later already read it into the scratch event.
     let src = entry.path_ptr as *const u8;
+    let in_kernel = entry.flags & INFLIGHT_PATH_IN_KERNEL != 0;
     let read = if pending.path_read != 0 {
         pending.path_read
+    } else if in_kernel {
+        unsafe { bpf_probe_read_kernel_str(buf.path.as_mut_ptr().cast(), PATH_MAX as u32, src.cast()) }
     } else {
         unsafe { bpf_probe_read_user_str(buf.path.as_mut_ptr().cast(), PATH_MAX as u32, src.cast()) }
     };
@@ -174,9 +177,10 @@ pub extern "C" fn badfd_emit(ret: i64, latency_ns: u64, event_flags: u64, waitin
         count_loss(c, Loss::PathReadFailed);
     } else {
         // `read` counts the NUL. A full buffer is a truncation only if the
-        // string goes on past it.
+        // string goes on past it (never for the kernel's own copy, which is
+        // at most PATH_MAX bytes with its NUL).
         path_len = (read as usize - 1) & (PATH_MAX - 1);
-        if read as usize == PATH_MAX {
+        if read as usize == PATH_MAX && !in_kernel {
             let next: u8 = unsafe { bpf_probe_read_user(src.wrapping_add(PATH_MAX - 1)) }.unwrap_or(0);
             if next != 0 {
                 event_flags |= EVENT_PATH_TRUNCATED;

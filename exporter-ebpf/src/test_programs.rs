@@ -88,7 +88,8 @@ extern "C" fn bench_emit_one(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
         dirfd: AT_FDCWD,
         tid,
         syscall: Syscall::Openat as u8,
-        _pad: [0; 3],
+        flags: 0,
+        _pad: [0; 2],
     };
     let threshold = config.wakeup_bytes as u64;
     let crossed = threshold == 0 || (waiting >= threshold && waiting % threshold < BENCH_CROSSING_WINDOW);

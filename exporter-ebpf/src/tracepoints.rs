@@ -94,7 +94,7 @@ macro_rules! exit_tracepoint {
     ($fn_name:ident, $tp:literal, $syscall:expr) => {
         #[tracepoint(category = "syscalls", name = $tp)]
         pub fn $fn_name(ctx: TracePointContext) -> u32 {
-            on_exit($syscall, arg(&ctx, EXIT_RET));
+            on_exit($syscall, arg(&ctx, EXIT_RET), crate::arch::registers_if_allowed);
             0
         }
     };

@@ -6,6 +6,7 @@ use aya_ebpf::helpers::{
 };
 use exporter_common::{Syscall, AT_FDCWD};
 
+use super::x86_64_ia32 as ia32;
 use crate::args::{OpenArgs, OpenHow, CREAT_FLAGS};
 
 /// Word indexes in `struct pt_regs` of the registers the syscall ABI uses:
@@ -21,7 +22,7 @@ const REG_ORIG_AX: usize = 15;
 /// bpf_task_pt_regs (Linux 5.15); on older kernels the programs that use it
 /// fail to load and userspace falls back, saying why.
 #[inline(always)]
-fn user_regs() -> *const u64 {
+pub(super) fn user_regs() -> *const u64 {
     unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) as *const u64 }
 }
 
@@ -29,26 +30,32 @@ fn user_regs() -> *const u64 {
 /// BTF-typed pointer the verifier lets tracing programs read (it guards the
 /// load itself), which saves a probe-read helper call per register.
 #[inline(always)]
-fn reg(regs: *const u64, word: usize) -> u64 {
+pub(super) fn reg(regs: *const u64, word: usize) -> u64 {
     // SAFETY: `regs` is the kernel's `struct pt_regs` of the current task and
     // every `word` used is one of its u64 fields.
     unsafe { core::ptr::read_volatile(regs.wrapping_add(word)) }
 }
 
 /// Which syscall reached the common function, from the syscall number saved in
-/// `pt_regs.orig_ax`; `None` when it was none of the four (a 32-bit task).
+/// `pt_regs.orig_ax` (a 32-bit process's own numbers included); `None` when it
+/// was none of the opens.
 #[inline(always)]
 pub fn current_syscall() -> Option<Syscall> {
-    Syscall::from_x86_64_nr(reg(user_regs(), REG_ORIG_AX))
+    let nr = reg(user_regs(), REG_ORIG_AX);
+    ia32::syscall(nr).or_else(|| Syscall::from_x86_64_nr(nr))
 }
 
 /// The syscall's own arguments, from the saved user registers (the same at
 /// entry and at exit: the kernel writes only the return register); `None` for
-/// a syscall that is none of the x86_64 opens and execs.
+/// a syscall that is none of the x86_64 opens and execs (32-bit ones included).
 #[inline(always)]
 pub fn user_args() -> Option<OpenArgs> {
     let regs = user_regs();
-    let syscall = Syscall::from_x86_64_nr(reg(regs, REG_ORIG_AX))?;
+    let nr = reg(regs, REG_ORIG_AX);
+    if let Some(syscall) = ia32::syscall(nr) {
+        return Some(ia32::args(regs, syscall));
+    }
+    let syscall = Syscall::from_x86_64_nr(nr)?;
     Some(match syscall {
         Syscall::Open => OpenArgs {
             syscall,
@@ -86,5 +93,7 @@ pub fn user_args() -> Option<OpenArgs> {
             open_flags: reg(regs, REG_R8),
             mode: 0,
         },
+        // from_x86_64_nr gives none of the others.
+        _ => return None,
     })
 }

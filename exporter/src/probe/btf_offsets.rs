@@ -9,7 +9,7 @@
 
 use std::{collections::HashMap, path::Path};
 
-use exporter_common::KernelOffsets;
+use exporter_common::{IoUringOffsets, KernelOffsets, TaskOffsets, FIELD_ABSENT};
 
 const BTF_MAGIC: u16 = 0xeb9f;
 
@@ -336,27 +336,128 @@ impl KernelBtf {
     }
 }
 
-/// Both sets of offsets of the running kernel, read from its BTF once per
+impl KernelBtf {
+    /// The byte offset of `first.member` plus, for each further step, of
+    /// that member's own member: `nested(&[("task_struct", "pending"),
+    /// ("sigpending", "signal")])` is `task_struct.pending.signal`.
+    fn nested(&self, steps: &[(&str, &str)]) -> Result<MemberInfo, BtfError> {
+        let mut at = MemberInfo { offset: 0, size: 0 };
+        for (strukt, member) in steps {
+            let m = self.member(strukt, member)?;
+            at = MemberInfo { offset: at.offset + m.offset, size: m.size };
+        }
+        Ok(at)
+    }
+
+    /// As `nested`, checked to be `size` bytes.
+    fn nested_sized(&self, steps: &[(&str, &str)], size: u32) -> Result<u32, BtfError> {
+        let m = self.nested(steps)?;
+        if m.size != size {
+            let (strukt, member) = steps.last().copied().unwrap_or(("?", "?"));
+            return Err(BtfError::Size(strukt.into(), member.into(), m.size, size));
+        }
+        Ok(m.offset)
+    }
+
+    /// What the exit programs read of the task: the signal state that
+    /// decides how an interrupted open ends, and (x86) the 32-bit syscall
+    /// flag. Each part is valid on its own.
+    pub fn task_offsets(&self) -> TaskOffsets {
+        let signals = (|| -> Result<TaskOffsets, BtfError> {
+            let sigset = 8;
+            Ok(TaskOffsets {
+                signals_valid: 1,
+                task_pending_signal: self.nested_sized(&[("task_struct", "pending"), ("sigpending", "signal")], sigset)?,
+                task_blocked: self.sized("task_struct", "blocked", sigset)?,
+                task_signal: self.pointer("task_struct", "signal")?,
+                signal_shared_pending: self
+                    .nested_sized(&[("signal_struct", "shared_pending"), ("sigpending", "signal")], sigset)?,
+                task_sighand: self.pointer("task_struct", "sighand")?,
+                sighand_action: self.member("sighand_struct", "action")?.offset,
+                k_sigaction_size: self.struct_size("k_sigaction")?,
+                sa_handler: self.member("k_sigaction", "sa")?.offset + self.pointer("sigaction", "sa_handler")?,
+                sa_flags: self.member("k_sigaction", "sa")?.offset + self.sized("sigaction", "sa_flags", 8)?,
+                ..TaskOffsets::NONE
+            })
+        })()
+        .unwrap_or(TaskOffsets::NONE);
+        match self.nested_sized(&[("task_struct", "thread_info"), ("thread_info", "status")], 4) {
+            Ok(thread_status) => TaskOffsets { compat_valid: 1, thread_status, ..signals },
+            Err(_) => signals,
+        }
+    }
+
+    /// Where an io_uring open request keeps its arguments and its result
+    /// (`records_valid` 0: the tracepoint records are tracefs's to say).
+    pub fn io_uring_offsets(&self) -> Result<IoUringOffsets, BtfError> {
+        // The request's command data: `cmd` since 6.0, the `open` member of
+        // its union before.
+        let req_open = self.member("io_kiocb", "cmd").or_else(|_| self.member("io_kiocb", "open"))?.offset;
+        let req_result = self
+            .nested_sized(&[("io_kiocb", "cqe"), ("io_cqe", "res")], 4)
+            .or_else(|_| self.sized("io_kiocb", "result", 4))?;
+        // A `struct filename *`, or (7.x) a one-pointer struct holding it.
+        let filename = self.member("io_open", "filename")?;
+        if filename.size != 8 {
+            return Err(BtfError::Size("io_open".into(), "filename".into(), filename.size, 8));
+        }
+        Ok(IoUringOffsets {
+            valid: 1,
+            req_opcode: self.sized("io_kiocb", "opcode", 1)?,
+            req_result,
+            req_open,
+            open_dfd: self.sized("io_open", "dfd", 4)?,
+            open_filename: filename.offset,
+            open_how: self.sized("io_open", "how", 24)?,
+            filename_name: self.pointer("filename", "name")?,
+            filename_uptr: self.pointer("filename", "uptr").unwrap_or(FIELD_ABSENT),
+            ..IoUringOffsets::NONE
+        })
+    }
+}
+
+/// Every set of offsets of the running kernel, read from its BTF once per
 /// process: the kernel cannot change under a running process, and parsing
 /// several MiB of BTF at every load is what made loads slow.
-fn running() -> &'static (Result<KernelOffsets, BtfError>, Result<KernelOffsets, BtfError>) {
-    static RUNNING: std::sync::OnceLock<(Result<KernelOffsets, BtfError>, Result<KernelOffsets, BtfError>)> =
-        std::sync::OnceLock::new();
+struct Running {
+    kernel: Result<KernelOffsets, BtfError>,
+    mnt_ns: Result<KernelOffsets, BtfError>,
+    task: TaskOffsets,
+    io_uring: Result<IoUringOffsets, BtfError>,
+}
+
+fn running() -> &'static Running {
+    static RUNNING: std::sync::OnceLock<Running> = std::sync::OnceLock::new();
     RUNNING.get_or_init(|| match KernelBtf::from_sys_fs() {
-        Ok(btf) => (btf.kernel_offsets(), btf.mnt_ns_offsets()),
-        Err(e) => (Err(e.clone()), Err(e)),
+        Ok(btf) => Running {
+            kernel: btf.kernel_offsets(),
+            mnt_ns: btf.mnt_ns_offsets(),
+            task: btf.task_offsets(),
+            io_uring: btf.io_uring_offsets(),
+        },
+        Err(e) => Running { kernel: Err(e.clone()), mnt_ns: Err(e.clone()), task: TaskOffsets::NONE, io_uring: Err(e) },
     })
 }
 
 /// The running kernel's mount namespace offsets alone (for kernels where the
 /// directory walk's offsets are not all found).
 pub fn running_mnt_ns_offsets() -> Result<KernelOffsets, BtfError> {
-    running().1.clone()
+    running().mnt_ns.clone()
 }
 
 /// The offsets of the running kernel, or why they are not to be had.
 pub fn running_kernel_offsets() -> Result<KernelOffsets, BtfError> {
-    running().0.clone()
+    running().kernel.clone()
+}
+
+/// The running kernel's task offsets (each part `valid` where found).
+pub fn running_task_offsets() -> TaskOffsets {
+    running().task
+}
+
+/// The running kernel's io_uring request offsets, or why they are not to be had.
+pub fn running_io_uring_offsets() -> Result<IoUringOffsets, BtfError> {
+    running().io_uring.clone()
 }
 
 #[cfg(test)]
@@ -472,5 +573,26 @@ mod tests {
         assert_eq!(o.nsproxy_mnt_ns, btf.member("nsproxy", "ipc_ns").unwrap().offset + 8);
         assert!(o.task_nsproxy.is_multiple_of(8) && o.task_nsproxy < task);
         assert!(o.mnt_ns_inum + 4 <= btf.struct_size("mnt_namespace").unwrap());
+    }
+
+    /// The signal and 32-bit offsets of the running kernel, against the
+    /// layouts their neighbours imply.
+    #[test]
+    fn running_kernel_task_offsets_are_consistent() {
+        let btf = KernelBtf::from_sys_fs().expect("this machine has /sys/kernel/btf/vmlinux");
+        let t = btf.task_offsets();
+        assert_eq!((t.signals_valid, t.compat_valid), (1, 1), "{t:?}");
+        // struct sigpending { struct list_head list; sigset_t signal; }
+        assert_eq!(t.task_pending_signal, btf.member("task_struct", "pending").unwrap().offset + 16);
+        // struct sigaction { sa_handler; sa_flags; sa_restorer; sa_mask; } is k_sigaction's first member.
+        assert_eq!((t.sa_handler, t.sa_flags), (0, 8));
+        assert_eq!(t.k_sigaction_size, 32);
+        // x86_64: thread_info is task_struct's first member; status follows flags and syscall_work.
+        assert_eq!(t.thread_status, 16);
+        let io = btf.io_uring_offsets().expect("this kernel has io_uring");
+        assert_eq!(io.req_open, 0, "the command data opens struct io_kiocb");
+        assert_eq!((io.open_dfd, io.open_filename), (8, 16), "struct io_open {{ file; dfd; file_slot; filename; .. }}");
+        assert_eq!(io.open_how, 24);
+        assert_eq!((io.filename_name, io.filename_uptr), (0, 8), "6.18's struct filename keeps the user's pointer");
     }
 }

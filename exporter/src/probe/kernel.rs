@@ -4,22 +4,15 @@
 
 use std::os::fd::AsRawFd;
 
-/// Whether this kernel lets a tracepoint program call
-/// `bpf_get_current_ancestor_cgroup_id` (older kernels allow it only to other
-/// program types): loads a four-instruction program that calls it.
-pub fn ancestor_cgroup_helper_available() -> bool {
+/// One BPF instruction: code, dst_reg:4 | src_reg:4, off, imm.
+#[repr(C)]
+struct Insn(u8, u8, i16, i32);
+
+/// Whether the kernel accepts `insns` as a tracepoint program (it is loaded
+/// and closed at once): how to ask which helpers tracepoint programs may call.
+fn tracepoint_program_loads(insns: &[Insn]) -> bool {
     const BPF_PROG_LOAD: libc::c_long = 5;
     const BPF_PROG_TYPE_TRACEPOINT: u32 = 5;
-    const BPF_FUNC_GET_CURRENT_ANCESTOR_CGROUP_ID: i32 = 123;
-    // struct bpf_insn: code, dst_reg:4 | src_reg:4, off, imm.
-    #[repr(C)]
-    struct Insn(u8, u8, i16, i32);
-    let insns = [
-        Insn(0xb7, 1, 0, 0),                                       // r1 = 0 (the root's level)
-        Insn(0x85, 0, 0, BPF_FUNC_GET_CURRENT_ANCESTOR_CGROUP_ID), // call
-        Insn(0xb7, 0, 0, 0),                                       // r0 = 0
-        Insn(0x95, 0, 0, 0),                                       // exit
-    ];
     // The first fields of union bpf_attr for BPF_PROG_LOAD; the rest zero.
     #[repr(C)]
     struct ProgLoad {
@@ -57,6 +50,32 @@ pub fn ancestor_cgroup_helper_available() -> bool {
     true
 }
 
+/// Whether this kernel lets a tracepoint program call
+/// `bpf_get_current_ancestor_cgroup_id` (older kernels allow it only to other
+/// program types).
+pub fn ancestor_cgroup_helper_available() -> bool {
+    const BPF_FUNC_GET_CURRENT_ANCESTOR_CGROUP_ID: i32 = 123;
+    tracepoint_program_loads(&[
+        Insn(0xb7, 1, 0, 0),                                       // r1 = 0 (the root's level)
+        Insn(0x85, 0, 0, BPF_FUNC_GET_CURRENT_ANCESTOR_CGROUP_ID), // call
+        Insn(0xb7, 0, 0, 0),                                       // r0 = 0
+        Insn(0x95, 0, 0, 0),                                       // exit
+    ])
+}
+
+/// Whether this kernel lets a tracepoint program call `bpf_task_pt_regs`
+/// (Linux 5.15), on the current task.
+pub fn task_pt_regs_helper_available() -> bool {
+    const BPF_FUNC_GET_CURRENT_TASK_BTF: i32 = 158;
+    const BPF_FUNC_TASK_PT_REGS: i32 = 175;
+    tracepoint_program_loads(&[
+        Insn(0x85, 0, 0, BPF_FUNC_GET_CURRENT_TASK_BTF), // call
+        Insn(0xbf, 0x01, 0, 0),                          // r1 = r0
+        Insn(0x85, 0, 0, BPF_FUNC_TASK_PT_REGS),         // call
+        Insn(0xb7, 0, 0, 0),                             // r0 = 0
+        Insn(0x95, 0, 0, 0),                             // exit
+    ])
+}
 
 /// `recursion_misses` of a loaded program, from BPF_OBJ_GET_INFO_BY_FD; 0
 /// where the kernel does not report it.

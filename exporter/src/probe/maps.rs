@@ -9,8 +9,8 @@ use aya::{
     Ebpf,
 };
 use exporter_common::{
-    Config, Counters, Inflight, Syscall, AT_FDCWD, INFLIGHT_SLOT_MASK, MAP_CGROUP_FILTER, MAP_CONFIG, MAP_COUNTERS,
-    MAP_INFLIGHT, MAP_TRACKED,
+    Config, Counters, Inflight, Syscall, AT_FDCWD, CONFIG_UNTIMED, INFLIGHT_SLOT_MASK, MAP_CGROUP_FILTER, MAP_CONFIG,
+    MAP_COUNTERS, MAP_INFLIGHT, MAP_TRACKED,
 };
 
 use super::{CgroupFilterMode, Probe, ProbeError};
@@ -71,9 +71,13 @@ impl Probe {
     /// The per-process fairness limit is kept as loaded (`set_source_rate`
     /// changes it), so a reload of other settings does not reset a flag.
     pub fn set_config(&mut self, mut config: Config) -> Result<(), ProbeError> {
-        // The fork offset and kernel struct offsets belong to the load, not to callers.
+        // The fork offset, kernel struct offsets and the timing mode belong to
+        // the load, not to callers.
         config.fork_child_pid_offset = self.config.fork_child_pid_offset;
         config.offsets = self.config.offsets;
+        config.task = self.config.task;
+        config.io_uring = self.config.io_uring;
+        config.flags = (config.flags & !CONFIG_UNTIMED) | (self.config.flags & CONFIG_UNTIMED);
         config.source_interval_ns = self.config.source_interval_ns;
         config.source_burst_ns = self.config.source_burst_ns;
         self.write_config(config)
@@ -179,7 +183,8 @@ impl Probe {
             dirfd: AT_FDCWD,
             tid,
             syscall: Syscall::Openat as u8,
-            _pad: [0; 3],
+            flags: 0,
+            _pad: [0; 2],
         };
         array.set(tid & INFLIGHT_SLOT_MASK, entry, 0).map_err(failed(MAP_INFLIGHT))
     }

@@ -5,6 +5,7 @@
 mod btf_offsets;
 mod fentry;
 mod found_later;
+mod io_uring;
 mod kernel;
 mod maps;
 pub mod preflight;
@@ -15,16 +16,25 @@ mod tracepoint;
 use std::{fmt, os::fd::AsFd, time::Duration};
 
 use aya::{Btf, Ebpf, EbpfLoader};
-use exporter_common::{Arch, Config, Syscall, CGROUP_FILTER_IGNORE, CGROUP_FILTER_OFF, CGROUP_FILTER_WATCH, MAP_EVENTS};
+use exporter_common::{
+    Arch, Config, Syscall, CGROUP_FILTER_IGNORE, CGROUP_FILTER_OFF, CGROUP_FILTER_WATCH, CONFIG_UNTIMED, FIELD_ABSENT,
+    MAP_EVENTS, MAP_URING_PATHS, URING_PATH_SLOTS,
+};
 
 pub use btf_offsets::{running_kernel_offsets, running_mnt_ns_offsets};
 pub use fentry::COMMON_OPEN_FUNCTION;
 pub use found_later::{FoundLaterTally, FoundLaterTotals};
-pub use kernel::{ancestor_cgroup_helper_available, kernel_release, raise_memlock_limit, ringbuf_size};
+pub use kernel::{
+    ancestor_cgroup_helper_available, kernel_release, raise_memlock_limit, ringbuf_size, task_pt_regs_helper_available,
+};
 use kernel::recursion_misses;
 pub use program::{describe_program_error, program};
 pub use reader::{AsyncEventReader, EventReader, POLL_INTERVAL};
 use tracepoint::attach_tracepoint;
+
+/// Why tracepoint mode does not see 32-bit processes' opens (measured in
+/// bench/opens: see bench/RESULTS.md).
+const IA32_TRACEPOINT_BLIND_SPOT: &str = "x86_64's syscall tracepoints do not fire for 32-bit syscalls, and a hook on every syscall's exit would cost every other syscall more than 5 ns";
 
 /// The compiled eBPF object, built by build.rs from `exporter-ebpf`.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/badfd-ebpf"));
@@ -153,6 +163,10 @@ pub struct Probe {
     timed: bool,
     /// Why opens are timed although `--no-timing` asked otherwise.
     untimed_refused: Option<String>,
+    /// Why io_uring opens are not seen (no hook on this kernel in this mode).
+    io_uring_unseen: Option<String>,
+    /// Why 32-bit processes' opens are not seen.
+    ia32_unseen: Option<String>,
 }
 
 impl Probe {
@@ -175,18 +189,35 @@ impl Probe {
         if !cgroup_ancestors {
             tracing::info!("this kernel does not let tracing programs see a task's ancestor cgroups: the cgroup filter matches each task's own cgroup only");
         }
+        let mut config = options.config;
+        config.flags &= !CONFIG_UNTIMED;
+        config.task = btf_offsets::running_task_offsets();
+        // io_uring: the request's layout (BTF) and the tracepoints' records
+        // (tracefs), or why they cannot be hooked.
+        let io_uring_offsets = btf_offsets::running_io_uring_offsets().map_err(|e| e.to_string()).and_then(|mut offsets| {
+            let submit = io_uring::record_offsets(&tracefs, &mut offsets)?;
+            config.io_uring = offsets;
+            Ok(submit)
+        });
+        // The kernel's copy of an io_uring path is kept only where the kernel
+        // keeps no user pointer (7.x).
+        let uring_path_slots =
+            if io_uring_offsets.is_ok() && config.io_uring.filename_uptr == FIELD_ABSENT { URING_PATH_SLOTS } else { 1 };
+
         // The parsed kernel BTF (~9 MiB here) is needed only while loading and
         // attaching: a local, freed before the exporter settles to its idle size.
         let kernel_btf = Btf::from_sys_fs().ok();
         let ebpf = EbpfLoader::new()
             .btf(kernel_btf.as_ref())
             .map_max_entries(MAP_EVENTS, ringbuf_bytes)
+            .map_max_entries(MAP_URING_PATHS, uring_path_slots)
             .override_global("CGROUP_ANCESTORS", &(cgroup_ancestors as u8), true)
             .override_global("RINGBUF_BYTES", &ringbuf_bytes, true)
+            .override_global("TASK_PT_REGS", &(task_pt_regs_helper_available() as u8), true)
+            .override_global("URING_PATH_SLOTS_LOADED", &uring_path_slots, true)
             .load(object)
             .map_err(ProbeError::Load)?;
 
-        let mut config = options.config;
         // Offsets for resolving relative paths' directories in the kernel;
         // without them the kernel leaves it to /proc, said once here.
         let kernel_dir_unavailable = match btf_offsets::running_kernel_offsets() {
@@ -217,6 +248,8 @@ impl Probe {
             config,
             timed: true,
             untimed_refused: None,
+            io_uring_unseen: None,
+            ia32_unseen: None,
         };
         // The config must be in place before the first event runs.
         probe.set_config(config)?;
@@ -267,6 +300,17 @@ impl Probe {
             let reason = probe.untimed_refused.clone().unwrap_or_default();
             tracing::warn!(%reason, "--no-timing is not possible on this kernel (the exit-only programs need bpf_task_pt_regs, Linux 5.15): timing every open as usual");
         }
+        if !probe.timed {
+            // The io_uring programs serve both timing modes and read this.
+            let mut config = probe.config;
+            config.flags |= CONFIG_UNTIMED;
+            probe.write_config(config)?;
+        }
+        probe.attach_io_uring(kernel_btf.as_ref(), io_uring_offsets);
+        probe.ia32_unseen = probe.ia32_blind_spot();
+        if let Some(reason) = &probe.ia32_unseen {
+            tracing::warn!(%reason, "32-bit processes' opens are not seen in {} mode: neither counted nor streamed", probe.mode);
+        }
         // Thread exits always: they free the in-flight slot of a thread that
         // died with an open whose exit was never seen (and untrack followed ids).
         attach_tracepoint(&mut probe.ebpf, "sched_process_exit", "sched", "sched_process_exit")?;
@@ -304,7 +348,36 @@ impl Probe {
             let names: Vec<&str> = self.missing_syscalls.iter().map(|s| s.name()).collect();
             line.push_str(&format!(" missing_syscalls={}", names.join(",")));
         }
+        if let Some(why) = &self.io_uring_unseen {
+            line.push_str(&format!(" io_uring_unseen={why:?}"));
+        }
+        if let Some(why) = &self.ia32_unseen {
+            line.push_str(&format!(" ia32_unseen={why:?}"));
+        }
         line
+    }
+
+    /// Why 32-bit (ia32) processes' opens (`ia32_open`, `ia32_openat`,
+    /// `ia32_openat2`, `ia32_creat`) are not seen in this attach mode (neither
+    /// counted nor streamed); `None` where they are.
+    pub fn ia32_unseen(&self) -> Option<&str> {
+        self.ia32_unseen.as_deref()
+    }
+
+    /// What keeps 32-bit opens from being seen in the attach mode chosen.
+    fn ia32_blind_spot(&self) -> Option<String> {
+        if !cfg!(target_arch = "x86_64") {
+            return None;
+        }
+        match self.mode {
+            // The fentry/fexit on do_sys_openat2 sees them; only openat2, whose
+            // number both ABIs share, needs the task's TS_COMPAT to be told apart.
+            AttachMode::Fentry if self.config.task.compat_valid == 0 => Some(
+                "thread_info.status is not in the kernel's BTF: a 32-bit openat2 cannot be told from a 64-bit one".into(),
+            ),
+            AttachMode::Fentry => None,
+            AttachMode::Tracepoint => Some(IA32_TRACEPOINT_BLIND_SPOT.into()),
+        }
     }
 
     /// How many times the kernel skipped one of badfd's programs because that
@@ -316,12 +389,16 @@ impl Probe {
         self.missed_runs_by_program().iter().map(|(_, n)| n).sum()
     }
 
-    /// [`Probe::missed_runs`] of each loaded program, by name.
+    /// `missed_runs` per loaded program, by program name (sorted): which
+    /// hook's opens went unseen.
     pub fn missed_runs_by_program(&self) -> Vec<(String, u64)> {
-        self.ebpf
+        let mut runs: Vec<(String, u64)> = self
+            .ebpf
             .programs()
             .filter_map(|(name, program)| Some((name.to_string(), recursion_misses(program.fd().ok()?.as_fd()))))
-            .collect()
+            .collect();
+        runs.sort();
+        runs
     }
 
     /// Why fentry was not used (auto mode only).

@@ -27,6 +27,19 @@
 //!   workload uidfail DIR COUNT UID INTERVAL_MS
 //!                                as uid UID, COUNT failed openat INTERVAL_MS apart;
 //!                                prints `failures N`, no manifest
+//!   workload uring DIR N         io_uring (raw syscalls): N IORING_OP_OPENAT and N
+//!                                IORING_OP_OPENAT2 of missing files, 2 successful
+//!                                OPENAT relative to DIR's fd, 2 OPENAT whose path is
+//!                                too long to copy (they fail before they run)
+//!   workload signal DIR MODE     a thread blocks opening the FIFO DIR/fifo; prints
+//!                                `reader TID`, waits for a line on stdin, then
+//!                                MODE eintr: SIGUSR1 to it, handler without
+//!                                SA_RESTART (its open returns EINTR); restart: the
+//!                                same with SA_RESTART, then a writer 300 ms later
+//!                                lets the restarted open finish; kill: waits to
+//!                                be killed
+//!   workload stale DIR           prints `tid TID`, waits for a line on stdin, then
+//!                                fails one openat
 
 use std::{
     ffi::CString,
@@ -380,7 +393,8 @@ fn print_manifest(begin_ns: u64) {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let dir = PathBuf::from(args.get(2).expect("usage: workload SCENARIO DIR [N]"));
-    let n: u64 = args.get(3).map(|s| s.parse().unwrap()).unwrap_or(0);
+    // N where the scenario takes one (`signal` takes a mode there instead).
+    let n: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(0);
     // The scenario's opens start now; everything before was the loader's.
     let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: valid pointer.
@@ -409,6 +423,9 @@ fn main() {
         "uidfail" => uid_failures(&dir, n, arg_at(&args, 4), arg_at(&args, 5)),
         "forkflood" => fork_flood(&dir, n, arg_at(&args, 4)),
         "fatflood" => fat_flood(&dir, n, arg_at(&args, 4)),
+        "uring" => uring_opens(&dir, n as usize),
+        "signal" => signal(&dir, args.get(3).expect("workload signal DIR eintr|restart|kill")),
+        "stale" => stale(&dir),
         other => panic!("unknown scenario {other}"),
     }
     let manifest = MANIFEST.lock().unwrap();
@@ -643,4 +660,298 @@ fn uid_failures(dir: &Path, count: u64, uid: u32, interval_ms: u64) {
         std::thread::sleep(Duration::from_millis(interval_ms));
     }
     print_failures(count)
+}
+
+// ---------------------------------------------------------------------------
+// tests/tests/exact.rs: io_uring opens, signal-ended opens, a stale entry.
+// ---------------------------------------------------------------------------
+
+/// io_uring's setup and ring layout (include/uapi/linux/io_uring.h).
+mod uring {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    pub const IORING_OP_OPENAT: u8 = 18;
+    pub const IORING_OP_OPENAT2: u8 = 28;
+    const IORING_ENTER_GETEVENTS: u32 = 1;
+    const IORING_OFF_SQ_RING: i64 = 0;
+    const IORING_OFF_CQ_RING: i64 = 0x800_0000;
+    const IORING_OFF_SQES: i64 = 0x1000_0000;
+    pub const ENTRIES: u32 = 32;
+
+    #[repr(C)]
+    #[derive(Default)]
+    struct SqOffsets {
+        head: u32,
+        tail: u32,
+        ring_mask: u32,
+        ring_entries: u32,
+        flags: u32,
+        dropped: u32,
+        array: u32,
+        resv1: u32,
+        user_addr: u64,
+    }
+
+    #[repr(C)]
+    #[derive(Default)]
+    struct CqOffsets {
+        head: u32,
+        tail: u32,
+        ring_mask: u32,
+        ring_entries: u32,
+        overflow: u32,
+        cqes: u32,
+        flags: u32,
+        resv1: u32,
+        user_addr: u64,
+    }
+
+    #[repr(C)]
+    #[derive(Default)]
+    struct Params {
+        sq_entries: u32,
+        cq_entries: u32,
+        flags: u32,
+        sq_thread_cpu: u32,
+        sq_thread_idle: u32,
+        features: u32,
+        wq_fd: u32,
+        resv: [u32; 3],
+        sq_off: SqOffsets,
+        cq_off: CqOffsets,
+    }
+
+    /// A submission queue entry, as the open opcodes use it.
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    pub struct Sqe {
+        pub opcode: u8,
+        pub flags: u8,
+        pub ioprio: u16,
+        pub fd: i32,
+        /// `addr2` for OPENAT2: the `struct open_how *`.
+        pub off: u64,
+        /// The path.
+        pub addr: u64,
+        /// OPENAT's mode; OPENAT2's `sizeof(struct open_how)`.
+        pub len: u32,
+        /// OPENAT's flags.
+        pub open_flags: u32,
+        pub user_data: u64,
+        pub buf_index: u16,
+        pub personality: u16,
+        pub file_index: u32,
+        pub addr3: u64,
+        pub pad: u64,
+    }
+
+    #[repr(C)]
+    struct Cqe {
+        user_data: u64,
+        res: i32,
+        flags: u32,
+    }
+
+    pub struct Ring {
+        fd: i32,
+        sq: *mut u8,
+        cq: *mut u8,
+        sqes: *mut Sqe,
+        params: Params,
+    }
+
+    fn map(fd: i32, len: usize, offset: i64) -> *mut u8 {
+        // SAFETY: a shared mapping of the ring fd at one of its offsets.
+        let p = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED | libc::MAP_POPULATE, fd, offset) };
+        assert_ne!(p, libc::MAP_FAILED, "mmap of the io_uring ring: {}", std::io::Error::last_os_error());
+        p.cast()
+    }
+
+    impl Ring {
+        pub fn new() -> Ring {
+            let mut params = Params::default();
+            // SAFETY: a valid params struct of the size the kernel expects.
+            let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, ENTRIES, &mut params as *mut Params) };
+            assert!(fd >= 0, "io_uring_setup: {}", std::io::Error::last_os_error());
+            let fd = fd as i32;
+            let sq = map(fd, (params.sq_off.array + params.sq_entries * 4) as usize, IORING_OFF_SQ_RING);
+            let cq = map(fd, (params.cq_off.cqes + params.cq_entries * 16) as usize, IORING_OFF_CQ_RING);
+            let sqes = map(fd, params.sq_entries as usize * std::mem::size_of::<Sqe>(), IORING_OFF_SQES).cast();
+            Ring { fd, sq, cq, sqes, params }
+        }
+
+        fn word(base: *mut u8, offset: u32) -> &'static AtomicU32 {
+            // SAFETY: a u32 of the mapped ring, shared with the kernel.
+            unsafe { AtomicU32::from_ptr(base.add(offset as usize).cast()) }
+        }
+
+        /// Submits `batch` (at most `ENTRIES`) at once and waits for all of
+        /// them: their results, in order.
+        pub fn run(&mut self, batch: &[Sqe]) -> Vec<i32> {
+            assert!(batch.len() as u32 <= ENTRIES);
+            let sq_mask = Self::word(self.sq, self.params.sq_off.ring_mask).load(Ordering::Relaxed);
+            let tail = Self::word(self.sq, self.params.sq_off.tail);
+            let mut t = tail.load(Ordering::Relaxed);
+            for (i, sqe) in batch.iter().enumerate() {
+                let index = t & sq_mask;
+                // SAFETY: index is within the SQE array and the ring's index array.
+                unsafe {
+                    *self.sqes.add(index as usize) = Sqe { user_data: i as u64, ..*sqe };
+                    *self.sq.add((self.params.sq_off.array + index * 4) as usize).cast::<u32>() = index;
+                }
+                t = t.wrapping_add(1);
+            }
+            tail.store(t, Ordering::Release);
+            let mut results = vec![None; batch.len()];
+            let mut to_submit = batch.len() as u32;
+            let mut done = 0;
+            let cq_mask = Self::word(self.cq, self.params.cq_off.ring_mask).load(Ordering::Relaxed);
+            let head = Self::word(self.cq, self.params.cq_off.head);
+            let cq_tail = Self::word(self.cq, self.params.cq_off.tail);
+            while done < batch.len() {
+                // SAFETY: the ring's own fd; no signal mask.
+                let r = unsafe {
+                    libc::syscall(libc::SYS_io_uring_enter, self.fd, to_submit, (batch.len() - done) as u32, IORING_ENTER_GETEVENTS, std::ptr::null::<u8>(), 0)
+                };
+                assert!(r >= 0, "io_uring_enter: {}", std::io::Error::last_os_error());
+                to_submit -= r as u32;
+                let mut h = head.load(Ordering::Relaxed);
+                while h != cq_tail.load(Ordering::Acquire) {
+                    // SAFETY: a CQE of the ring, below its tail.
+                    let cqe = unsafe { &*self.cq.add((self.params.cq_off.cqes + (h & cq_mask) * 16) as usize).cast::<Cqe>() };
+                    results[cqe.user_data as usize] = Some(cqe.res);
+                    done += 1;
+                    h = h.wrapping_add(1);
+                }
+                head.store(h, Ordering::Release);
+            }
+            results.into_iter().map(|r| r.expect("one completion per request")).collect()
+        }
+    }
+
+    impl Drop for Ring {
+        fn drop(&mut self) {
+            // SAFETY: our own fd (the mappings go with the process).
+            unsafe { libc::close(self.fd) };
+        }
+    }
+}
+
+/// io_uring open requests, each recorded as the program saw it (its CQE's
+/// result), under `io_uring_openat` / `io_uring_openat2`.
+fn uring_opens(dir: &Path, n: usize) {
+    use uring::{Ring, Sqe, IORING_OP_OPENAT, IORING_OP_OPENAT2};
+    std::fs::write(dir.join("exists"), b"").unwrap();
+    let mut ring = Ring::new();
+    let missing = cstr(&join(dir, b"uring-missing-openat"));
+    let missing2 = cstr(&join(dir, b"uring-missing-openat2"));
+    let exists = cstr(b"exists");
+    let mut too_long = b"/".to_vec();
+    too_long.extend(std::iter::repeat_n(b'u', 5000));
+    let too_long = cstr(&too_long);
+    let how = OpenHow { flags: (libc::O_RDONLY | libc::O_CLOEXEC) as u64, mode: 0, resolve: 0 };
+    let dirfd = openat(libc::AT_FDCWD, &bytes(dir), libc::O_RDONLY | libc::O_DIRECTORY, 0) as i32;
+
+    let openat_sqe = |dirfd: i32, path: &CString, flags: i32| Sqe {
+        opcode: IORING_OP_OPENAT,
+        fd: dirfd,
+        addr: path.as_ptr() as u64,
+        len: 0,
+        open_flags: flags as u32,
+        ..Sqe::default()
+    };
+    let mut batches: Vec<(&str, Vec<Sqe>, i32, &CString, u64)> = Vec::new();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(uring::ENTRIES as usize) {
+        let sqe = openat_sqe(libc::AT_FDCWD, &missing, libc::O_RDONLY);
+        batches.push(("io_uring_openat", vec![sqe; chunk.len()], libc::AT_FDCWD, &missing, libc::O_RDONLY as u64));
+        let sqe2 = Sqe {
+            opcode: IORING_OP_OPENAT2,
+            fd: libc::AT_FDCWD,
+            addr: missing2.as_ptr() as u64,
+            off: &how as *const OpenHow as u64,
+            len: std::mem::size_of::<OpenHow>() as u32,
+            ..Sqe::default()
+        };
+        batches.push(("io_uring_openat2", vec![sqe2; chunk.len()], libc::AT_FDCWD, &missing2, how.flags));
+    }
+    batches.push(("io_uring_openat", vec![openat_sqe(dirfd, &exists, libc::O_RDONLY); 2], dirfd, &exists, libc::O_RDONLY as u64));
+    batches.push(("io_uring_openat", vec![openat_sqe(libc::AT_FDCWD, &too_long, libc::O_RDONLY); 2], libc::AT_FDCWD, &too_long, libc::O_RDONLY as u64));
+    for (syscall, batch, dirfd, path, flags) in batches {
+        for res in ring.run(&batch) {
+            record(syscall, dirfd, path.as_bytes(), flags, 0, res as i64);
+            close(res as i64);
+        }
+    }
+    close(dirfd as i64);
+}
+
+extern "C" fn on_signal(_: libc::c_int) {}
+
+/// Reads one line from stdin: the test's go.
+fn wait_for_go() {
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).unwrap();
+}
+
+fn say(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}").unwrap();
+    out.flush().unwrap();
+}
+
+/// A FIFO open blocked in the kernel, then ended by a signal as `mode` says.
+fn signal(dir: &Path, mode: &str) {
+    let restart = match mode {
+        "eintr" | "kill" => false,
+        "restart" => true,
+        other => panic!("workload signal: unknown mode {other}"),
+    };
+    // SAFETY: an empty handler installed before any thread starts.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_signal as *const () as usize;
+        action.sa_flags = if restart { libc::SA_RESTART } else { 0 };
+        assert_eq!(libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut()), 0);
+    }
+    let fifo = dir.join("fifo");
+    let c = cstr(&bytes(&fifo));
+    // SAFETY: valid C string.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+    let fifo_bytes = bytes(&fifo);
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let reader = {
+        let fifo_bytes = fifo_bytes.clone();
+        std::thread::spawn(move || {
+            tid_tx.send(gettid()).unwrap();
+            // Blocks until a writer opens the FIFO, or a signal ends it.
+            close(openat(libc::AT_FDCWD, &fifo_bytes, libc::O_RDONLY, 0));
+        })
+    };
+    let reader_tid = tid_rx.recv().unwrap();
+    say(&format!("reader {reader_tid}"));
+    wait_for_go();
+    if mode == "kill" {
+        loop {
+            std::thread::sleep(Duration::from_secs(60));
+        }
+    }
+    // SAFETY: a thread of this process.
+    assert_eq!(unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), reader_tid, libc::SIGUSR1) }, 0);
+    if restart {
+        std::thread::sleep(Duration::from_millis(300));
+        let writer = openat(libc::AT_FDCWD, &fifo_bytes, libc::O_WRONLY, 0);
+        reader.join().unwrap();
+        close(writer);
+    } else {
+        reader.join().unwrap();
+    }
+}
+
+/// One failed open of a thread whose tid the test knows beforehand.
+fn stale(dir: &Path) {
+    say(&format!("tid {}", gettid()));
+    wait_for_go();
+    openat(libc::AT_FDCWD, &join(dir, b"stale-missing"), libc::O_RDONLY, 0);
 }
