@@ -438,7 +438,7 @@ async fn shutdown_with_an_absent_collector_is_bounded_and_counted() {
 async fn serve_flushes_queued_records_on_sigterm() {
     let receiver = Receiver::bind(Transport::Grpc, true).await;
     let endpoint = receiver.endpoint();
-    // No rate limit: the limit is per (command, errno) host-wide, and other
+    // No rate limit: the limit is per (user, cgroup, errno) host-wide, and other
     // tests' `workload` processes on the host would use up this one's budget.
     let serve = tokio::task::spawn_blocking(move || {
         badfd_tests::Serve::start(&["--otlp-endpoint", &endpoint, "--otlp-protocol", "grpc", "--otlp-batch-delay-ms", "60000", "--otlp-max-batch", "100000", "--otlp-rate-limit", "0"])

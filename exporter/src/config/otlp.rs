@@ -55,11 +55,11 @@ pub struct OtlpArgs {
     /// How long a record may wait for its batch to fill before it is sent, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = DEFAULT_BATCH_DELAY_MS, env = "BADFD_OTLP_BATCH_DELAY_MS")]
     pub otlp_batch_delay_ms: u64,
-    /// Records per second per (command, errno) sent on average; past that (and the
+    /// Records per second per (user, cgroup, errno) sent on average; past that (and the
     /// burst), records are suppressed and one summary record says how many. 0: no limit.
     #[arg(long, value_name = "PER_SECOND", default_value_t = DEFAULT_RATE_LIMIT, env = "BADFD_OTLP_RATE_LIMIT")]
     pub otlp_rate_limit: u32,
-    /// Records per (command, errno) that may pass at once before the rate limit applies.
+    /// Records per (user, cgroup, errno) that may pass at once before the rate limit applies.
     #[arg(long, value_name = "RECORDS", default_value_t = DEFAULT_RATE_BURST, env = "BADFD_OTLP_RATE_BURST")]
     pub otlp_rate_burst: u32,
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::{Anomaly, RecordId};
 
 /// Decides which anomalies get a log record (the OTLP sink's rate limit per
-/// command and errno implements it): a refused anomaly has no record id, and
+/// user, cgroup and errno implements it): a refused anomaly has no record id, and
 /// the admission counts it.
 pub trait RecordAdmission: Send + Sync {
     fn admit(&self, anomaly: &Anomaly) -> bool;

@@ -1,7 +1,9 @@
-//! Rate limit per (command, errno): a token bucket each, so that one program
-//! failing in a loop cannot flood the collector, while every other program's
-//! records still pass. What is held back is counted and reported by a summary
-//! record, never lost silently.
+//! Rate limit per (user, cgroup, errno): a token bucket each, keyed by what a
+//! process cannot choose (a command name is one `prctl` away, and a fork is a
+//! new pid), so that one program failing in a loop cannot flood the collector
+//! nor buy a fresh budget by renaming or forking, while every other user's and
+//! container's records still pass. What is held back is counted and reported
+//! by a summary record, never lost silently.
 
 use std::{
     collections::HashMap,
@@ -12,13 +14,25 @@ use exporter_common::TASK_COMM_LEN;
 
 use super::record::Suppressed;
 
-/// Buckets kept at most; commands past that share one bucket per errno under
-/// the command name `OVERFLOW_COMM` (errnos are few: the map stays bounded).
+/// Buckets kept at most; sources past that share one bucket per errno (named
+/// `OVERFLOW_COMM`; errnos are few: the map stays bounded).
 pub const MAX_KEYS: usize = 4096;
 pub const OVERFLOW_COMM: &[u8] = b"(other)";
 
-/// (comm up to its NUL, errno; 0 for slow opens).
-type Key = ([u8; TASK_COMM_LEN], i32);
+/// Who opened: what the rate limit keys on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Source {
+    pub uid: u32,
+    pub cgroup_id: u64,
+}
+
+impl Source {
+    /// The bucket of sources past `MAX_KEYS`.
+    const OVERFLOW: Source = Source { uid: u32::MAX, cgroup_id: u64::MAX };
+}
+
+/// (source, errno; 0 for slow opens).
+type Key = (Source, i32);
 
 #[derive(Debug)]
 struct Bucket {
@@ -27,6 +41,8 @@ struct Bucket {
     suppressed: u64,
     first: SystemTime,
     last: SystemTime,
+    /// The command of the latest record held back, for the summary.
+    comm: [u8; TASK_COMM_LEN],
 }
 
 #[derive(Debug)]
@@ -42,18 +58,16 @@ impl RateLimiter {
         RateLimiter { rate: rate as f64, burst: burst.max(1) as f64, buckets: HashMap::new() }
     }
 
-    /// Whether a record of `comm` with `errno` (None: slow open) may pass now;
-    /// if not, it is counted for the next summary.
-    pub fn admit(&mut self, comm: &[u8], errno: Option<i32>, now: Instant, wall: SystemTime) -> bool {
+    /// Whether a record of `source` (whose command is `comm`) with `errno`
+    /// (None: slow open) may pass now; if not, it is counted for the next
+    /// summary.
+    pub fn admit(&mut self, source: Source, comm: &[u8], errno: Option<i32>, now: Instant, wall: SystemTime) -> bool {
         if self.rate == 0.0 {
             return true;
         }
-        let mut key: Key = ([0; TASK_COMM_LEN], errno.unwrap_or(0));
-        let n = comm.len().min(TASK_COMM_LEN);
-        key.0[..n].copy_from_slice(&comm[..n]);
+        let mut key: Key = (source, errno.unwrap_or(0));
         if !self.buckets.contains_key(&key) && self.buckets.len() >= MAX_KEYS {
-            key.0 = [0; TASK_COMM_LEN];
-            key.0[..OVERFLOW_COMM.len()].copy_from_slice(OVERFLOW_COMM);
+            key.0 = Source::OVERFLOW;
         }
         let (rate, burst) = (self.rate, self.burst);
         let bucket = self.buckets.entry(key).or_insert(Bucket {
@@ -62,6 +76,7 @@ impl RateLimiter {
             suppressed: 0,
             first: wall,
             last: wall,
+            comm: [0; TASK_COMM_LEN],
         });
         bucket.tokens = (bucket.tokens + now.saturating_duration_since(bucket.refilled).as_secs_f64() * rate).min(burst);
         bucket.refilled = now;
@@ -74,6 +89,10 @@ impl RateLimiter {
             }
             bucket.suppressed += 1;
             bucket.last = wall;
+            let named = if key.0 == Source::OVERFLOW { OVERFLOW_COMM } else { comm };
+            let n = named.len().min(TASK_COMM_LEN);
+            bucket.comm = [0; TASK_COMM_LEN];
+            bucket.comm[..n].copy_from_slice(&named[..n]);
             false
         }
     }
@@ -85,9 +104,10 @@ impl RateLimiter {
         let (rate, burst) = (self.rate, self.burst);
         self.buckets.retain(|key, b| {
             if b.suppressed > 0 {
-                let end = key.0.iter().position(|&c| c == 0).unwrap_or(TASK_COMM_LEN);
+                let end = b.comm.iter().position(|&c| c == 0).unwrap_or(TASK_COMM_LEN);
                 out.push(Suppressed {
-                    comm: key.0[..end].to_vec(),
+                    comm: b.comm[..end].to_vec(),
+                    source: (key.0 != Source::OVERFLOW).then_some(key.0),
                     errno: (key.1 != 0).then_some(key.1),
                     count: b.suppressed,
                     first: b.first,
@@ -113,21 +133,28 @@ mod tests {
 
     use super::*;
 
+    const STORM: Source = Source { uid: 1000, cgroup_id: 7 };
+    const QUIET: Source = Source { uid: 1001, cgroup_id: 7 };
+
     #[test]
-    fn limits_each_command_and_errno_on_its_own() {
+    fn limits_each_source_and_errno_on_its_own() {
         let mut l = RateLimiter::new(10, 5);
         let t0 = Instant::now();
         let w = SystemTime::now();
-        let passed = (0..100).filter(|_| l.admit(b"storm", Some(2), t0, w)).count();
+        let passed = (0..100).filter(|_| l.admit(STORM, b"storm", Some(2), t0, w)).count();
         assert_eq!(passed, 5, "the burst passes, the rest is held");
-        assert!(l.admit(b"storm", Some(13), t0, w), "another errno has its own bucket");
-        assert!(l.admit(b"quiet", Some(2), t0, w), "another command has its own bucket");
+        assert!(l.admit(STORM, b"storm", Some(13), t0, w), "another errno has its own bucket");
+        assert!(l.admit(QUIET, b"quiet", Some(2), t0, w), "another user has its own bucket");
+        let other_cgroup = Source { cgroup_id: 8, ..STORM };
+        assert!(l.admit(other_cgroup, b"storm", Some(2), t0, w), "another cgroup has its own bucket");
+        // Renaming (or forking: the pid is not in the key) buys nothing.
+        assert!(!l.admit(STORM, b"renamed", Some(2), t0, w));
         // One second later ten more tokens.
         let t1 = t0 + Duration::from_secs(1);
-        assert_eq!((0..100).filter(|_| l.admit(b"storm", Some(2), t1, w)).count(), 5, "capped at the burst");
+        assert_eq!((0..100).filter(|_| l.admit(STORM, b"storm", Some(2), t1, w)).count(), 5, "capped at the burst");
         let s = l.take_summaries(t1);
         assert_eq!(s.len(), 1);
-        assert_eq!((s[0].comm.as_slice(), s[0].errno, s[0].count), (&b"storm"[..], Some(2), 95 + 95));
+        assert_eq!((s[0].comm.as_slice(), s[0].source, s[0].errno, s[0].count), (&b"storm"[..], Some(STORM), Some(2), 95 + 1 + 95));
         assert!(l.take_summaries(t1).is_empty(), "counts are reported once");
         // Full buckets are forgotten.
         l.take_summaries(t1 + Duration::from_secs(10));
@@ -135,19 +162,35 @@ mod tests {
     }
 
     #[test]
+    fn a_process_named_like_its_victim_cannot_spend_the_victims_budget() {
+        let mut l = RateLimiter::new(10, 20);
+        let t = Instant::now();
+        let w = SystemTime::now();
+        // The attacker, another user, renames itself to the victim's command
+        // and fails as fast as it can (forks would change nothing either).
+        let attacker = Source { uid: 2000, cgroup_id: 9 };
+        let passed = (0..100_000).filter(|_| l.admit(attacker, b"postgres", Some(2), t, w)).count();
+        assert_eq!(passed, 20);
+        let victim = Source { uid: 999, cgroup_id: 7 };
+        assert_eq!((0..20).filter(|_| l.admit(victim, b"postgres", Some(2), t, w)).count(), 20, "every victim record passes");
+        let s = l.take_summaries(t);
+        assert_eq!((s.len(), s[0].source, s[0].count), (1, Some(attacker), 100_000 - 20), "the attacker's drops are counted");
+    }
+
+    #[test]
     fn zero_rate_disables_and_keys_are_bounded() {
         let mut l = RateLimiter::new(0, 1);
         let t = Instant::now();
         let w = SystemTime::now();
-        assert!((0..1000).all(|_| l.admit(b"x", Some(2), t, w)));
+        assert!((0..1000).all(|_| l.admit(STORM, b"x", Some(2), t, w)));
         let mut l = RateLimiter::new(1, 1);
         for i in 0..MAX_KEYS + 10 {
-            l.admit(format!("c{i}").as_bytes(), Some(2), t, w);
+            l.admit(Source { uid: i as u32, cgroup_id: 1 }, b"c", Some(2), t, w);
         }
-        assert_eq!(l.keys(), MAX_KEYS + 1, "commands past the bound share one bucket per errno");
-        assert!(!l.admit(b"y", Some(2), t, w));
+        assert_eq!(l.keys(), MAX_KEYS + 1, "sources past the bound share one bucket per errno");
+        assert!(!l.admit(Source { uid: 999_999, cgroup_id: 1 }, b"y", Some(2), t, w));
         let s = l.take_summaries(t);
         assert_eq!(s.len(), 1);
-        assert_eq!((s[0].comm.as_slice(), s[0].count), (OVERFLOW_COMM, 10));
+        assert_eq!((s[0].comm.as_slice(), s[0].source, s[0].count), (OVERFLOW_COMM, None, 10));
     }
 }

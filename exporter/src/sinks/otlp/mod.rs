@@ -142,8 +142,10 @@ impl Otlp {
     /// Whether a record of `comm` failing with `errno` (`None`: a slow open)
     /// at `time` passes the rate limit; if not, it is counted as suppressed
     /// and reported by the next summary record.
-    pub fn admit(&self, comm: &[u8], errno: Option<i32>, time: SystemTime) -> bool {
-        let admitted = self.limiter.lock().unwrap_or_else(|p| p.into_inner()).admit(comm, errno, Instant::now(), time);
+    pub fn admit(&self, event: &OpenEvent, time: SystemTime) -> bool {
+        let source = limiter::Source { uid: event.uid, cgroup_id: event.cgroup_id };
+        let errno = failure_errno(event);
+        let admitted = self.limiter.lock().unwrap_or_else(|p| p.into_inner()).admit(source, event.comm_bytes(), errno, Instant::now(), time);
         if !admitted {
             self.metrics.suppressed.inc();
         }
@@ -159,7 +161,7 @@ impl Otlp {
     /// pipeline's ids.)
     pub fn emit(&self, event: &OpenEvent, resolved: &ResolvedPath) -> Option<TraceId> {
         let time = WallClock::now().wall_ns(event.start_ns);
-        if !self.admit(event.comm_bytes(), failure_errno(event), crate::pipeline::clock::system_time(time)) {
+        if !self.admit(event, crate::pipeline::clock::system_time(time)) {
             return None;
         }
         let id: RecordId = rand::random();
@@ -245,7 +247,7 @@ fn failure_errno(event: &OpenEvent) -> Option<i32> {
 /// The rate limit decides which anomalies get a record id.
 impl RecordAdmission for Otlp {
     fn admit(&self, a: &Anomaly) -> bool {
-        Otlp::admit(self, a.event.comm_bytes(), failure_errno(&a.event), a.wall_time())
+        Otlp::admit(self, &a.event, a.wall_time())
     }
 }
 

@@ -67,10 +67,13 @@ pub(crate) struct QueuedAnomaly {
     pub missing: Option<MissingComponent>,
 }
 
-/// Records of one (command, errno or slow) that the rate limit held back.
+/// Records of one (user, cgroup, errno or slow) that the rate limit held back.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Suppressed {
+    /// The command of the latest one held back.
     pub comm: Vec<u8>,
+    /// Its user and cgroup; `None` for the shared bucket past the key bound.
+    pub source: Option<super::limiter::Source>,
     /// None for slow opens.
     pub errno: Option<i32>,
     pub count: u64,
@@ -175,9 +178,13 @@ pub(crate) fn fill_summary(record: &mut SdkLogRecord, s: &Suppressed, window: Du
     };
     let secs = s.last.duration_since(s.first).unwrap_or_default().max(window).as_secs_f64();
     record.set_body(AnyValue::String(
-        format!("suppressed {} {what} by {comm} over {secs:.1} s (rate limit per command and errno)", s.count).into(),
+        format!("suppressed {} {what} by {comm} over {secs:.1} s (rate limit per user, cgroup and errno)", s.count).into(),
     ));
     record.add_attribute("process.executable.name", AnyValue::String(comm.into()));
+    if let Some(source) = s.source {
+        record.add_attribute("process.user.id", int(source.uid));
+        record.add_attribute("badfd.cgroup.id", AnyValue::Int(source.cgroup_id as i64));
+    }
     if let Some(n) = s.errno {
         record.add_attribute("error.type", AnyValue::String(Cow::Borrowed(errno::name(n)).into()));
     }
