@@ -276,7 +276,8 @@ fn a_flood_of_distinct_paths_stays_within_the_label_set_budget() {
     eprintln!("series={series} others={others} folded={} ringbuf_full={}", folded(&s), lost(&s) - lost(&before));
     assert!(series - others <= BUDGET, "{} named series over a budget of {BUDGET}", series - others);
     assert!(others <= 4, "one `other` per errno and found_later: {others}");
-    assert!(s.one("badfd_anomaly_failures_total", &[("errno", "ENOENT"), ("comm", "other"), ("path_prefix", "other")]) >= 1.0);
+    let other = [("errno", "ENOENT"), ("found_later", "false"), ("comm", "other"), ("path_prefix", "other")];
+    assert!(s.one("badfd_anomaly_failures_total", &other) >= 1.0);
     let flood_series = s
         .matching("badfd_anomaly_failures_total", &[("comm", "workload")])
         .filter(|x| x.labels["path_prefix"].starts_with(dir.path().to_str().unwrap()))

@@ -214,8 +214,11 @@ fn odd_paths_through_trace_json() {
 
     let text = std::fs::read(&out).unwrap();
     let text = String::from_utf8(text).expect("JSON lines are UTF-8");
-    let lines: Vec<serde_json::Value> =
+    let mut lines: Vec<serde_json::Value> =
         text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}"))).collect();
+    // The last line is the diagnosis, one object without an event's fields.
+    let diagnosis = lines.pop().unwrap_or_default();
+    assert!(diagnosis.get("diagnosis").is_some(), "the last line is the diagnosis: {diagnosis}");
     let bytes_of = |line: &serde_json::Value, field: &str| -> Vec<u8> {
         match line.get(format!("{field}_base64")).and_then(|v| v.as_str()) {
             Some(b64) => {
