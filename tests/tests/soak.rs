@@ -55,8 +55,11 @@ fn series_per_metric(s: &Scrape) -> Vec<(&'static str, usize)> {
     ["badfd_anomaly_failures_total", "badfd_anomaly_slow_opens_total", "badfd_anomaly_slow_open_duration_seconds_bucket"]
         .into_iter()
         .map(|name| {
+            // Named label sets: the `other` ones (one per errno and
+            // found_later) come on top of the budget.
             let sets: BTreeSet<Vec<(String, String)>> = s
                 .matching(name, &[])
+                .filter(|x| x.labels.get("comm").map(String::as_str) != Some("other"))
                 .map(|x| x.labels.iter().filter(|(k, _)| *k != "le").map(|(k, v)| (k.clone(), v.clone())).collect())
                 .collect();
             (name, sets.len())

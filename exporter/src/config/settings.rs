@@ -42,7 +42,7 @@ pub struct SettingsArgs {
     /// Components of the path kept in the `path_prefix` label. [default: 3]
     #[arg(long = "path-prefix.depth", env = "BADFD_PATH_PREFIX_DEPTH")]
     pub path_prefix_depth: Option<usize>,
-    /// Most label sets per labeled metric; the least recently used are folded into `other`. [default: 2000]
+    /// Most named label sets per labeled metric; past that, new ones count in `other` (one per errno and found_later, on top). [default: 2000]
     #[arg(long = "metrics.max-label-sets", env = "BADFD_METRICS_MAX_LABEL_SETS")]
     pub max_label_sets: Option<usize>,
     /// Label sets idle this long are dropped (e.g. `1h`, `30m`). [default: 1h]
