@@ -42,14 +42,21 @@ pub fn enabled(config: &Config) -> bool {
 }
 
 /// Counts a failure in its epoch's bucket (every failure, named or not).
-#[inline(always)]
-pub fn count_failure(config: &Config, c: &mut exporter_common::Counters, errno: u64, now: u64) {
+/// Global: inlined into the exits, the two variable offsets into the
+/// counters made 5.10's verifier lose the counters pointer ("R7 invalid mem
+/// access 'inv'", bounds it derived on a dead branch); on its own it is
+/// checked once with its own bounds.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn badfd_count_failure(errno: u64, now: u64) -> i64 {
+    let (Some(config), Some(c)) = (CONFIG.get(0), counters()) else { return 0 };
     if !enabled(config) {
-        return;
+        return 0;
     }
     if let Some(bucket) = c.failures_by_epoch.get_mut(epoch_bucket(config, now)) {
         bump(bucket.get_mut(found_errno_slot(errno)));
     }
+    0
 }
 
 /// Whether the current process failed an open within the window before `now`

@@ -69,7 +69,6 @@ fn decide(ret: i64) -> Option<End> {
 #[allow(clippy::too_many_arguments)]
 fn found_later_step(
     config: &Config,
-    c: &mut Counters,
     pid_tgid: u64,
     now: u64,
     ret: i64,
@@ -78,7 +77,7 @@ fn found_later_step(
     path_ptr: impl FnOnce() -> u64,
 ) -> (u8, PathRead) {
     if ret < 0 {
-        found_later::count_failure(config, c, (-ret) as u64, now);
+        found_later::badfd_count_failure((-ret) as u64, now);
         if !found_later::enabled(config) {
             return (0, PathRead::NONE);
         }
@@ -234,7 +233,7 @@ pub fn finish(c: &mut Counters, config: &Config, entry: &Inflight, pid_tgid: u64
     // Found later: syscall opens with a result (io_uring paths may be the
     // kernel's own copy, which the user-memory readers cannot read).
     let (found_flag, path) = if end.result && !syscall.is_io_uring() {
-        found_later_step(config, c, pid_tgid, now, end.ret, syscall, exec_hash, || entry.path_ptr)
+        found_later_step(config, pid_tgid, now, end.ret, syscall, exec_hash, || entry.path_ptr)
     } else {
         (0, PathRead::NONE)
     };
@@ -287,12 +286,12 @@ fn finish_without_entry(
         return;
     }
     let Some(args) = args() else {
-        found_later::count_failure(config, c, (-end.ret) as u64, now);
+        found_later::badfd_count_failure((-end.ret) as u64, now);
         return;
     };
     let syscall = args.syscall;
     let entry = args.into_inflight(now, pid_tgid as u32);
-    let (_, path) = found_later_step(config, c, pid_tgid, now, end.ret, syscall, 0, || entry.path_ptr);
+    let (_, path) = found_later_step(config, pid_tgid, now, end.ret, syscall, 0, || entry.path_ptr);
     if syscall.is_exec() && config.flags & CONFIG_STREAM_EXECS == 0 {
         return;
     }
@@ -331,7 +330,7 @@ pub fn on_exit_untimed(syscall: Syscall, ret: i64, args: impl FnOnce() -> OpenAr
         args()
     }
     .into_inflight(now, pid_tgid as u32);
-    let (found_flag, path) = found_later_step(config, c, pid_tgid, now, ret, syscall, 0, || entry.path_ptr);
+    let (found_flag, path) = found_later_step(config, pid_tgid, now, ret, syscall, 0, || entry.path_ptr);
     let event_flags = if ret < 0 { EVENT_FAILED | EVENT_UNTIMED } else { found_flag | EVENT_UNTIMED };
     if (ret >= 0 && found_flag == 0) || (syscall.is_exec() && config.flags & CONFIG_STREAM_EXECS == 0) {
         return;
