@@ -97,7 +97,8 @@ pub fn user_args() -> Option<OpenArgs> {
             open_flags: reg(regs, REG_X4),
             mode: 0,
         }),
-        // Not in arm64's table: from_aarch64_nr never names them.
-        Syscall::Open | Syscall::Creat => None,
+        // Not in arm64's table (from_aarch64_nr never names them), not a
+        // syscall (io_uring's opens, hooked elsewhere), or x86 only (ia32).
+        _ => None,
     }
 }
