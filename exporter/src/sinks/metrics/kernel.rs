@@ -101,7 +101,7 @@ impl Collector for KernelCollector {
         for (outcome, s) in [("submitted", Stream::Submitted), ("filtered", Stream::Filtered), ("slow_not_streamed", Stream::SlowNotStreamed)] {
             counter(&mut m, &[("outcome", outcome)], counters.stream[s as usize])?;
         }
-        let mut m = encoder.encode_descriptor("opens_interrupted", "Open attempts a signal interrupted with a restart code (ERESTARTSYS): restarted by the kernel (the restart is counted as the open it is) or their task was killed. Not in badfd_opens_total: no program sees that result.", None, MetricType::Counter)?;
+        let mut m = encoder.encode_descriptor("opens_interrupted", "Open attempts a signal interrupted with a restart code (ERESTARTSYS): restarted by the kernel (the restart is counted as the open it is) or their task was killed. Not in badfd_opens_total: no program sees that result (an interruption the program sees as EINTR is a failure with errno EINTR).", None, MetricType::Counter)?;
         m.encode_counter::<NoLabelSet, u64, u64>(&counters.stream[Stream::Interrupted as usize], None)?;
         if let Some(n) = inflight {
             let m = encoder.encode_descriptor("inflight_opens", "Opens in progress now (entries in the kernel's in-flight map).", None, MetricType::Gauge)?;
