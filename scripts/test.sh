@@ -10,6 +10,13 @@ if [[ $(id -u) -ne 0 ]]; then
     echo "test: the kernel tests load BPF programs; run as root" >&2
     exit 1
 fi
+# Incremental state is for editing, not for one run from a clean clone: it
+# doubled the debug target's size. The free disk is printed at the start and
+# the end, since a full disk shows up only as a compiler's I/O error.
+export CARGO_INCREMENTAL=0
+disk_free() { df -h --output=avail "${CARGO_TARGET_DIR:-target}" 2>/dev/null | tail -n1 | tr -d ' '; }
+mkdir -p "${CARGO_TARGET_DIR:-target}"
+echo "test: disk free for target/ at the start: $(disk_free)"
 failed=()
 cargo build --workspace --exclude exporter-ebpf --all-targets || exit 1
 cargo test --workspace --exclude exporter-ebpf --no-fail-fast -- --test-threads="${BADFD_TEST_THREADS:-2}" || failed+=(cargo)
@@ -45,6 +52,7 @@ if [[ -z "$soak_pid" ]] || ! wait "$soak_pid"; then failed+=(soak); fi
 echo "--- soak (${BADFD_SOAK_SECS:-600} s; log $soak_log)"
 grep -E '^(soak |warm-up|test |test result)|RssAnon' "$soak_log" || tail -n 40 "$soak_log"
 grep -A4 'panicked at' "$soak_log" || true
+echo "test: target/ uses $(du -sh "${CARGO_TARGET_DIR:-target}" | cut -f1); disk free at the end: $(disk_free)"
 suites=4
 echo "suites: $(( suites - ${#failed[@]} )) passed, ${#failed[@]} failed"
 if (( ${#failed[@]} )); then
