@@ -309,6 +309,13 @@ pub struct TaskOffsets {
     /// `task_struct.thread_info.status` (u32): `TS_COMPAT` while the task
     /// runs a 32-bit syscall.
     pub thread_status: u32,
+    /// Nonzero when the two offsets below were found.
+    pub parent_valid: u32,
+    /// `task_struct.real_parent` (`struct task_struct *`).
+    pub task_real_parent: u32,
+    /// `task_struct.tgid` (`pid_t`).
+    pub task_tgid: u32,
+    pub _pad: u32,
 }
 
 impl TaskOffsets {
@@ -325,6 +332,10 @@ impl TaskOffsets {
         sa_flags: 0,
         compat_valid: 0,
         thread_status: 0,
+        parent_valid: 0,
+        task_real_parent: 0,
+        task_tgid: 0,
+        _pad: 0,
     };
 }
 
@@ -421,6 +432,10 @@ pub const CONFIG_FOUND_NOTICES: u32 = 1 << 2;
 /// Stream failed execs (they are always counted): set by a userspace that
 /// sets aside the failures of a `PATH` search, which most execs make.
 pub const CONFIG_STREAM_EXECS: u32 = 1 << 3;
+/// Stream successful opens too (`EVENT_OPENED`; `badfd trace --all`, with its
+/// filters): "which config file did it load". Successful execs are not
+/// streamed (their path is in the old program's memory, gone at exit).
+pub const CONFIG_STREAM_OPENS: u32 = 1 << 4;
 
 /// Default found-later window: 1 s.
 pub const DEFAULT_FOUND_LATER_WINDOW_NS: u64 = 1_000_000_000;
@@ -640,6 +655,9 @@ pub const EVENT_FOUND: u8 = 1 << 5;
 /// open waited, no result reached the program, and `ret` is the kernel's
 /// restart code (-512 and kin).
 pub const EVENT_INTERRUPTED: u8 = 1 << 6;
+/// Not an anomaly: a successful open streamed because of
+/// `CONFIG_STREAM_OPENS` (neither failed nor slow).
+pub const EVENT_OPENED: u8 = 1 << 7;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -678,7 +696,9 @@ pub struct EventHeader {
     /// Inode number of the task's mount namespace (as `/proc/PID/ns/mnt` shows
     /// it); 0 when the kernel has no offsets for it or the read failed.
     pub mnt_ns: u32,
-    pub _reserved3: u32,
+    /// The process id (tgid) of the opener's parent (`real_parent`: not a
+    /// tracer's) at the time of the event; 0 when the kernel has no offsets.
+    pub ppid: u32,
 }
 
 /// The path is absolute, or the kernel has no offsets: no directory was looked up.
@@ -1172,7 +1192,8 @@ mod tests {
 
     #[test]
     fn config_flags_are_distinct_bits() {
-        let flags = [CONFIG_FAILURES_ONLY, CONFIG_TRACKED_ONLY, CONFIG_FOUND_NOTICES, CONFIG_STREAM_EXECS, CONFIG_UNTIMED];
+        let flags =
+            [CONFIG_FAILURES_ONLY, CONFIG_TRACKED_ONLY, CONFIG_FOUND_NOTICES, CONFIG_STREAM_EXECS, CONFIG_STREAM_OPENS, CONFIG_UNTIMED];
         for (i, a) in flags.iter().enumerate() {
             assert_eq!(a.count_ones(), 1);
             for b in &flags[i + 1..] {
@@ -1187,8 +1208,8 @@ mod tests {
         assert_eq!(EVENT_HEADER_SIZE % 8, 0);
         assert_eq!(core::mem::size_of::<Inflight>(), 40);
         assert!(INFLIGHT_SLOTS.is_power_of_two());
-        assert_eq!(core::mem::size_of::<Config>(), 184 + 48 + 88);
-        assert_eq!(core::mem::size_of::<TaskOffsets>(), 48);
+        assert_eq!(core::mem::size_of::<Config>(), 184 + 64 + 88);
+        assert_eq!(core::mem::size_of::<TaskOffsets>(), 64);
         assert_eq!(core::mem::size_of::<IoUringOffsets>(), 88);
         assert_eq!(core::mem::size_of::<FailedName>(), 16);
         assert_eq!(core::mem::size_of::<FailedNames>(), 16 + 16 * FAILED_NAMES_PER_PROCESS);

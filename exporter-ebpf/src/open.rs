@@ -6,8 +6,8 @@
 use aya_ebpf::helpers::{bpf_get_current_pid_tgid, generated::bpf_ktime_get_ns};
 use exporter_common::{
     is_restart_code, latency_bucket, Config, Counters, Inflight, Loss, Stream, Syscall, CONFIG_FAILURES_ONLY,
-    CONFIG_FOUND_NOTICES, CONFIG_STREAM_EXECS, EVENT_FAILED, EVENT_FOUND, EVENT_INTERRUPTED, EVENT_SLOW,
-    EVENT_UNTIMED, INFLIGHT_RESTARTING, INFLIGHT_SLOT_MASK,
+    CONFIG_FOUND_NOTICES, CONFIG_STREAM_EXECS, CONFIG_STREAM_OPENS, EVENT_FAILED, EVENT_FOUND, EVENT_INTERRUPTED,
+    EVENT_OPENED, EVENT_SLOW, EVENT_UNTIMED, INFLIGHT_RESTARTING, INFLIGHT_SLOT_MASK,
 };
 
 use crate::{
@@ -249,8 +249,12 @@ pub fn finish(c: &mut Counters, config: &Config, entry: &Inflight, pid_tgid: u64
         }
     }
     if anomaly == 0 {
-        // The fast path: a fast successful open ends here.
-        return;
+        // The fast path: a fast successful open ends here, unless every
+        // open is asked for (`trace --all`).
+        if !streams_success(config, syscall, end) {
+            return;
+        }
+        anomaly = EVENT_OPENED;
     }
     if syscall.is_exec() && config.flags & CONFIG_STREAM_EXECS == 0 {
         return;
@@ -299,6 +303,14 @@ fn finish_without_entry(
     stream_anomaly(c, config, &entry, pid_tgid, end.ret, 0, EVENT_FAILED | EVENT_UNTIMED | interrupted, path);
 }
 
+/// Whether a successful open that is no anomaly is streamed anyway
+/// (`CONFIG_STREAM_OPENS`): opens, not execs (a successful exec's path is in
+/// memory the new program replaced).
+#[inline(always)]
+fn streams_success(config: &Config, syscall: Syscall, end: End) -> bool {
+    config.flags & CONFIG_STREAM_OPENS != 0 && end.result && end.ret >= 0 && !syscall.is_exec()
+}
+
 /// The exit of an open with no entry program (`--no-timing`): counts it
 /// exactly, and for a failure takes the arguments from the caller's saved
 /// registers (still there at exit) and streams it. A successful open costs a
@@ -319,7 +331,10 @@ pub fn on_exit_untimed(syscall: Syscall, ret: i64, args: impl FnOnce() -> OpenAr
     let Some(config) = CONFIG.get(0) else { return };
     let pid_tgid = bpf_get_current_pid_tgid();
     let now = unsafe { bpf_ktime_get_ns() };
-    if ret >= 0 && !found_later::has_recent_failure(config, (pid_tgid >> 32) as u32, now) {
+    if ret >= 0
+        && !found_later::has_recent_failure(config, (pid_tgid >> 32) as u32, now)
+        && !streams_success(config, syscall, end)
+    {
         return;
     }
     // A failure, or a success that may find failures: the arguments (none
@@ -331,8 +346,14 @@ pub fn on_exit_untimed(syscall: Syscall, ret: i64, args: impl FnOnce() -> OpenAr
     }
     .into_inflight(now, pid_tgid as u32);
     let (found_flag, path) = found_later_step(config, pid_tgid, now, ret, syscall, 0, || entry.path_ptr);
-    let event_flags = if ret < 0 { EVENT_FAILED | EVENT_UNTIMED } else { found_flag | EVENT_UNTIMED };
-    if (ret >= 0 && found_flag == 0) || (syscall.is_exec() && config.flags & CONFIG_STREAM_EXECS == 0) {
+    let mut event_flags = if ret < 0 { EVENT_FAILED | EVENT_UNTIMED } else { found_flag | EVENT_UNTIMED };
+    if ret >= 0 && found_flag == 0 {
+        if !streams_success(config, syscall, end) {
+            return;
+        }
+        event_flags |= EVENT_OPENED;
+    }
+    if syscall.is_exec() && config.flags & CONFIG_STREAM_EXECS == 0 {
         return;
     }
     let interrupted = if end.interrupted { EVENT_INTERRUPTED } else { 0 };

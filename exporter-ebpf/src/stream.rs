@@ -18,7 +18,7 @@ use aya_ebpf::{
     },
 };
 use exporter_common::{
-    Config, Counters, EventBuffer, Inflight, KernelOffsets, Loss, Stream, CGROUP_FILTER_IGNORE,
+    Config, Counters, EventBuffer, Inflight, KernelOffsets, Loss, Stream, TaskOffsets, CGROUP_FILTER_IGNORE,
     CGROUP_FILTER_MAX_DEPTH, CGROUP_FILTER_OFF, CGROUP_FILTER_WATCH, CONFIG_TRACKED_ONLY, DIR_MAX, DIR_NOT_ATTEMPTED,
     DIR_READ_FAILED, DIR_RESOLVED, DIR_TRUNCATED, EVENT_HEADER_SIZE, EVENT_PATH_TRUNCATED, EVENT_PATH_UNREADABLE,
     FILTER_ANY, INFLIGHT_PATH_IN_KERNEL, PATH_MAX, WAKEUP_MIN_INTERVAL_NS,
@@ -135,6 +135,17 @@ fn mnt_ns_inum(o: &KernelOffsets) -> u32 {
     read_u32(mnt_ns + o.mnt_ns_inum as u64).unwrap_or(0)
 }
 
+/// The process id of the current task's parent (`real_parent->tgid`), or 0.
+#[inline(always)]
+fn parent_tgid(o: &TaskOffsets) -> u32 {
+    if o.parent_valid == 0 {
+        return 0;
+    }
+    let task = unsafe { bpf_get_current_task() };
+    let Some(parent) = read_u64(task + o.task_real_parent as u64).filter(|&p| p != 0) else { return 0 };
+    read_u32(parent + o.task_tgid as u64).unwrap_or(0)
+}
+
 /// The event of the open in `PENDING` (its path read now, from the pointer
 /// saved at entry, unless already read, and the directory of a relative
 /// path), written to the ring buffer if its sources have credit (`fairness`);
@@ -242,7 +253,7 @@ pub extern "C" fn badfd_emit(ret: i64, latency_ns: u64, event_flags: u64, waitin
     h.dir_status = dir_status;
     h._reserved2 = [0; 5];
     h.mnt_ns = mnt_ns_inum(&config.offsets);
-    h._reserved3 = 0;
+    h.ppid = parent_tgid(&config.task);
 
     // Wake the reader only when a batch is waiting (it also polls on a timer),
     // and from each CPU at most once per WAKEUP_MIN_INTERVAL_NS.

@@ -599,3 +599,111 @@ fn strip_ansi(s: &str) -> String {
     }
     out
 }
+
+/// `-u USER` runs the command as that user, as strace -u does: a file only
+/// root may read fails with EACCES for it (as root it would not), the files
+/// it creates are its own, and every event carries its uid; under sudo
+/// without -u, one line says the command runs as root.
+#[test]
+fn run_as_user_reproduces_permission_errors() {
+    let dir = TempDir::new("trace-run-as");
+    let out = TempDir::new("trace-run-as-out");
+    let d = str_of(dir.path());
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    std::fs::write(dir.path().join("secret"), "root only").unwrap();
+    std::fs::set_permissions(dir.path().join("secret"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let script = format!("cat {d}/secret; touch {d}/created; exit 0");
+
+    let run = trace(out.path(), &["-x", "-u", "nobody"], &["sh", "-c", &script]);
+    assert!(run.output.status.success(), "{}", run.stderr());
+    let failures: Vec<(&str, &str, u64)> = run
+        .lines
+        .iter()
+        .map(|l| (l["resolved_path"].as_str().unwrap(), l["errno"].as_str().unwrap(), l["uid"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(failures, vec![(format!("{d}/secret").as_str(), "EACCES", 65534)], "{}", run.stderr());
+    let created = std::fs::metadata(dir.path().join("created")).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&created), 65534, "the command's files are the user's");
+    assert!(!run.stderr().contains("runs as root"), "{}", run.stderr());
+
+    // As root (badfd's own identity) the same read succeeds: nothing to show;
+    // under sudo badfd says why.
+    std::fs::remove_file(dir.path().join("created")).unwrap();
+    let json = out.path().join("root.jsonl");
+    let output = Command::new(badfd_path())
+        .args(["trace", "-x", "--json", "-o", str_of(&json), "--", "sh", "-c", &script])
+        .env("LC_ALL", "C")
+        .env_remove("LD_LIBRARY_PATH")
+        .env("BADFD_LOG", "warn")
+        .env("SUDO_USER", "nobody")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let lines = std::fs::read_to_string(&json).unwrap();
+    assert_eq!(lines.lines().count(), 1, "only the diagnosis line: as root nothing fails\n{lines}");
+    let said: Vec<&str> = stderr.lines().filter(|l| l.contains("runs as root")).collect();
+    assert_eq!(said, vec!["badfd trace: the command runs as root (badfd runs under sudo), so permission errors do not reproduce; -u nobody runs it as nobody"]);
+
+    let bad = Command::new(badfd_path()).args(["trace", "-u", "no-such-user-here", "--", "true"]).output().unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no user `no-such-user-here`"), "{}", String::from_utf8_lossy(&bad.stderr));
+}
+
+/// `--all` shows successful opens too (opensnoop's view), marked neither
+/// failed nor slow, beside the failures; the summary counts them apart.
+#[test]
+fn all_shows_successful_opens_of_the_command() {
+    let dir = TempDir::new("trace-all");
+    let out = TempDir::new("trace-all-out");
+    let d = str_of(dir.path());
+    std::fs::write(dir.path().join("app.conf"), "x").unwrap();
+    let script = format!("cat {d}/app.conf {d}/app.conf {d}/absent.conf > /dev/null 2>&1; exit 0");
+    let run = trace(out.path(), &["--all", "--slow", "0"], &["sh", "-c", &script]);
+    assert!(run.output.status.success(), "{}", run.stderr());
+    let ours: Vec<(&str, bool, bool, bool)> = run
+        .lines
+        .iter()
+        .filter(|l| l["resolved_path"].as_str().unwrap().starts_with(d))
+        .map(|l| {
+            let path = l["resolved_path"].as_str().unwrap();
+            (&path[d.len()..], l["failed"].as_bool().unwrap(), l["slow"].as_bool().unwrap(), l["ret"].as_i64().unwrap() >= 0)
+        })
+        .collect();
+    assert_eq!(
+        ours,
+        vec![("/app.conf", false, false, true), ("/app.conf", false, false, true), ("/absent.conf", true, false, false)],
+        "{}",
+        run.stderr()
+    );
+    // The loader's and sh's own successful opens are shown too.
+    let opened = run.lines.iter().filter(|l| !l["failed"].as_bool().unwrap()).count();
+    assert!(opened > 2, "{opened}");
+    assert!(run.stderr().contains(&format!("successful opens shown (--all): {opened}\n")), "{}", run.stderr());
+
+    let both = Command::new(badfd_path()).args(["trace", "--all", "--err"]).output().unwrap();
+    assert!(!both.status.success(), "--all and --err exclude each other");
+}
+
+/// The JSON line carries the opener's parent pid, from the kernel at the
+/// time of the open.
+#[test]
+fn json_lines_carry_the_parent_pid() {
+    let dir = TempDir::new("trace-ppid");
+    let out = TempDir::new("trace-ppid-out");
+    let d = str_of(dir.path());
+    // sh forks cat (the `; exit 0` keeps it from exec'ing cat in its place).
+    let script = format!("echo $$ > {d}/sh.pid; cat {d}/absent 2>/dev/null; exit 0");
+    let run = trace(out.path(), &["-x"], &["sh", "-c", &script]);
+    assert!(run.output.status.success(), "{}", run.stderr());
+    let sh: u64 = std::fs::read_to_string(dir.path().join("sh.pid")).unwrap().trim().parse().unwrap();
+    let cat: Vec<(u64, u64)> = run
+        .lines
+        .iter()
+        .filter(|l| l["resolved_path"].as_str() == Some(&format!("{d}/absent")))
+        .map(|l| (l["ppid"].as_u64().unwrap(), l["pid"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(cat.len(), 1, "{:?}", run.lines);
+    assert_eq!(cat[0].0, sh, "cat's parent is the shell");
+    assert_ne!(cat[0].1, sh);
+}

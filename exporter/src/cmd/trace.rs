@@ -108,7 +108,7 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
     let mut exit: Option<CommandExit> = None;
     let mut command = match args.command.is_empty() {
         true => None,
-        false => match child::Command::start(&args.command, track).await {
+        false => match child::Command::start(&args.command, args.run_as.as_ref(), track).await {
             Ok(c) => Some(c),
             Err(e) => match e.downcast_ref::<child::NotRun>() {
                 // Its failed exec was traced: the diagnosis below says why.
@@ -122,6 +122,9 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
         },
     };
     let command_given = !args.command.is_empty();
+    if command_given {
+        say_who_runs_it(args.run_as.as_ref());
+    }
 
     let mut interrupts = 0;
     while exit.is_none() {
@@ -174,4 +177,21 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
         std::process::exit(exit.map_or(0, |x| x.shell_code()));
     }
     Ok(())
+}
+
+/// One line when the command runs as root only because badfd does (under
+/// sudo): permission errors will not reproduce, and `-u` says as whom to run it.
+fn say_who_runs_it(run_as: Option<&badfd::config::trace::RunAs>) {
+    if let Some(user) = run_as {
+        tracing::info!(user = %user.name, uid = user.uid, "running the command as {}", user.name);
+        return;
+    }
+    if let (true, Some(user)) = (nix::unistd::geteuid().is_root(), std::env::var_os("SUDO_USER")) {
+        let user = user.to_string_lossy();
+        if user != "root" {
+            eprintln!(
+                "badfd trace: the command runs as root (badfd runs under sudo), so permission errors do not reproduce; -u {user} runs it as {user}"
+            );
+        }
+    }
 }

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use exporter_common::{
-    Config, CONFIG_FAILURES_ONLY, CONFIG_FOUND_NOTICES, CONFIG_STREAM_EXECS, CONFIG_TRACKED_ONLY, FILTER_ANY, SLOW_DISABLED,
+    Config, CONFIG_FAILURES_ONLY, CONFIG_FOUND_NOTICES, CONFIG_STREAM_EXECS, CONFIG_STREAM_OPENS, CONFIG_TRACKED_ONLY, FILTER_ANY, SLOW_DISABLED,
     TASK_COMM_LEN,
 };
 
@@ -35,6 +35,8 @@ pub struct KernelSettings {
     /// failed execs are then counted, not streamed: a shell's PATH search
     /// would be all of them).
     pub found_later_window: Duration,
+    /// Stream successful opens too (`trace --all`), within the filters.
+    pub stream_opens: bool,
 }
 
 impl Default for KernelSettings {
@@ -49,6 +51,7 @@ impl Default for KernelSettings {
             cgroup_filter: CgroupFilterMode::Off,
             source_rate: exporter_common::DEFAULT_SOURCE_RATE,
             found_later_window: DEFAULT_FOUND_LATER_WINDOW,
+            stream_opens: false,
         }
     }
 }
@@ -64,6 +67,9 @@ impl KernelSettings {
         }
         if self.tracked_only {
             c.flags |= CONFIG_TRACKED_ONLY;
+        }
+        if self.stream_opens {
+            c.flags |= CONFIG_STREAM_OPENS;
         }
         c.filter_pid = self.filter_pid.unwrap_or(FILTER_ANY);
         c.filter_uid = self.filter_uid.unwrap_or(FILTER_ANY);
@@ -130,8 +136,11 @@ mod tests {
             cgroup_filter: CgroupFilterMode::Watch,
             source_rate: 50,
             found_later_window: Duration::from_millis(300),
+            stream_opens: true,
         }
         .config();
+        assert_eq!(all.flags & CONFIG_STREAM_OPENS, CONFIG_STREAM_OPENS);
+        assert_eq!(off.flags & CONFIG_STREAM_OPENS, 0, "successful opens are not streamed unless asked");
         assert_eq!((all.found_later_window_ns, all.found_later_epoch_ns), (300_000_000, 300_000_000));
         assert_eq!(all.flags & (CONFIG_FOUND_NOTICES | CONFIG_STREAM_EXECS), CONFIG_FOUND_NOTICES | CONFIG_STREAM_EXECS);
         let unclassified = KernelSettings { found_later_window: Duration::ZERO, ..KernelSettings::default() }.config();

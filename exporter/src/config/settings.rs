@@ -254,6 +254,7 @@ impl Settings {
             },
             source_rate: self.source_rate,
             found_later_window: self.found_later_window,
+            stream_opens: false,
         }
     }
 

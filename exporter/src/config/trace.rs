@@ -20,6 +20,8 @@ Examples:
   badfd trace --slow 50ms --comm java opens of java processes taking 50 ms or more
   badfd trace --json -o opens.jsonl -- ./start.sh
   badfd trace --cgroup /system.slice/docker-<id>.scope   one container (and below)
+  sudo badfd trace -x -u $USER -- ./app   failures of ./app, run as you (not root)
+  badfd trace --all -n nginx          every open of nginx, successful ones too
 
 With a command, badfd exits with the command's exit status (128+N if signal N
 killed it). Ctrl-C reaches the command through the terminal; badfd waits for it
@@ -47,8 +49,13 @@ pub struct TraceArgs {
     #[command(flatten)]
     pub probe: ProbeArgs,
     /// Failed opens only (slow successful opens are counted, not shown).
-    #[arg(long = "err")]
+    #[arg(short = 'x', long = "err")]
     pub failures_only: bool,
+    /// Successful opens too, as opensnoop shows them ("which config did it
+    /// load?"), marked "ok"; within the other filters. Not with --err or
+    /// --errno.
+    #[arg(long, conflicts_with_all = ["failures_only", "errno"])]
+    pub all: bool,
     /// Slow threshold in milliseconds; 0 turns slow reporting off. Same as --slow Nms.
     #[arg(long, value_name = "N", conflicts_with = "slow")]
     pub ms: Option<u64>,
@@ -68,11 +75,11 @@ pub struct TraceArgs {
     #[arg(short = 'o', long, value_name = "FILE")]
     pub output: Option<PathBuf>,
     /// Only this process id (decided in the kernel).
-    #[arg(long)]
+    #[arg(short = 'p', long)]
     pub pid: Option<u32>,
     /// Only tasks whose command name (comm, which a thread may rename) is
     /// exactly this (at most 15 bytes, as the kernel keeps it; decided in the kernel).
-    #[arg(long)]
+    #[arg(short = 'n', long)]
     pub comm: Option<String>,
     /// Only this user, by id or name (decided in the kernel).
     #[arg(long, value_parser = parse_uid)]
@@ -107,9 +114,45 @@ pub struct TraceArgs {
     pub no_summary: bool,
     #[command(flatten)]
     pub redact: RedactArgs,
+    /// Run the command as this user (name or id), with the user's group and
+    /// supplementary groups, as strace -u does: under sudo the command
+    /// otherwise runs as root, where EACCES does not reproduce and the files
+    /// it creates belong to root. The environment is left as it is.
+    #[arg(short = 'u', long = "user", value_name = "USER", value_parser = parse_run_as, requires = "command")]
+    pub run_as: Option<RunAs>,
     /// The command to run and follow, with every process it starts.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
+}
+
+/// The identity `-u USER` runs the command with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunAs {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups (the user's primary group among them).
+    pub groups: Vec<u32>,
+}
+
+fn parse_run_as(s: &str) -> Result<RunAs, String> {
+    use nix::unistd::{Uid, User};
+    let user = match s.parse::<u32>() {
+        Ok(uid) => User::from_uid(Uid::from_raw(uid)),
+        Err(_) => User::from_name(s),
+    };
+    let user = match user {
+        Ok(Some(user)) => user,
+        Ok(None) => return Err(format!("no user `{s}` in the user database")),
+        Err(e) => return Err(format!("looking up user `{s}`: {e}")),
+    };
+    let name = std::ffi::CString::new(user.name.as_bytes()).map_err(|_| format!("user name `{}` has a NUL byte", user.name))?;
+    let groups = nix::unistd::getgrouplist(&name, user.gid)
+        .map_err(|e| format!("the groups of user `{}`: {e}", user.name))?
+        .into_iter()
+        .map(|g| g.as_raw())
+        .collect();
+    Ok(RunAs { name: user.name, uid: user.uid.as_raw(), gid: user.gid.as_raw(), groups })
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -202,6 +245,7 @@ impl TraceArgs {
             cgroup_filter: if self.cgroup.is_empty() { CgroupFilterMode::Off } else { CgroupFilterMode::Watch },
             source_rate: self.probe.source_rate(None),
             found_later_window: self.found_later_window,
+            stream_opens: self.all,
         })
     }
 }
@@ -244,6 +288,11 @@ mod tests {
         assert_eq!(parse_uid("0"), Ok(0));
         assert_eq!(parse_uid("root"), Ok(0));
         assert!(parse_uid("no-such-user-here").is_err());
+        let root = parse_run_as("root").unwrap();
+        assert_eq!((root.name.as_str(), root.uid, root.gid), ("root", 0, 0));
+        assert!(root.groups.contains(&0), "{root:?}");
+        assert_eq!(parse_run_as("0").unwrap(), root);
+        assert!(parse_run_as("no-such-user-here").unwrap_err().contains("no user"));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use exporter_common::{
     EventHeader, Syscall, DIR_BAD_FD, DIR_NOT_ATTEMPTED, DIR_READ_FAILED, DIR_RESOLVED,
     DIR_TRUNCATED, DIR_UNREACHABLE, EVENT_FAILED, EVENT_HEADER_SIZE, EVENT_PATH_TRUNCATED, EVENT_PATH_UNREADABLE,
-    EVENT_FOUND, EVENT_SLOW, EVENT_UNTIMED, TASK_COMM_LEN,
+    EVENT_FOUND, EVENT_OPENED, EVENT_SLOW, EVENT_UNTIMED, TASK_COMM_LEN,
 };
 
 /// What the kernel found for the directory a relative path is relative to.
@@ -51,6 +51,8 @@ pub struct OpenEvent {
     pub mnt_ns: u32,
     /// The kernel's `basename_hash` of the path (found-later classification); 0 if none.
     pub name_hash: u32,
+    /// The opener's parent process id at the time of the open; 0 if unknown.
+    pub ppid: u32,
 }
 
 impl Default for OpenEvent {
@@ -74,6 +76,7 @@ impl Default for OpenEvent {
             kernel_dir: KernelDir::NotAttempted,
             mnt_ns: 0,
             name_hash: 0,
+            ppid: 0,
         }
     }
 }
@@ -138,6 +141,7 @@ impl OpenEvent {
             kernel_dir,
             mnt_ns: h.mnt_ns,
             name_hash: h.name_hash,
+            ppid: h.ppid,
         })
     }
 
@@ -149,10 +153,23 @@ impl OpenEvent {
         self.flags & EVENT_SLOW != 0
     }
 
-    /// Not an anomaly: a successful open that found earlier failures of its
-    /// process with the same basename (`name_hash`).
+    /// A successful open that found earlier failures of its process with the
+    /// same basename (`name_hash`): a notice for the found-later stage, and
+    /// no anomaly unless it is also slow or asked for ([`Self::opened`]).
     pub fn found_notice(&self) -> bool {
         self.flags & EVENT_FOUND != 0
+    }
+
+    /// A successful open streamed because every open was asked for
+    /// (`badfd trace --all`): shown, never an anomaly.
+    pub fn opened(&self) -> bool {
+        self.flags & EVENT_OPENED != 0
+    }
+
+    /// Whether the event is more than a found notice: a failure, a slow
+    /// open, or an open asked for.
+    pub fn shown(&self) -> bool {
+        self.flags & (EVENT_FAILED | EVENT_SLOW | EVENT_OPENED) != 0
     }
 
     /// The open's latency; `None` where it was not timed (`--no-timing`).
@@ -210,7 +227,7 @@ mod tests {
             dir_status: DIR_NOT_ATTEMPTED,
             _reserved2: [0; 5],
             mnt_ns: 4026531841,
-            _reserved3: 0,
+            ppid: 0,
         }
     }
 

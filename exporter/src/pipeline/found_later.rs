@@ -25,9 +25,12 @@ pub const GRACE_NS: u64 = 150_000_000;
 
 /// What to do with an event: a notice is consumed here.
 pub enum Notice {
-    /// The event was a found notice: no anomaly.
+    /// The event was a found notice and nothing more.
     Consumed,
-    /// The event is an anomaly.
+    /// The event was a found notice and goes on: it is also slow, or every
+    /// open was asked for (`trace --all`).
+    NoticeAndShown(OpenEvent),
+    /// The event is no notice.
     NotANotice(OpenEvent),
 }
 
@@ -90,7 +93,10 @@ impl FoundLaterStage {
                 }
             }
         }
-        Notice::Consumed
+        match event.shown() {
+            true => Notice::NoticeAndShown(event),
+            false => Notice::Consumed,
+        }
     }
 
     /// Takes an anomaly arriving at `now_ns` (CLOCK_MONOTONIC): a failure
@@ -229,6 +235,24 @@ mod tests {
         assert!(out.is_empty(), "the undecided first holds back the found ones behind it");
         let out = run(&mut s, |s, out| s.release_all(&mut |a| out(a)));
         assert_eq!(out, vec![(1, 9, false), (1, 7, true), (1, 7, true), (1, 7, true)]);
+    }
+
+    #[test]
+    fn a_slow_or_asked_for_notice_finds_and_goes_on() {
+        use exporter_common::{EVENT_OPENED, EVENT_SLOW};
+        let mut s = FoundLaterStage::new(S).unwrap();
+        run(&mut s, |s, out| s.push(failure(1, 7, S), S, &mut |a| out(a)));
+        // The loader found the library, and opening it was slow: both.
+        let slow = OpenEvent { flags: EVENT_FOUND | EVENT_SLOW, ..notice(1, 7, S + 1) };
+        match s.notice(slow) {
+            Notice::NoticeAndShown(e) => assert!(e.slow()),
+            _ => panic!("a slow open that found a failure is still a slow open"),
+        }
+        let opened = OpenEvent { flags: EVENT_FOUND | EVENT_OPENED, ..notice(1, 8, S + 1) };
+        assert!(matches!(s.notice(opened), Notice::NoticeAndShown(_)), "trace --all shows it");
+        let out = run(&mut s, |s, out| s.release_due(S + 2, &mut |a| out(a)));
+        assert_eq!(out, vec![(1, 7, true)], "and the failure was found");
+        assert_eq!(s.counts().notices, 2);
     }
 
     #[test]

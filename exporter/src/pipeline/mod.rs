@@ -172,10 +172,14 @@ impl Pipeline {
                     self.stats.found_notices.inc();
                     return;
                 }
+                Notice::NoticeAndShown(event) => {
+                    self.stats.found_notices.inc();
+                    event
+                }
                 Notice::NotANotice(event) => event,
             },
             // Notices are asked for only with the stage; a stray one is no anomaly.
-            None if event.found_notice() => return,
+            None if !event.shown() => return,
             None => event,
         };
         let mut resolved = self.resolver.resolve(&event);

@@ -381,9 +381,13 @@ impl KernelBtf {
             })
         })()
         .unwrap_or(TaskOffsets::NONE);
+        let parent = match (self.pointer("task_struct", "real_parent"), self.sized("task_struct", "tgid", 4)) {
+            (Ok(task_real_parent), Ok(task_tgid)) => TaskOffsets { parent_valid: 1, task_real_parent, task_tgid, ..signals },
+            _ => signals,
+        };
         match self.nested_sized(&[("task_struct", "thread_info"), ("thread_info", "status")], 4) {
-            Ok(thread_status) => TaskOffsets { compat_valid: 1, thread_status, ..signals },
-            Err(_) => signals,
+            Ok(thread_status) => TaskOffsets { compat_valid: 1, thread_status, ..parent },
+            Err(_) => parent,
         }
     }
 
@@ -581,7 +585,9 @@ mod tests {
     fn running_kernel_task_offsets_are_consistent() {
         let btf = KernelBtf::from_sys_fs().expect("this machine has /sys/kernel/btf/vmlinux");
         let t = btf.task_offsets();
-        assert_eq!((t.signals_valid, t.compat_valid), (1, 1), "{t:?}");
+        assert_eq!((t.signals_valid, t.compat_valid, t.parent_valid), (1, 1, 1), "{t:?}");
+        // pid_t pid; pid_t tgid; side by side.
+        assert_eq!(t.task_tgid, btf.member("task_struct", "pid").unwrap().offset + 4);
         // struct sigpending { struct list_head list; sigset_t signal; }
         assert_eq!(t.task_pending_signal, btf.member("task_struct", "pending").unwrap().offset + 16);
         // struct sigaction { sa_handler; sa_flags; sa_restorer; sa_mask; } is k_sigaction's first member.

@@ -14,7 +14,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use badfd::sinks::terminal::CommandExit;
+use badfd::{config::trace::RunAs, sinks::terminal::CommandExit};
 use nix::{fcntl::OFlag, sys::signal::Signal, unistd::Pid};
 use tokio::sync::oneshot;
 
@@ -42,9 +42,11 @@ pub struct Command {
 
 impl Command {
     /// Forks `argv`, calls `track` with the child's pid while the child waits
-    /// before exec, then lets it exec. If `track` fails the child never execs.
+    /// before exec, then lets it exec, as `run_as` if given. If `track` fails
+    /// the child never execs.
     pub async fn start(
         argv: &[OsString],
+        run_as: Option<&RunAs>,
         track: impl FnOnce(u32) -> anyhow::Result<()>,
     ) -> anyhow::Result<Command> {
         let program = argv.first().context("no command given after --")?;
@@ -58,8 +60,12 @@ impl Command {
 
         let mut command = std::process::Command::new(program);
         command.args(&argv[1..]);
+        // Groups first, then the group, then the user (after which the others
+        // are no longer allowed); allocated here, before the fork.
+        let identity = run_as.map(|r| (r.groups.iter().map(|&g| g as libc::gid_t).collect::<Vec<_>>(), r.gid, r.uid));
         // SAFETY: the closure runs in the forked child before exec and only makes
-        // async-signal-safe calls (close, getpid, write, read) on fds it owns.
+        // async-signal-safe calls (close, getpid, write, read, setgroups,
+        // setgid, setuid) on fds and memory it owns.
         unsafe {
             command.pre_exec(move || {
                 // The child's copies of the parent's ends, so that EOF means
@@ -74,13 +80,22 @@ impl Command {
                 let mut byte = 0u8;
                 loop {
                     match libc::read(child_go_read, (&raw mut byte).cast(), 1) {
-                        1 => return Ok(()),
+                        1 => break,
                         // The parent could not track us, or died: do not exec.
                         0 => return Err(std::io::Error::from_raw_os_error(libc::ECANCELED)),
                         _ if *libc::__errno_location() == libc::EINTR => continue,
                         _ => return Err(std::io::Error::last_os_error()),
                     }
                 }
+                if let Some((groups, gid, uid)) = &identity {
+                    if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                        || libc::setgid(*gid) != 0
+                        || libc::setuid(*uid) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
             });
         }
 
@@ -179,7 +194,7 @@ mod tests {
     #[tokio::test]
     async fn runs_after_tracking_and_passes_the_exit_status() {
         let mut seen = None;
-        let mut c = Command::start(&["sh".into(), "-c".into(), "exit 7".into()], |pid| {
+        let mut c = Command::start(&["sh".into(), "-c".into(), "exit 7".into()], None, |pid| {
             // The child exists and has not exec'd yet: it is still our copy.
             let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
             assert_eq!(exe, std::env::current_exe().unwrap());
@@ -191,7 +206,7 @@ mod tests {
         assert_eq!(seen, Some(c.pid()));
         assert_eq!(c.wait().await, CommandExit::exited(7));
 
-        let mut killed = Command::start(&["sleep".into(), "30".into()], |_| Ok(())).await.unwrap();
+        let mut killed = Command::start(&["sleep".into(), "30".into()], None, |_| Ok(())).await.unwrap();
         killed.signal(Signal::SIGKILL);
         let exit = killed.wait().await;
         assert_eq!(exit, CommandExit::killed(9));
@@ -202,7 +217,7 @@ mod tests {
     async fn a_failed_track_means_no_exec_and_a_missing_program_is_127() {
         let marker = std::env::temp_dir().join(format!("badfd-never-{}", std::process::id()));
         let script = format!("touch {}", marker.display());
-        let err = Command::start(&["sh".into(), "-c".into(), script.into()], |_| anyhow::bail!("no map"))
+        let err = Command::start(&["sh".into(), "-c".into(), script.into()], None, |_| anyhow::bail!("no map"))
             .await
             .err()
             .expect("a failed track fails the start");
@@ -210,8 +225,24 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(100));
         assert!(!marker.exists(), "the command ran although it was not tracked");
 
-        let err = Command::start(&["/no/such/program".into()], |_| Ok(())).await.err().unwrap();
+        let err = Command::start(&["/no/such/program".into()], None, |_| Ok(())).await.err().unwrap();
         let not_run = err.downcast_ref::<NotRun>().expect("NotRun");
         assert_eq!(not_run.exit_code(), 127);
+    }
+
+    #[tokio::test]
+    async fn runs_as_the_user_with_its_groups() {
+        // nobody exists on every Debian; its uid and groups come from the database.
+        let nobody = RunAs { name: "nobody".into(), uid: 65534, gid: 65534, groups: vec![65534, 100] };
+        let dir = std::env::temp_dir().join(format!("badfd-run-as-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("id");
+        std::fs::File::create(&out).unwrap();
+        std::fs::set_permissions(&out, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+        let script = format!("echo $(id -u) $(id -g) $(id -G) > {}", out.display());
+        let mut c = Command::start(&["sh".into(), "-c".into(), script.into()], Some(&nobody), |_| Ok(())).await.unwrap();
+        assert_eq!(c.wait().await, CommandExit::exited(0));
+        assert_eq!(std::fs::read_to_string(&out).unwrap().trim(), "65534 65534 65534 100");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -15,6 +15,9 @@ struct JsonLine<'a> {
     /// The same instant as the kernel's CLOCK_MONOTONIC, in ns.
     monotonic_ns: u64,
     pid: u32,
+    /// The parent's pid when the open happened (the kernel's
+    /// `real_parent`); `null` where the kernel had no offsets for it.
+    ppid: Option<u32>,
     tid: u32,
     uid: u32,
     gid: u32,
@@ -48,6 +51,22 @@ struct JsonLine<'a> {
     /// The container the open was made in, where its cgroup says (`pipeline::containers`).
     #[serde(skip_serializing_if = "Option::is_none")]
     container_id: Option<&'a str>,
+    /// The rest of what the container lookup found, under the names of the
+    /// OTLP records' attributes (docs/otlp.md), each where known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    container_runtime: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pod_uid: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pod_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    namespace: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    container_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    systemd_unit: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cgroup_path: Option<&'a str>,
     /// Inode number of the process's mount namespace; 0 if unknown.
     mnt_ns: u32,
     /// For a failure: `true` when its process opened a file of the same name
@@ -104,6 +123,7 @@ pub fn json_line(a: &Anomaly) -> String {
         time: humantime::format_rfc3339_nanos(a.wall_time()).to_string(),
         monotonic_ns: e.start_ns,
         pid: e.pid,
+        ppid: (e.ppid != 0).then_some(e.ppid),
         tid: e.tid,
         uid: e.uid,
         gid: e.gid,
@@ -129,6 +149,13 @@ pub fn json_line(a: &Anomaly) -> String {
         path_unreadable: e.path_unreadable(),
         cgroup_id: e.cgroup_id,
         container_id: a.container.as_ref().and_then(|c| c.container_id.as_deref()),
+        container_runtime: a.container.as_ref().and_then(|c| c.runtime).map(|r| r.name()),
+        pod_uid: a.container.as_ref().and_then(|c| c.pod_uid.as_deref()),
+        pod_name: a.container.as_ref().and_then(|c| c.pod_name.as_deref()),
+        namespace: a.container.as_ref().and_then(|c| c.namespace.as_deref()),
+        container_name: a.container.as_ref().and_then(|c| c.container_name.as_deref()),
+        systemd_unit: a.container.as_ref().and_then(|c| c.systemd_unit.as_deref()),
+        cgroup_path: a.container.as_ref().map(|c| c.cgroup_path.as_str()).filter(|p| !p.is_empty()),
         mnt_ns: e.mnt_ns,
         found_later: a.found_later,
         missing,

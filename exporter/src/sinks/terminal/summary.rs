@@ -23,6 +23,9 @@ const LATENCY_MAX_NS: u64 = 3_600 * 1_000_000_000;
 #[derive(Debug)]
 pub struct Summary {
     pub anomalies: u64,
+    /// Successful opens shown because every open was asked for (`--all`):
+    /// not anomalies, not ranked.
+    pub opened: u64,
     pub failed: u64,
     pub slow: u64,
     pub by_errno: BTreeMap<i32, u64>,
@@ -47,6 +50,7 @@ impl Summary {
     pub fn new() -> Summary {
         Summary {
             anomalies: 0,
+            opened: 0,
             failed: 0,
             slow: 0,
             by_errno: BTreeMap::new(),
@@ -61,6 +65,10 @@ impl Summary {
     /// Counts an anomaly that was shown.
     pub fn record(&mut self, a: &Anomaly) {
         let e = &a.event;
+        if !e.failed() && !e.slow() {
+            self.opened += 1;
+            return;
+        }
         self.anomalies += 1;
         if let Some(errno) = e.errno() {
             self.failed += 1;
@@ -104,6 +112,9 @@ impl Summary {
             self.slow,
             elapsed.as_secs_f64()
         ));
+        if self.opened > 0 {
+            out.push_str(&format!("successful opens shown (--all): {}\n", self.opened));
+        }
         if !self.by_errno.is_empty() {
             out.push_str("by errno:\n");
             let mut by_count: Vec<(i32, u64)> = self.by_errno.iter().map(|(&e, &n)| (e, n)).collect();
