@@ -199,6 +199,29 @@ async fn http_protobuf_with_a_custom_ca() {
     custom_ca(Transport::Http, 47202).await;
 }
 
+/// Without a CA file the system trust store is used: here the test's CA is
+/// made the host's whole trust store through SSL_CERT_FILE, which
+/// rustls-native-certs honours as OpenSSL does.
+async fn system_roots(transport: Transport, uid: u32) {
+    let pki = Pki::new();
+    let receiver = Receiver::bind_tls(transport, false, pki.server.clone()).await;
+    let (s, n, log) = run(&receiver, uid, &[], vec![("SSL_CERT_FILE", pki.path("ca.pem"))]).await;
+    assert_eq!(otlp(&s, "exported"), n, "every record exported: {log}");
+    assert_eq!(receiver.record_count() as f64, n, "received == exported");
+    assert!(receiver.tls_failures().is_empty(), "{:?}", receiver.tls_failures());
+    receiver.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_with_the_system_trust_store() {
+    system_roots(Transport::Grpc, 47209).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_protobuf_with_the_system_trust_store() {
+    system_roots(Transport::Http, 47210).await;
+}
+
 /// (b) The collector requires a client certificate signed by its CA: with
 /// the client certificate and key (the logs-specific variables and the
 /// generic one mixed) every record arrives; without them, the handshake is
