@@ -299,7 +299,6 @@ impl<E: LogExporter + 'static> Sender<E> {
     }
 }
 
-
 /// The SDK's error, with what to do about it when it is a certificate the
 /// TLS handshake refused (the text is rustls's, through tonic or reqwest).
 fn explain(error: &str) -> String {

@@ -10,7 +10,8 @@
 //! is full). One tokio task (`export.rs`) takes batches from the queue and
 //! hands each to a request task (at most `MAX_CONCURRENT_EXPORTS` in flight)
 //! that turns it into SDK log records (`record.rs`) and drives the OTLP
-//! `LogExporter` (`exporter.rs`) directly (the exporter retries retryable
+//! `LogExporter` (`exporter.rs`; the TLS of https:// endpoints in `tls.rs`)
+//! directly (the exporter retries retryable
 //! failures with backoff within its timeout), so that every record's fate is
 //! counted exactly in `badfd_otlp_records_total` (`metrics.rs`) — the SDK's
 //! batch processor would only report drops at shutdown. After a failed batch
