@@ -1,6 +1,8 @@
 //! Real OTLP log receivers on 127.0.0.1 for tests and the OTLP benchmark: the
 //! `opentelemetry-proto` crate's gRPC LogsService served by tonic, and an
-//! HTTP/protobuf endpoint (axum, prost decoding, gzip understood).
+//! HTTP/protobuf endpoint (axum, prost decoding, gzip understood); either of
+//! them plain or over TLS (rustls on ring), optionally requiring a client
+//! certificate (mutual TLS), with every refused handshake counted.
 
 use std::{
     net::SocketAddr,
@@ -33,6 +35,8 @@ pub struct Received {
     requests_count: AtomicU64,
     /// Request headers seen (first request's), lower-case names.
     headers: Mutex<Vec<(String, String)>>,
+    /// TLS handshakes that failed, with why (as the server saw it).
+    tls_failures: Mutex<Vec<String>>,
 }
 
 impl Received {
@@ -111,8 +115,101 @@ pub struct Receiver {
     pub addr: SocketAddr,
     pub transport: Transport,
     pub received: Arc<Received>,
+    tls: bool,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
+    /// The TLS receiver's accept loop (handshakes), if any.
+    acceptor: Option<JoinHandle<()>>,
+}
+
+/// The TLS of a receiver: its certificate chain and key (PEM) and, for
+/// mutual TLS, the CA its clients' certificates must be signed by.
+#[derive(Clone, Debug)]
+pub struct ReceiverTls {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub client_ca_pem: Option<String>,
+}
+
+impl ReceiverTls {
+    fn server_config(&self, transport: Transport) -> rustls::ServerConfig {
+        use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(self.cert_pem.as_bytes()).collect::<Result<_, _>>().expect("receiver certificate");
+        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).expect("receiver key");
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions().unwrap();
+        let builder = match &self.client_ca_pem {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in CertificateDer::pem_slice_iter(ca.as_bytes()) {
+                    roots.add(cert.expect("client CA")).expect("client CA");
+                }
+                let verifier =
+                    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider).build().unwrap();
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config = builder.with_single_cert(chain, key).expect("receiver certificate and key");
+        // gRPC needs h2 negotiated; the HTTP receiver speaks HTTP/1.1.
+        config.alpn_protocols = match transport {
+            Transport::Grpc => vec![b"h2".to_vec()],
+            Transport::Http => vec![b"http/1.1".to_vec()],
+        };
+        config
+    }
+}
+
+type TlsStream = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+
+/// Accepts TCP connections on `listener` and hands on those whose TLS
+/// handshake succeeds; each failed one is recorded in `received`.
+fn spawn_acceptor(
+    listener: TcpListener,
+    config: rustls::ServerConfig,
+    received: Arc<Received>,
+) -> (tokio::sync::mpsc::Receiver<(TlsStream, SocketAddr)>, JoinHandle<()>) {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, peer)) = listener.accept().await else { continue };
+            let _ = tcp.set_nodelay(true);
+            let (acceptor, tx, received) = (acceptor.clone(), tx.clone(), received.clone());
+            tokio::spawn(async move {
+                match acceptor.accept(tcp).await {
+                    Ok(stream) => {
+                        let _ = tx.send((stream, peer)).await;
+                    }
+                    Err(e) => received.tls_failures.lock().unwrap().push(e.to_string()),
+                }
+            });
+        }
+    });
+    (rx, task)
+}
+
+/// The TLS connections of the acceptor, as axum's listener.
+struct TlsListener {
+    rx: tokio::sync::mpsc::Receiver<(TlsStream, SocketAddr)>,
+    addr: SocketAddr,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (TlsStream, SocketAddr) {
+        match self.rx.recv().await {
+            Some(connection) => connection,
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.addr)
+    }
 }
 
 struct GrpcLogs(Arc<Received>);
@@ -166,47 +263,83 @@ impl Receiver {
     /// Serves on `listener` (bound to 127.0.0.1) until stopped or dropped.
     /// `keep`: keep every request for inspection (else only counted).
     pub fn start(listener: TcpListener, transport: Transport, keep: bool) -> Receiver {
+        Receiver::start_with(listener, transport, keep, None)
+    }
+
+    /// As `start`, over TLS when `tls` is given.
+    pub fn start_with(listener: TcpListener, transport: Transport, keep: bool, tls: Option<ReceiverTls>) -> Receiver {
         let addr = listener.local_addr().unwrap();
         let received = Arc::new(Received { keep, ..Received::default() });
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let task = match transport {
-            Transport::Grpc => {
+        let shutdown = async {
+            let _ = stop_rx.await;
+        };
+        let is_tls = tls.is_some();
+        let mut acceptor = None;
+        let task = match (transport, tls) {
+            (Transport::Grpc, tls) => {
                 let service = LogsServiceServer::new(GrpcLogs(received.clone()))
                     .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
                     .max_decoding_message_size(64 << 20);
-                tokio::spawn(async move {
-                    tonic::transport::Server::builder()
-                        .add_service(service)
-                        .serve_with_incoming_shutdown(
-                            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-                            async {
-                                let _ = stop_rx.await;
-                            },
-                        )
-                        .await
-                        .expect("gRPC receiver");
-                })
+                let server = tonic::transport::Server::builder().add_service(service);
+                match tls {
+                    None => tokio::spawn(async move {
+                        server
+                            .serve_with_incoming_shutdown(
+                                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                                shutdown,
+                            )
+                            .await
+                            .expect("gRPC receiver");
+                    }),
+                    Some(tls) => {
+                        use tonic::codegen::tokio_stream::{wrappers::ReceiverStream, StreamExt as _};
+                        let (rx, accepting) = spawn_acceptor(listener, tls.server_config(transport), received.clone());
+                        acceptor = Some(accepting);
+                        let streams = ReceiverStream::new(rx).map(|(stream, _)| Ok::<_, std::io::Error>(stream));
+                        tokio::spawn(async move {
+                            server.serve_with_incoming_shutdown(streams, shutdown).await.expect("gRPC receiver");
+                        })
+                    }
+                }
             }
-            Transport::Http => {
+            (Transport::Http, tls) => {
                 let app = Router::new()
                     .route("/v1/logs", post(http_logs))
                     .layer(axum::extract::DefaultBodyLimit::max(64 << 20))
                     .with_state(received.clone());
-                // Without TCP_NODELAY, small responses wait on delayed ACKs (40 ms).
-                let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                    let _ = tcp.set_nodelay(true);
-                });
-                tokio::spawn(async move {
-                    axum::serve(listener, app)
-                        .with_graceful_shutdown(async {
-                            let _ = stop_rx.await;
+                match tls {
+                    None => {
+                        // Without TCP_NODELAY, small responses wait on delayed ACKs (40 ms).
+                        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                            let _ = tcp.set_nodelay(true);
+                        });
+                        tokio::spawn(async move {
+                            axum::serve(listener, app).with_graceful_shutdown(shutdown).await.expect("HTTP receiver");
                         })
-                        .await
-                        .expect("HTTP receiver");
-                })
+                    }
+                    Some(tls) => {
+                        let (rx, accepting) = spawn_acceptor(listener, tls.server_config(transport), received.clone());
+                        acceptor = Some(accepting);
+                        let listener = TlsListener { rx, addr };
+                        tokio::spawn(async move {
+                            axum::serve(listener, app).with_graceful_shutdown(shutdown).await.expect("HTTP receiver");
+                        })
+                    }
+                }
             }
         };
-        Receiver { addr, transport, received, stop: Some(stop_tx), task: Some(task) }
+        Receiver { addr, transport, received, tls: is_tls, stop: Some(stop_tx), task: Some(task), acceptor }
+    }
+
+    /// A TLS receiver on a free 127.0.0.1 port.
+    pub async fn bind_tls(transport: Transport, keep: bool, tls: ReceiverTls) -> Receiver {
+        Receiver::start_with(TcpListener::bind("127.0.0.1:0").await.unwrap(), transport, keep, Some(tls))
+    }
+
+    /// TLS handshakes this receiver refused (or that failed), with why.
+    pub fn tls_failures(&self) -> Vec<String> {
+        self.received.tls_failures.lock().unwrap().clone()
     }
 
     pub async fn bind(transport: Transport, keep: bool) -> Receiver {
@@ -215,7 +348,7 @@ impl Receiver {
 
     /// The base URL (the exporter appends /v1/logs for HTTP).
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", if self.tls { "https" } else { "http" }, self.addr)
     }
 
     pub fn record_count(&self) -> u64 {
@@ -265,12 +398,16 @@ impl Receiver {
             t.abort();
             let _ = t.await;
         }
+        if let Some(t) = self.acceptor.take() {
+            t.abort();
+            let _ = t.await;
+        }
     }
 }
 
 impl Drop for Receiver {
     fn drop(&mut self) {
-        if let Some(t) = self.task.take() {
+        for t in [self.task.take(), self.acceptor.take()].into_iter().flatten() {
             t.abort();
         }
     }

@@ -34,6 +34,8 @@ const fn case(flag: &'static str, args: &'static [&'static str], code: i32, says
 
 /// Reaches OTLP's own checks (they run only with an endpoint).
 const OTLP_ON: &str = "--otlp-endpoint=http://127.0.0.1:1";
+/// Reaches the TLS checks too (they run only for an https:// endpoint).
+const OTLP_TLS_ON: &str = "--otlp-endpoint=https://127.0.0.1:1";
 
 const SERVE_CASES: &[Case] = &[
     case("--attach", &["--attach", "sideways"], 2, &["--attach", "sideways"]),
@@ -66,6 +68,11 @@ const SERVE_CASES: &[Case] = &[
     case("--otlp-compression", &[OTLP_ON, "--otlp-compression", "zstd"], 1, &["--otlp-compression", "zstd"]),
     case("--otlp-service-name", &[OTLP_ON, "--otlp-service-name", ""], 1, &["--otlp-service-name", "empty"]),
     case("--otlp-resource-attributes", &[OTLP_ON, "--otlp-resource-attributes", "=v"], 1, &["--otlp-resource-attributes", "empty key"]),
+    case("--otlp-certificate", &[OTLP_TLS_ON, "--otlp-certificate", "/nonexistent/ca.pem"], 1, &["--otlp-certificate=/nonexistent/ca.pem", "cannot read"]),
+    case("--otlp-certificate", &[OTLP_TLS_ON, "--otlp-certificate", "/etc/hostname"], 1, &["--otlp-certificate=/etc/hostname", "not a PEM file"]),
+    case("--otlp-client-certificate", &[OTLP_TLS_ON, "--otlp-client-certificate", "/nonexistent/c.pem"], 1, &["--otlp-client-certificate", "no client key"]),
+    case("--otlp-client-key", &[OTLP_TLS_ON, "--otlp-client-key", "/nonexistent/k.pem"], 1, &["--otlp-client-key", "no client certificate"]),
+    case("--otlp-insecure", &[OTLP_ON, "--otlp-insecure", "maybe"], 2, &["--otlp-insecure", "maybe"]),
     case("--otlp-queue-size", &[OTLP_ON, "--otlp-queue-size", "0"], 1, &["--otlp-queue-size", "at least 1"]),
     case("--otlp-max-batch", &[OTLP_ON, "--otlp-max-batch", "0"], 1, &["--otlp-max-batch", "at least 1"]),
     case("--otlp-batch-delay-ms", &[OTLP_ON, "--otlp-batch-delay-ms", "-5"], 2, &["--otlp-batch-delay-ms", "-5"]),

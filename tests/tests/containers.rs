@@ -663,7 +663,7 @@ async fn otlp_records_carry_the_pod_from_the_api() {
 
     let receiver = Receiver::bind(Transport::Grpc, true).await;
     let mut args = OtlpArgs::with_endpoint(&receiver.endpoint(), Protocol::Grpc);
-    args.otlp_batch_delay_ms = 50;
+    args.otlp_batch_delay_ms = Some(50);
     let mut registry = prometheus_client::registry::Registry::default();
     let otlp = Arc::new(Otlp::start(args.resolve_with(|_| None).unwrap().unwrap(), &mut registry).unwrap());
     let aggregates = Arc::new(Mutex::new(Aggregates::new(100, Duration::from_secs(3600))));

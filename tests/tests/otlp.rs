@@ -85,7 +85,7 @@ fn real_events() -> &'static RealEvents {
 
 fn config(endpoint: &str, protocol: Protocol, tune: impl FnOnce(&mut OtlpArgs)) -> OtlpConfig {
     let mut args = OtlpArgs::with_endpoint(endpoint, protocol);
-    args.otlp_batch_delay_ms = 50;
+    args.otlp_batch_delay_ms = Some(50);
     tune(&mut args);
     args.resolve_with(|_| None).expect("valid config").expect("endpoint set")
 }
@@ -297,8 +297,8 @@ async fn burst_larger_than_the_queue_is_counted_exactly() {
     let mut registry = registry();
     let otlp = Otlp::start(
         config(&receiver.endpoint(), Protocol::Grpc, |a| {
-            a.otlp_queue_size = 64;
-            a.otlp_max_batch = 16;
+            a.otlp_queue_size = Some(64);
+            a.otlp_max_batch = Some(16);
             a.otlp_rate_limit = 0;
         }),
         &mut registry,
@@ -383,7 +383,7 @@ async fn shutdown_flushes_the_queue_within_the_timeout() {
     let mut registry = registry();
     // Batches would wait a minute: only shutdown sends them.
     let otlp = Otlp::start(
-        config(&receiver.endpoint(), Protocol::Grpc, |a| a.otlp_batch_delay_ms = 60_000),
+        config(&receiver.endpoint(), Protocol::Grpc, |a| a.otlp_batch_delay_ms = Some(60_000)),
         &mut registry,
     )
     .unwrap();
@@ -413,7 +413,7 @@ async fn shutdown_with_an_absent_collector_is_bounded_and_counted() {
     let mut registry = registry();
     let otlp = Otlp::start(
         config(&format!("http://127.0.0.1:{port}"), Protocol::Grpc, |a| {
-            a.otlp_batch_delay_ms = 60_000;
+            a.otlp_batch_delay_ms = Some(60_000);
             a.otlp_timeout_ms = Some(30_000);
         }),
         &mut registry,

@@ -114,9 +114,9 @@ async fn step(mode: Mode, rate: u64, seconds: f64) -> Step {
     let protocol = if transport == Transport::Grpc { Protocol::Grpc } else { Protocol::HttpProtobuf };
     let mut args = OtlpArgs::with_endpoint(&receiver.endpoint(), protocol);
     args.otlp_rate_limit = 0;
-    args.otlp_batch_delay_ms = 100;
+    args.otlp_batch_delay_ms = Some(100);
     if let Some(n) = std::env::var("BADFD_OTLP_MAX_BATCH").ok().and_then(|v| v.parse().ok()) {
-        args.otlp_max_batch = n;
+        args.otlp_max_batch = Some(n);
     }
     let config = args.resolve_with(|_| None).unwrap().unwrap();
     let mut registry = prometheus_client::registry::Registry::with_prefix("badfd");

@@ -2,7 +2,7 @@
 //! records say about their source (resolved from flags and the OpenTelemetry
 //! variables by `config::otlp`).
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protocol {
@@ -34,6 +34,8 @@ pub struct OtlpConfig {
     pub headers: Vec<(String, String)>,
     pub timeout: Duration,
     pub compression: Compression,
+    /// The files of an https:// endpoint (unused for http://).
+    pub tls: TlsFiles,
     pub service_name: String,
     /// From OTEL_RESOURCE_ATTRIBUTES or the flag, in order, `service.name` removed
     /// (it is `service_name`).
@@ -46,3 +48,18 @@ pub struct OtlpConfig {
     pub rate_burst: u32,
 }
 
+
+/// A PEM file and the flag or variable that named it (for error messages).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFile {
+    pub source_name: String,
+    pub path: PathBuf,
+}
+
+/// The PEM files of an https:// endpoint. No `ca`: the host's trust store.
+/// The client certificate and key come together or not at all.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub ca: Option<TlsFile>,
+    pub client: Option<(TlsFile, TlsFile)>,
+}

@@ -4,7 +4,7 @@
 
 use std::{
     sync::{
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex,
     },
     time::{Duration, Instant},
@@ -58,6 +58,9 @@ pub(super) struct ExportTask<E> {
     /// A provider without processors: only the source of fresh SDK records.
     pub(super) provider: SdkLoggerProvider,
     pub(super) scope: InstrumentationScope,
+    /// For the log line of a failing collector.
+    pub(super) endpoint: String,
+    pub(super) transport_error: super::exporter::TransportError,
 }
 
 /// Export requests running as tasks of their own, with the number of
@@ -70,10 +73,18 @@ struct InFlight {
 impl<E: LogExporter + 'static> ExportTask<E> {
     pub(super) async fn run(self, mut stop: oneshot::Receiver<Instant>) {
         use tokio::time::{sleep_until, Instant as TokioInstant};
-        let ExportTask { mut rx, queued_bytes, exporter, limiter, metrics, max_batch, batch_delay, provider, scope } = self;
+        let ExportTask { mut rx, queued_bytes, exporter, limiter, metrics, max_batch, batch_delay, provider, scope, endpoint, transport_error } = self;
         let exporter = Arc::new(exporter);
         let logger = provider.logger("badfd");
-        let sender = Sender { exporter, logger, scope: Arc::new(scope), metrics: metrics.clone() };
+        let sender = Sender {
+            exporter,
+            logger,
+            scope: Arc::new(scope),
+            metrics: metrics.clone(),
+            endpoint,
+            transport_error,
+            failed_in_a_row: AtomicU64::new(0),
+        };
         let mut in_flight = InFlight { set: tokio::task::JoinSet::new(), sizes: Default::default() };
         let mut batch: Vec<Item> = Vec::with_capacity(max_batch);
         let mut oldest: Option<Instant> = None;
@@ -188,6 +199,14 @@ struct Sender<E> {
     logger: SdkLogger,
     scope: Arc<InstrumentationScope>,
     metrics: Metrics,
+    endpoint: String,
+    /// The HTTP client's last error with its causes, which the SDK's error lacks.
+    transport_error: super::exporter::TransportError,
+    /// Requests failed since the last success: the first of a streak is
+    /// logged, the rest only counted, so that a collector that keeps failing
+    /// (down, or a certificate it will never accept) gives one log line, not
+    /// one per batch.
+    failed_in_a_row: AtomicU64,
 }
 
 impl<E: LogExporter + 'static> Sender<E> {
@@ -230,6 +249,10 @@ impl<E: LogExporter + 'static> Sender<E> {
         let m = &self.metrics;
         match result {
             Ok(Ok(())) => {
+                let failed = self.failed_in_a_row.swap(0, Ordering::Relaxed);
+                if failed > 0 {
+                    tracing::info!("OTLP export to {} works again ({failed} requests failed before)", self.endpoint);
+                }
                 m.requests_success.inc();
                 m.exported.inc_by(anomalies);
                 m.summaries_exported.inc_by(summaries);
@@ -239,8 +262,20 @@ impl<E: LogExporter + 'static> Sender<E> {
                 m.requests_failure.inc();
                 m.dropped_export_failed.inc_by(anomalies);
                 m.summaries_dropped_export_failed.inc_by(summaries);
-                if !shutting_down {
-                    tracing::warn!("OTLP export of {} records failed: {e}", anomalies + summaries);
+                let streak = self.failed_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
+                let cause = self.transport_error.lock().unwrap_or_else(|p| p.into_inner()).take();
+                let e = match cause {
+                    Some(cause) => format!("{e} ({cause})"),
+                    None => e,
+                };
+                if streak == 1 && !shutting_down {
+                    tracing::error!(
+                        "OTLP export of {} records to {} failed: {}; further failures are counted in \
+                         badfd_otlp_records_total{{outcome=\"dropped_export_failed\"}} and not logged until an export succeeds",
+                        anomalies + summaries,
+                        self.endpoint,
+                        explain(&e)
+                    );
                 }
                 false
             }
@@ -264,3 +299,15 @@ impl<E: LogExporter + 'static> Sender<E> {
     }
 }
 
+/// The SDK's error, with what to do about it when it is a certificate the
+/// TLS handshake refused (the text is rustls's, through tonic or reqwest).
+fn explain(error: &str) -> String {
+    let hint = if error.contains("UnknownIssuer") || error.contains("invalid peer certificate") {
+        " (the collector's certificate is not signed by a trusted CA: give its CA in OTEL_EXPORTER_OTLP_CERTIFICATE)"
+    } else if error.contains("CertificateRequired") || error.contains("certificate required") {
+        " (the collector requires a client certificate: OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_CLIENT_KEY)"
+    } else {
+        ""
+    };
+    format!("{error}{hint}")
+}

@@ -10,7 +10,8 @@
 //! is full). One tokio task (`export.rs`) takes batches from the queue and
 //! hands each to a request task (at most `MAX_CONCURRENT_EXPORTS` in flight)
 //! that turns it into SDK log records (`record.rs`) and drives the OTLP
-//! `LogExporter` (`exporter.rs`) directly (the exporter retries retryable
+//! `LogExporter` (`exporter.rs`; the TLS of https:// endpoints in `tls.rs`)
+//! directly (the exporter retries retryable
 //! failures with backoff within its timeout), so that every record's fate is
 //! counted exactly in `badfd_otlp_records_total` (`metrics.rs`) — the SDK's
 //! batch processor would only report drops at shutdown. After a failed batch
@@ -32,6 +33,7 @@ mod exporter;
 mod limiter;
 mod metrics;
 mod record;
+mod tls;
 
 use std::{
     sync::{
@@ -41,10 +43,11 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-pub use config::{Compression, OtlpConfig, Protocol};
+pub use config::{Compression, OtlpConfig, Protocol, TlsFile, TlsFiles};
 pub use export::{MAX_BACKOFF, MAX_CONCURRENT_EXPORTS, SUMMARY_INTERVAL};
 pub use metrics::OtlpCounts;
 pub use opentelemetry::TraceId;
+pub use tls::TlsError;
 pub use record::{severity, EVENT_FAILED, EVENT_SLOW, EVENT_SUPPRESSED, ORDINARY_ERRNOS, SERIOUS_ERRNOS};
 
 use export::{ExportTask, Item};
@@ -69,10 +72,16 @@ pub enum StartError {
     Header(String),
     #[error("OTLP HTTP client: {0}")]
     HttpClient(String),
-    #[error("OTLP endpoint {0}: this badfd is built without TLS; use an http:// endpoint (a local collector or agent)")]
-    NoTls(String),
+    #[error("OTLP TLS: {0}")]
+    Tls(#[from] TlsError),
     #[error("OTLP needs a tokio runtime to start in")]
     NoRuntime,
+}
+
+/// Reads and checks the TLS files of an https:// endpoint (or, with no CA
+/// file, that the host has a trust store): what start-up would find wrong.
+pub fn check_tls(files: &TlsFiles) -> Result<(), TlsError> {
+    tls::load(files).map(|_| ())
 }
 
 /// Path bytes (as opened plus resolved) the queue holds at most, whatever its
@@ -107,14 +116,23 @@ impl Otlp {
     pub fn start(config: OtlpConfig, registry: &mut Registry) -> Result<Otlp, StartError> {
         // The gRPC channel spawns its worker on the runtime as it is built.
         tokio::runtime::Handle::try_current().map_err(|_| StartError::NoRuntime)?;
-        let exporter = exporter::build_exporter(&config)?;
-        Otlp::start_with_exporter(config, exporter, registry)
+        let (exporter, transport_error) = exporter::build_exporter(&config)?;
+        Otlp::start_inner(config, exporter, transport_error, registry)
     }
 
     /// As `start`, with any SDK `LogExporter` (tests, other transports).
     pub fn start_with_exporter<E: LogExporter + 'static>(
         config: OtlpConfig,
+        exporter: E,
+        registry: &mut Registry,
+    ) -> Result<Otlp, StartError> {
+        Otlp::start_inner(config, exporter, Default::default(), registry)
+    }
+
+    fn start_inner<E: LogExporter + 'static>(
+        config: OtlpConfig,
         mut exporter: E,
+        transport_error: exporter::TransportError,
         registry: &mut Registry,
     ) -> Result<Otlp, StartError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| StartError::NoRuntime)?;
@@ -134,6 +152,8 @@ impl Otlp {
             batch_delay: config.batch_delay,
             provider: SdkLoggerProvider::builder().build(),
             scope: InstrumentationScope::builder("badfd").with_version(env!("CARGO_PKG_VERSION")).build(),
+            endpoint: config.endpoint.clone(),
+            transport_error,
         };
         let handle = runtime.spawn(task.run(stop_rx));
         Ok(Otlp { queue, queued_bytes, limiter, metrics, stop: Mutex::new(Some((stop_tx, handle))) })
