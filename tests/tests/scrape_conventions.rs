@@ -71,6 +71,63 @@ fn every_address_listener_answers_ipv6_and_ipv4_and_a_second_address_answers_too
     }
 }
 
+/// `socket(AF_INET6, …)` refused with EAFNOSUPPORT, as on a host booted with
+/// `ipv6.disable=1`: a seccomp filter the child installs before exec (it
+/// allows every other call, so the programs load as usual).
+fn without_ipv6(command: &mut Command) {
+    use std::os::unix::process::CommandExt as _;
+    #[cfg(target_arch = "x86_64")]
+    const AUDIT_ARCH: u32 = 0xC000_003E;
+    #[cfg(target_arch = "aarch64")]
+    const AUDIT_ARCH: u32 = 0xC000_00B7;
+    const LD_W_ABS: u16 = 0x20;
+    const JEQ_K: u16 = 0x15;
+    const RET_K: u16 = 0x06;
+    let op = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
+    // seccomp_data: nr at 0, arch at 4, args[0] (low half) at 16.
+    let filter = [
+        op(LD_W_ABS, 0, 0, 4),
+        op(JEQ_K, 0, 5, AUDIT_ARCH),
+        op(LD_W_ABS, 0, 0, 0),
+        op(JEQ_K, 0, 3, libc::SYS_socket as u32),
+        op(LD_W_ABS, 0, 0, 16),
+        op(JEQ_K, 0, 1, libc::AF_INET6 as u32),
+        op(RET_K, 0, 0, libc::SECCOMP_RET_ERRNO | libc::EAFNOSUPPORT as u32),
+        op(RET_K, 0, 0, libc::SECCOMP_RET_ALLOW),
+    ];
+    // SAFETY: between fork and exec the child makes two prctl calls on a
+    // filter that lives in this (copied) stack frame; nothing allocates.
+    unsafe {
+        command.pre_exec(move || {
+            let program = libc::sock_fprog { len: filter.len() as u16, filter: filter.as_ptr() as *mut libc::sock_filter };
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &program as *const libc::sock_fprog) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// On a host without IPv6, `:PORT` listens on 0.0.0.0 and says so in one
+/// log line.
+#[test]
+fn every_address_without_ipv6_falls_back_to_ipv4_and_says_so() {
+    let port = free_dual_stack_port();
+    let listen = format!(":{port}");
+    let mut command = Serve::command_listening(&[&listen], &[]);
+    without_ipv6(&mut command);
+    let serve = Serve::launch(command, SocketAddr::from((Ipv4Addr::LOCALHOST, port)), Serve::is_ready);
+    assert_eq!(scrape_at(serve.address).one("badfd_ready", &[]), 1.0);
+    assert!(TcpStream::connect_timeout(&SocketAddr::from((Ipv6Addr::LOCALHOST, port)), Duration::from_secs(1)).is_err(), "nothing on IPv6");
+    let log = serve.log();
+    let said: Vec<&str> = log.lines().filter(|l| l.contains("no IPv6")).collect();
+    assert_eq!(said.len(), 1, "one line: {log}");
+    assert!(said[0].contains(&format!("listening on 0.0.0.0:{port} for :{port}, IPv4 only")) && said[0].contains("Address family not supported"), "{}", said[0]);
+    assert!(log.contains(&format!("addresses=0.0.0.0:{port} ")), "{log}");
+}
+
 /// A bad address among good ones, and a busy one, are one clear line each,
 /// before anything is loaded.
 #[test]
