@@ -13,10 +13,12 @@
 //! - [`config`]: every flag, the config file, the validated settings; the
 //!   rest of the library takes the plain structs it makes.
 //!
-//! [`privileges`] drops capabilities after attaching; [`errno`] names errnos.
+//! [`privileges`] drops capabilities after attaching; [`errno`] names errnos;
+//! [`logging`] writes badfd's own log (logfmt or JSON).
 
 pub mod config;
 pub mod errno;
+pub mod logging;
 pub mod pipeline;
 pub mod privileges;
 pub mod probe;

@@ -41,14 +41,24 @@ impl Serve {
     /// (unless `args` gives one) so that other processes on the host
     /// (benchmarks, floods) cannot crowd a test's events out.
     pub fn command(address: SocketAddr, args: &[&str]) -> Command {
+        Serve::command_listening(&[&address.to_string()], args)
+    }
+
+    /// As `command`, with a `--web.listen-address` for each of `listen`
+    /// (`:PORT`, `HOST:PORT`).
+    pub fn command_listening(listen: &[&str], args: &[&str]) -> Command {
         let attach = match test_attach_mode() {
             AttachPreference::Auto => "auto",
             AttachPreference::Fentry => "fentry",
             AttachPreference::Tracepoint => "tracepoint",
         };
         let ringbuf: &[&str] = if args.contains(&"--ringbuf-bytes") { &[] } else { &["--ringbuf-bytes", "67108864"] };
-        let mut command = Serve::plain_command(address, &["--attach", attach]);
-        command.args(ringbuf).args(args);
+        let mut command = Command::new(badfd_path());
+        command.arg("serve");
+        for address in listen {
+            command.args(["--web.listen-address", address]);
+        }
+        command.args(["--attach", attach]).args(ringbuf).args(args);
         command
     }
 

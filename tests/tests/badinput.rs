@@ -40,6 +40,8 @@ const OTLP_TLS_ON: &str = "--otlp-endpoint=https://127.0.0.1:1";
 const SERVE_CASES: &[Case] = &[
     case("--attach", &["--attach", "sideways"], 2, &["--attach", "sideways"]),
     case("--log-level", &["--log-level", "=="], 1, &["--log-level", "invalid filter directive"]),
+    case("--log.level", &["--log.level", "loud"], 2, &["--log.level", "loud"]),
+    case("--log.format", &["--log.format", "xml"], 2, &["--log.format", "xml"]),
     case("--ringbuf-bytes", &["--ringbuf-bytes", "-1"], 2, &["--ringbuf-bytes", "-1"]),
     case("--source-rate", &["--source-rate", "-5"], 2, &["--source-rate", "-5"]),
     case("--source-rate", &["--source-rate", "lots"], 2, &["--source-rate", "lots"]),
@@ -97,6 +99,8 @@ const SERVE_CASES: &[Case] = &[
 const TRACE_CASES: &[Case] = &[
     case("--attach", &["--attach", "sideways"], 2, &["--attach", "sideways"]),
     case("--log-level", &["--log-level", "=="], 1, &["--log-level", "invalid filter directive"]),
+    case("--log.level", &["--log.level", "loud"], 2, &["--log.level", "loud"]),
+    case("--log.format", &["--log.format", "xml"], 2, &["--log.format", "xml"]),
     case("--ringbuf-bytes", &["--ringbuf-bytes", "-1"], 2, &["--ringbuf-bytes", "-1"]),
     case("--source-rate", &["--source-rate", "-5"], 2, &["--source-rate", "-5"]),
     case("--source-rate", &["--source-rate", "lots"], 2, &["--source-rate", "lots"]),

@@ -25,10 +25,11 @@ use badfd::{
     privileges::drop_capabilities,
     server::{
         http::{router, AppState},
-        web_config::{TlsListener, WebState},
+        listen::{bind_all, serve_all},
+        web_config::WebState,
     },
     sinks::{
-        metrics::{Aggregates, AggregatesCollector, Exposition, KernelCollector, MetricsSink, SharedFoundLater, SharedProbe},
+        metrics::{Aggregates, AggregatesCollector, Exposition, KernelCollector, MetricsSink, ReloadStatus, SharedFoundLater, SharedProbe},
         otlp::{Otlp, OtlpSink},
     },
     config::KernelSettings,
@@ -133,9 +134,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     // Bind next: a port in use is an error before anything is loaded.
-    let listener = tokio::net::TcpListener::bind(settings.listen_address)
-        .await
-        .with_context(|| format!("listening on {}", settings.listen_address))?;
+    let listeners = bind_all(&settings.listen_addresses)?;
 
     let mut exposition = Exposition::new();
     let stats = PipelineStats::register(&mut exposition.registry);
@@ -145,6 +144,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         "Configuration reloads (SIGHUP) by result; a failed one keeps the running configuration",
         reloads.clone(),
     );
+    let reload_status = ReloadStatus::register(&mut exposition.registry, std::time::SystemTime::now());
     web.register(&mut exposition.registry);
     let probe: SharedProbe = Arc::new(Mutex::new(None));
     let found_later: SharedFoundLater = Arc::new(Mutex::new(None));
@@ -172,16 +172,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         settings: shared_settings.clone(),
         config_file: args.config_file.clone(),
     };
-    let address = listener.local_addr()?;
-    let app = router(state, web.clone());
-    let server = match web.current().tls() {
-        Some(_) => {
-            let listener = TlsListener::new(listener, web.clone())?;
-            tokio::spawn(async move { axum::serve(listener, app).await })
-        }
-        None => tokio::spawn(async move { axum::serve(listener, app).await }),
-    };
-    tracing::info!(%address, web = %web.current().description, "serving /metrics");
+    let addresses = listeners.iter().map(|l| l.local_addr().map(|a| a.to_string())).collect::<Result<Vec<_>, _>>()?.join(" ");
+    let server = serve_all(listeners, router(state, web.clone()), &web)?;
+    tracing::info!(%addresses, web = %web.current().description, "serving /metrics");
 
     let options = args.probe.options(&settings.kernel_settings(), false);
     // Loaded on this thread, before the runtime has started any other thread
@@ -231,6 +224,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 let web_reloaded = web.reload().map_err(|error| tracing::error!("reload failed, keeping the running web config: {error}")).is_ok();
                 let result = settings_reloaded && web_reloaded;
                 reloads.get_or_create(&[("result", if result { "success" } else { "failure" })]).inc();
+                if result { reload_status.succeeded(std::time::SystemTime::now()) } else { reload_status.failed() }
             }
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,

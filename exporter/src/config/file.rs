@@ -19,7 +19,9 @@ pub struct FileSettings {
     pub path_prefix_depth: Option<usize>,
     pub max_label_sets: Option<usize>,
     pub label_set_ttl: Option<String>,
-    pub listen_address: Option<String>,
+    /// One address or a list (`listen_address = [":19435", "[::1]:9000"]`).
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub listen_address: Option<Vec<String>>,
     pub filter_cgroup: Option<Vec<PathBuf>>,
     pub filter_cgroup_ignore: Option<Vec<PathBuf>>,
     pub container_labels: Option<bool>,
@@ -65,4 +67,26 @@ fn toml_error_line(text: &str, error: &toml::de::Error) -> String {
         Some(key) if !message.contains(&format!("`{key}`")) => format!("line {line_number}: {key}: {message}"),
         _ => format!("line {line_number}: {message}"),
     }
+}
+
+/// A string or a list of strings, as a list.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    struct Visitor;
+    impl<'de> serde::de::Visitor<'de> for Visitor {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a string or a list of strings")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Vec<String>, E> {
+            Ok(vec![v.to_string()])
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
+            let mut all = Vec::new();
+            while let Some(s) = seq.next_element::<String>()? {
+                all.push(s);
+            }
+            Ok(all)
+        }
+    }
+    d.deserialize_any(Visitor).map(Some)
 }

@@ -4,7 +4,7 @@
 //! [`Settings::reload`] says what changes at once (the kernel-side settings,
 //! the path-prefix depth) and what waits for a restart.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{path::PathBuf, time::Duration};
 
 use serde::Serialize;
 
@@ -12,7 +12,7 @@ use super::{
     file::FileSettings,
     kernel::{KernelSettings, MAX_FOUND_LATER_WINDOW},
     redact::RedactArgs,
-    values::{duration_str, opt_duration_str, parse_duration, parse_listen_address},
+    values::{duration_str, opt_duration_str, parse_duration, parse_listen_address, ListenAddress},
 };
 use crate::{pipeline::redact::RedactSettings, probe::CgroupFilterMode};
 
@@ -48,9 +48,11 @@ pub struct SettingsArgs {
     /// Label sets idle this long are dropped (e.g. `1h`, `30m`). [default: 1h]
     #[arg(long = "metrics.label-set-ttl", env = "BADFD_METRICS_LABEL_SET_TTL")]
     pub label_set_ttl: Option<String>,
-    /// Address to listen on (`:PORT` for every interface). [default: :19435]
-    #[arg(long = "web.listen-address", env = "BADFD_WEB_LISTEN_ADDRESS")]
-    pub listen_address: Option<String>,
+    /// Address to listen on: `:PORT` is every address, IPv6 and IPv4 (IPv4 only on a host
+    /// without IPv6); `HOST:PORT` one address (`127.0.0.1:19435`, `[::1]:19435`).
+    /// Repeatable (env: comma-separated): each is served, with the same web config. [default: :19435]
+    #[arg(long = "web.listen-address", env = "BADFD_WEB_LISTEN_ADDRESS", value_delimiter = ',')]
+    pub listen_address: Vec<String>,
     /// Stream anomalies of this cgroup and below it only, decided in the kernel (repeatable;
     /// env: comma-separated): a cgroup v2 directory (/sys/fs/cgroup/kubepods.slice/...) or a
     /// path as /proc/PID/cgroup shows it. Resolved again on SIGHUP.
@@ -96,7 +98,9 @@ pub struct Settings {
     pub max_label_sets: usize,
     #[serde(with = "duration_str")]
     pub label_set_ttl: Duration,
-    pub listen_address: SocketAddr,
+    /// At least one; `listen_address` in the file and `--config.check`.
+    #[serde(rename = "listen_address")]
+    pub listen_addresses: Vec<ListenAddress>,
     /// Cgroup v2 directories to watch (only these and below are streamed).
     pub filter_cgroup: Vec<PathBuf>,
     /// Cgroup v2 directories to ignore; at most one of the two lists is non-empty.
@@ -180,8 +184,15 @@ impl Settings {
                 format!("{ttl_text:?}: at least 1s"),
             ));
         }
-        let listen = args.listen_address.clone().or(f.listen_address).unwrap_or_else(|| DEFAULT_LISTEN_ADDRESS.into());
-        let listen_address = parse_listen_address(&listen).map_err(|m| invalid(args.listen_address.is_some(), "--web.listen-address", "listen_address", m))?;
+        let from_flag = !args.listen_address.is_empty();
+        let listen = if from_flag { args.listen_address.clone() } else { f.listen_address.unwrap_or_else(|| vec![DEFAULT_LISTEN_ADDRESS.into()]) };
+        if listen.is_empty() {
+            return Err(invalid(false, "--web.listen-address", "listen_address", "an empty list: give at least one address".into()));
+        }
+        let listen_addresses = listen
+            .iter()
+            .map(|a| parse_listen_address(a).map_err(|m| invalid(from_flag, "--web.listen-address", "listen_address", m)))
+            .collect::<Result<Vec<_>, _>>()?;
         let cgroups = |flag: &[PathBuf], file: Option<Vec<PathBuf>>, name: &'static str, key: &'static str| -> Result<Vec<PathBuf>, SettingsError> {
             let paths = if flag.is_empty() { file.unwrap_or_default() } else { flag.to_vec() };
             paths.iter().map(|p| crate::pipeline::containers::cgroup_dir(p).map_err(|m| invalid(!flag.is_empty(), name, key, m))).collect()
@@ -226,7 +237,7 @@ impl Settings {
             path_prefix_depth: depth,
             max_label_sets: max,
             label_set_ttl,
-            listen_address,
+            listen_addresses,
             filter_cgroup,
             filter_cgroup_ignore,
             container_labels: args.container_labels.or(f.container_labels).unwrap_or(false),
@@ -280,7 +291,7 @@ impl Settings {
             source_rate,
             max_label_sets,
             label_set_ttl,
-            listen_address,
+            listen_addresses,
             container_labels,
             kubernetes_pod_metadata,
             web_config_file,
@@ -290,7 +301,7 @@ impl Settings {
         let restart_only = [
             ("metrics.max-label-sets", max_label_sets != self.max_label_sets),
             ("metrics.label-set-ttl", label_set_ttl != self.label_set_ttl),
-            ("web.listen-address", listen_address != self.listen_address),
+            ("web.listen-address", listen_addresses != self.listen_addresses),
             ("metrics.container-labels", container_labels != self.container_labels),
             ("kubernetes.pod-metadata", kubernetes_pod_metadata != self.kubernetes_pod_metadata),
             ("web.config.file", web_config_file != self.web_config_file),
@@ -330,7 +341,7 @@ mod tests {
         assert_eq!(s.path_prefix_depth, 4);
         assert_eq!(s.max_label_sets, 2000);
         assert_eq!(s.label_set_ttl, Duration::from_secs(3600));
-        assert_eq!(s.listen_address.port(), 19435);
+        assert_eq!(s.listen_addresses, [ListenAddress::EveryAddress(19435)]);
         let c = s.kernel_settings().config();
         assert_eq!(c.slow_threshold_ns, 50_000_000);
         assert_eq!(c.flags & CONFIG_FAILURES_ONLY, CONFIG_FAILURES_ONLY);
@@ -409,14 +420,47 @@ mod tests {
             slow_threshold: Some("100ms".into()),
             path_prefix_depth: Some(5),
             max_label_sets: Some(10),
-            listen_address: Some(":1".into()),
+            listen_address: vec![":1".into()],
             ..Default::default()
         };
         let new = Settings::resolve(&args, Some(7), None).unwrap();
         let waiting = running.reload(new);
         assert_eq!(waiting, ["metrics.max-label-sets", "web.listen-address"]);
         assert_eq!((running.slow_threshold, running.path_prefix_depth, running.source_rate), (Some(Duration::from_millis(100)), 5, 7));
-        assert_eq!((running.max_label_sets, running.listen_address.port()), (2000, 19435), "kept until a restart");
+        assert_eq!((running.max_label_sets, &running.listen_addresses[..]), (2000, &[ListenAddress::EveryAddress(19435)][..]), "kept until a restart");
         assert!(running.clone().reload(running.clone()).is_empty(), "nothing changed, nothing named");
+    }
+
+    /// Several listen addresses from the flag (repeated) or the file (a list
+    /// or one string); a bad one of them is named.
+    #[test]
+    fn listen_addresses_are_a_list() {
+        let args = SettingsArgs { listen_address: vec![":9000".into(), "[::1]:9001".into()], ..Default::default() };
+        let s = Settings::resolve(&args, None, None).unwrap();
+        assert_eq!(s.listen_addresses, [ListenAddress::EveryAddress(9000), ListenAddress::At("[::1]:9001".parse().unwrap())]);
+        let bad = SettingsArgs { listen_address: vec![":9000".into(), "nowhere".into()], ..Default::default() };
+        let e = Settings::resolve(&bad, None, None).unwrap_err().to_string();
+        assert_eq!(e, "--web.listen-address: \"nowhere\": expected HOST:PORT or :PORT");
+
+        let dir = std::env::temp_dir().join(format!("badfd-settings-listen-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("badfd.toml");
+        for (text, want) in [
+            ("listen_address = \"127.0.0.1:9\"\n", vec![ListenAddress::At("127.0.0.1:9".parse().unwrap())]),
+            ("listen_address = [\":9\", \"[::1]:10\"]\n", vec![ListenAddress::EveryAddress(9), ListenAddress::At("[::1]:10".parse().unwrap())]),
+        ] {
+            std::fs::write(&file, text).unwrap();
+            assert_eq!(Settings::resolve(&SettingsArgs::default(), None, Some(&file)).unwrap().listen_addresses, want, "{text}");
+        }
+        // The flag wins over the file's whole list.
+        let flag = SettingsArgs { listen_address: vec![":11".into()], ..Default::default() };
+        assert_eq!(Settings::resolve(&flag, None, Some(&file)).unwrap().listen_addresses, [ListenAddress::EveryAddress(11)]);
+        std::fs::write(&file, "listen_address = []\n").unwrap();
+        let e = Settings::resolve(&SettingsArgs::default(), None, Some(&file)).unwrap_err().to_string();
+        assert!(e.ends_with("listen_address: an empty list: give at least one address"), "{e}");
+        std::fs::write(&file, "listen_address = 19435\n").unwrap();
+        let e = Settings::resolve(&SettingsArgs::default(), None, Some(&file)).unwrap_err().to_string();
+        assert!(e.contains("line 1: listen_address: invalid type: integer `19435`, expected a string or a list of strings"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

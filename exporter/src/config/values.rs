@@ -3,13 +3,36 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-/// `:19435` (every interface), `127.0.0.1:19435`, `[::1]:19435`.
-pub fn parse_listen_address(s: &str) -> Result<SocketAddr, String> {
+/// Where `serve` listens: `:PORT` is every address of the host, IPv6 and
+/// IPv4 (see `server::listen`), else one address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListenAddress {
+    EveryAddress(u16),
+    At(SocketAddr),
+}
+
+impl std::fmt::Display for ListenAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListenAddress::EveryAddress(port) => write!(f, ":{port}"),
+            ListenAddress::At(address) => write!(f, "{address}"),
+        }
+    }
+}
+
+impl serde::Serialize for ListenAddress {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// `:19435` (every address), `127.0.0.1:19435`, `[::1]:19435`.
+pub fn parse_listen_address(s: &str) -> Result<ListenAddress, String> {
     if let Some(port) = s.strip_prefix(':') {
         let port: u16 = port.parse().map_err(|_| format!("{s:?}: bad port"))?;
-        return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
+        return Ok(ListenAddress::EveryAddress(port));
     }
-    s.parse().map_err(|_| format!("{s:?}: expected HOST:PORT or :PORT"))
+    s.parse().map(ListenAddress::At).map_err(|_| format!("{s:?}: expected HOST:PORT or :PORT"))
 }
 
 /// `250us`, `10ms`, `1.5s`, `30m`, `1h`, `2d`; a bare number is seconds.
@@ -77,8 +100,10 @@ mod tests {
         assert!(parse_duration("").is_err());
         assert_eq!(format_duration(Duration::from_millis(10)), "10ms");
         assert_eq!(format_duration(Duration::from_secs(3600)), "1h");
-        assert_eq!(parse_listen_address(":19435"), Ok(SocketAddr::from(([0, 0, 0, 0], 19435))));
-        assert_eq!(parse_listen_address("127.0.0.1:80"), Ok(SocketAddr::from(([127, 0, 0, 1], 80))));
+        assert_eq!(parse_listen_address(":19435"), Ok(ListenAddress::EveryAddress(19435)));
+        assert_eq!(parse_listen_address("127.0.0.1:80"), Ok(ListenAddress::At(SocketAddr::from(([127, 0, 0, 1], 80)))));
+        assert_eq!(parse_listen_address("[::1]:80").unwrap().to_string(), "[::1]:80");
+        assert_eq!(parse_listen_address(":80").unwrap().to_string(), ":80");
         assert!(parse_listen_address("localhost").is_err());
     }
 }

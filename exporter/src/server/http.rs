@@ -48,12 +48,44 @@ pub fn router(state: AppState, web: Arc<WebState>) -> Router {
 
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let format = Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
-    // Encoding reads the kernel counters (a syscall per map): off the async thread.
+    let gzip = accepts_gzip(headers.get(header::ACCEPT_ENCODING).and_then(|v| v.to_str().ok()));
+    // Encoding reads the kernel counters (a syscall per map), and gzip is CPU
+    // work too: off the async thread.
     let exposition = state.exposition.clone();
-    match tokio::task::spawn_blocking(move || exposition.render(format)).await {
-        Ok(body) => ([(header::CONTENT_TYPE, format.content_type())], body).into_response(),
+    let rendered = tokio::task::spawn_blocking(move || {
+        let text = exposition.render(format);
+        let zipped = if gzip { gzip_bytes(text.as_bytes()).map(Some) } else { Ok(None) };
+        zipped.map(|zipped| (text, zipped))
+    });
+    // The body depends on Accept-Encoding: caches must key on it.
+    let vary = (header::VARY, "Accept-Encoding");
+    match rendered.await {
+        Ok(Ok((_, Some(zipped)))) => ([(header::CONTENT_TYPE, format.content_type()), (header::CONTENT_ENCODING, "gzip"), vary], zipped).into_response(),
+        Ok(Ok((text, None))) => ([(header::CONTENT_TYPE, format.content_type()), vary], text).into_response(),
+        Ok(Err(error)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("gzip failed: {error}\n")).into_response(),
         Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, format!("encoding failed: {error}\n")).into_response(),
     }
+}
+
+/// Whether `Accept-Encoding` takes gzip: listed (any case) and not with
+/// `q=0` (Prometheus sends `gzip`; a `*` alone is not taken as gzip, since
+/// plain text is always acceptable).
+fn accepts_gzip(accept_encoding: Option<&str>) -> bool {
+    accept_encoding.unwrap_or("").split(',').any(|coding| {
+        let mut parts = coding.split(';').map(str::trim);
+        let name = parts.next().unwrap_or("");
+        let refused = parts.any(|p| p.strip_prefix("q=").and_then(|q| q.trim().parse::<f32>().ok()) == Some(0.0));
+        name.eq_ignore_ascii_case("gzip") && !refused
+    })
+}
+
+/// gzip at the fastest level: an exposition is repetitive text that shrinks
+/// about tenfold even so, and a scrape should not cost much CPU.
+fn gzip_bytes(text: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(text.len() / 8), flate2::Compression::fast());
+    encoder.write_all(text)?;
+    encoder.finish()
 }
 
 fn attached(state: &AppState) -> bool {
@@ -142,7 +174,7 @@ async fn landing(State(state): State<AppState>) -> Html<String> {
         ("path prefix depth", settings.path_prefix_depth.to_string()),
         ("max label sets per metric", settings.max_label_sets.to_string()),
         ("label set TTL", format_duration(settings.label_set_ttl)),
-        ("listen address", settings.listen_address.to_string()),
+        ("listen address", settings.listen_addresses.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")),
         ("web config file (TLS, basic auth)", settings.web_config_file.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(none): plain HTTP, no authentication".into())),
         ("path redaction", redaction_summary(&settings.paths_redact)),
     ];
@@ -186,6 +218,22 @@ mod tests {
     use super::*;
     use crate::config::SettingsArgs;
     use std::io::{Read, Write};
+
+    #[test]
+    fn gzip_only_when_accepted() {
+        assert!(accepts_gzip(Some("gzip")));
+        assert!(accepts_gzip(Some("deflate, GZIP;q=0.5")));
+        assert!(accepts_gzip(Some("identity,gzip")));
+        assert!(!accepts_gzip(None));
+        assert!(!accepts_gzip(Some("")));
+        assert!(!accepts_gzip(Some("gzip;q=0")));
+        assert!(!accepts_gzip(Some("deflate, br, *")));
+        assert!(!accepts_gzip(Some("x-gzip-not")));
+        let text = "badfd_ready 1\n".repeat(100);
+        let mut back = String::new();
+        flate2::read::GzDecoder::new(&gzip_bytes(text.as_bytes()).unwrap()[..]).read_to_string(&mut back).unwrap();
+        assert_eq!(back, text);
+    }
 
     fn get(address: std::net::SocketAddr, path: &str) -> (u16, String) {
         let mut s = std::net::TcpStream::connect(address).unwrap();

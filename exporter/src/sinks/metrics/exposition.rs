@@ -12,14 +12,21 @@ use prometheus_client::{
 
 use super::{classic::openmetrics_to_classic, exemplar::RENDERING_CLASSIC};
 
-/// `badfd_build_info`.
+/// `badfd_build_info`: the version, the git revision it was built from
+/// (exporter/build.rs; "unknown" outside a git checkout) and the compiler's
+/// version, as Go exporters give `version`, `revision` and `goversion`.
 #[derive(Debug)]
 pub struct BuildInfo;
 
+impl BuildInfo {
+    pub const REVISION: &'static str = env!("BADFD_GIT_REVISION");
+    pub const RUSTC_VERSION: &'static str = env!("BADFD_RUSTC_VERSION");
+}
+
 impl Collector for BuildInfo {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
-        let mut m = encoder.encode_descriptor("build", "The badfd build.", None, MetricType::Info)?;
-        m.encode_info(&[("version", env!("CARGO_PKG_VERSION")), ("rust_version", env!("CARGO_PKG_RUST_VERSION"))])
+        let mut m = encoder.encode_descriptor("build", "The badfd build: version, git revision, compiler version.", None, MetricType::Info)?;
+        m.encode_info(&[("version", env!("CARGO_PKG_VERSION")), ("revision", BuildInfo::REVISION), ("rustc_version", BuildInfo::RUSTC_VERSION)])
     }
 }
 
@@ -27,6 +34,8 @@ impl Collector for BuildInfo {
 /// encode-time histogram. Immutable once serving starts.
 pub struct Exposition {
     pub registry: Registry,
+    /// Metrics without the `badfd_` prefix: the standard `process_*` ones.
+    pub unprefixed: Registry,
     pub encode_seconds: Histogram,
     /// The size of the last response: the next one starts with room for it
     /// (a 10 MB exposition otherwise grows through a dozen copies).
@@ -39,7 +48,9 @@ impl Exposition {
         let encode_seconds = Histogram::new([0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25]);
         registry.register("scrape_encode_seconds", "Time to encode one /metrics response", encode_seconds.clone());
         registry.register_collector(Box::new(BuildInfo));
-        Exposition { registry, encode_seconds, last_len: std::sync::atomic::AtomicUsize::new(64 * 1024) }
+        let mut unprefixed = Registry::default();
+        unprefixed.register_collector(Box::new(super::ProcessCollector));
+        Exposition { registry, unprefixed, encode_seconds, last_len: std::sync::atomic::AtomicUsize::new(64 * 1024) }
     }
 
     /// The whole exposition, OpenMetrics or classic.
@@ -49,7 +60,10 @@ impl Exposition {
         let last_len = self.last_len.load(Ordering::Relaxed);
         let mut text = String::with_capacity(last_len + last_len / 8);
         RENDERING_CLASSIC.set(format == Format::Classic);
-        let encoded = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        let encoded = {
+            use prometheus_client::encoding::text::{encode_eof, encode_registry};
+            encode_registry(&mut text, &self.registry).and_then(|_| encode_registry(&mut text, &self.unprefixed)).and_then(|_| encode_eof(&mut text))
+        };
         RENDERING_CLASSIC.set(false);
         if let Err(error) = encoded {
             tracing::error!(%error, "encoding metrics failed");

@@ -11,6 +11,8 @@
 //! | `exemplar.rs` | counters with the OTLP record id as exemplar |
 //! | `exposition.rs` | the registry and its rendering; content negotiation |
 //! | `classic.rs` | the classic text format from OpenMetrics |
+//! | `process.rs` | the standard `process_*` metrics of badfd's own process |
+//! | `reload.rs` | whether the last configuration (re)load succeeded, and when one last did |
 
 pub mod aggregates;
 pub mod budget;
@@ -19,6 +21,8 @@ pub mod collector;
 mod exemplar;
 pub mod exposition;
 pub mod kernel;
+pub mod process;
+pub mod reload;
 
 use std::sync::{Arc, Mutex};
 
@@ -27,6 +31,8 @@ pub use classic::openmetrics_to_classic;
 pub use collector::AggregatesCollector;
 pub use exposition::{BuildInfo, Exposition, Format};
 pub use kernel::{KernelCollector, SharedFoundLater, SharedProbe};
+pub use process::ProcessCollector;
+pub use reload::ReloadStatus;
 
 use crate::pipeline::{Anomaly, Sink};
 
