@@ -16,7 +16,7 @@ use anyhow::Context as _;
 use badfd::{
     config::{ServeArgs, Settings},
     pipeline::{
-        containers::{cgroup_id_of_dir, k8s, Containers, ContainersOptions, PodWatcher},
+        containers::{cgroup_id_of_dir, k8s, ContainerLookupStats, Containers, ContainersOptions, PodWatcher},
         clock::monotonic_ns,
         event_loop::{release_free_heap, EventLoop},
         redact::Redactor,
@@ -53,11 +53,11 @@ fn sinks(aggregates: &Arc<Mutex<Aggregates>>, otlp: Option<Arc<Otlp>>) -> Vec<Bo
 /// the container; metrics only with `--metrics.container-labels`), with pod
 /// names from the Kubernetes API when running in a pod of a cluster.
 /// Returns the watcher too: dropping it stops the watch.
-fn containers(settings: &Settings, used: bool) -> (Option<Arc<Containers>>, Option<PodWatcher>) {
+fn containers(settings: &Settings, used: bool, stats: ContainerLookupStats) -> (Option<Arc<Containers>>, Option<PodWatcher>) {
     if !used {
         return (None, None);
     }
-    let containers = Containers::new(ContainersOptions::default());
+    let containers = Containers::new(ContainersOptions::default()).with_lookup_stats(stats);
     if !settings.kubernetes_pod_metadata {
         tracing::info!("Kubernetes pod metadata turned off (kubernetes.pod-metadata=false)");
         return (Some(Arc::new(containers)), None);
@@ -141,6 +141,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let mut exposition = Exposition::new();
     let stats = PipelineStats::register(&mut exposition.registry);
+    let container_lookups = ContainerLookupStats::register(&mut exposition.registry);
     let reloads = Family::<[(&'static str, &'static str); 1], Counter>::default();
     exposition.registry.register(
         "config_reloads",
@@ -206,7 +207,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     // After the drop: the pod watch's client (DNS lookups on the blocking
     // pool) must never start a thread before it.
-    let (containers, _pod_watcher) = containers(&settings, otlp.is_some() || settings.container_labels);
+    let (containers, _pod_watcher) = containers(&settings, otlp.is_some() || settings.container_labels, container_lookups);
     let depth = Arc::new(AtomicUsize::new(settings.path_prefix_depth));
     let stop = Arc::new(AtomicBool::new(false));
     let events = {
