@@ -66,8 +66,8 @@ impl FilterMaps for Probe {
 /// A switch that failed: why, and whether putting the old setting back failed too.
 #[derive(Debug)]
 pub struct SwitchError {
-    pub error: ProbeError,
-    pub rollback: Option<ProbeError>,
+    pub error: Box<ProbeError>,
+    pub rollback: Option<Box<ProbeError>>,
 }
 
 impl std::fmt::Display for SwitchError {
@@ -86,8 +86,11 @@ impl std::error::Error for SwitchError {}
 /// the module describes; on a failure, the state before is put back.
 pub fn switch(maps: &mut impl FilterMaps, target: Config, ids: &[u64]) -> Result<(), SwitchError> {
     let before = maps.live_config();
-    let before_ids = maps.filter_ids().map_err(|error| SwitchError { error, rollback: None })?;
-    transition(maps, target, ids).map_err(|error| SwitchError { error, rollback: transition(maps, before, &before_ids).err() })
+    let before_ids = maps.filter_ids().map_err(|error| SwitchError { error: Box::new(error), rollback: None })?;
+    transition(maps, target, ids).map_err(|error| SwitchError {
+        error: Box::new(error),
+        rollback: transition(maps, before, &before_ids).err().map(Box::new),
+    })
 }
 
 fn transition(maps: &mut impl FilterMaps, target: Config, ids: &[u64]) -> Result<(), ProbeError> {
