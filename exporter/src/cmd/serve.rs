@@ -7,7 +7,7 @@
 use std::{
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
-        Arc, Mutex,
+        Arc, Mutex, PoisonError,
     },
     time::Duration,
 };
@@ -16,7 +16,7 @@ use anyhow::Context as _;
 use badfd::{
     config::{ServeArgs, Settings},
     pipeline::{
-        containers::{cgroup_id_of_dir, k8s, Containers, ContainersOptions, PodWatcher},
+        containers::{cgroup_id_of_dir, k8s, ContainerLookupStats, Containers, ContainersOptions, PodWatcher},
         clock::monotonic_ns,
         event_loop::{release_free_heap, EventLoop},
         redact::Redactor,
@@ -54,11 +54,11 @@ fn sinks(aggregates: &Arc<Mutex<Aggregates>>, otlp: Option<Arc<Otlp>>) -> Vec<Bo
 /// the container; metrics only with `--metrics.container-labels`), with pod
 /// names from the Kubernetes API when running in a pod of a cluster.
 /// Returns the watcher too: dropping it stops the watch.
-fn containers(settings: &Settings, used: bool) -> (Option<Arc<Containers>>, Option<PodWatcher>) {
+fn containers(settings: &Settings, used: bool, stats: ContainerLookupStats) -> (Option<Arc<Containers>>, Option<PodWatcher>) {
     if !used {
         return (None, None);
     }
-    let containers = Containers::new(ContainersOptions::default());
+    let containers = Containers::new(ContainersOptions::default()).with_lookup_stats(stats);
     if !settings.kubernetes_pod_metadata {
         tracing::info!("Kubernetes pod metadata turned off (kubernetes.pod-metadata=false)");
         return (Some(Arc::new(containers)), None);
@@ -81,27 +81,29 @@ fn containers(settings: &Settings, used: bool) -> (Option<Arc<Containers>>, Opti
     }
 }
 
-/// Points the kernel's cgroup filter at the settings' cgroups: their ids now
-/// (a cgroup made again has a new id, hence again on each reload), the new
-/// ones added before the stale ones go so a watched cgroup never drops out.
+/// The ids of the settings' filter cgroups now (a cgroup made again has a new
+/// id, hence again on each reload).
+fn cgroup_filter_ids(settings: &Settings) -> anyhow::Result<Vec<u64>> {
+    settings
+        .filter_cgroups()
+        .iter()
+        .map(|dir| cgroup_id_of_dir(dir).with_context(|| format!("cgroup filter: {}", dir.display())))
+        .collect()
+}
+
+/// Points the kernel's cgroup filter at the start-up settings' cgroups.
 fn apply_cgroup_filter(probe: &mut badfd::Probe, settings: &Settings) -> anyhow::Result<()> {
-    let mut wanted = Vec::new();
-    for dir in settings.filter_cgroups() {
-        wanted.push(cgroup_id_of_dir(dir).with_context(|| format!("cgroup filter: {}", dir.display()))?);
-    }
-    for &id in &wanted {
-        probe.add_cgroup(id)?;
-    }
-    for id in probe.cgroups()? {
-        if !wanted.contains(&id) {
-            probe.remove_cgroup(id)?;
-        }
-    }
-    if !wanted.is_empty() {
-        let how = if settings.filter_cgroup.is_empty() { "ignoring" } else { "watching only" };
-        tracing::info!(cgroups = ?settings.filter_cgroups(), ids = ?wanted, "{how} these cgroups (in the kernel)");
-    }
+    let wanted = cgroup_filter_ids(settings)?;
+    probe.switch_config(probe.config(), &wanted)?;
+    log_cgroup_filter(settings, &wanted);
     Ok(())
+}
+
+fn log_cgroup_filter(settings: &Settings, ids: &[u64]) {
+    if !ids.is_empty() {
+        let how = if settings.filter_cgroup.is_empty() { "ignoring" } else { "watching only" };
+        tracing::info!(cgroups = ?settings.filter_cgroups(), ids = ?ids, "{how} these cgroups (in the kernel)");
+    }
 }
 
 /// Reads the kernel's found-later counters of every epoch decided by now.
@@ -138,6 +140,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let mut exposition = Exposition::new();
     let stats = PipelineStats::register(&mut exposition.registry);
+    let container_lookups = ContainerLookupStats::register(&mut exposition.registry);
     let reloads = Family::<[(&'static str, &'static str); 1], Counter>::default();
     exposition.registry.register(
         "config_reloads",
@@ -191,12 +194,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         timing = if loaded.timed() { "on" } else { "off" },
         "attached"
     );
-    *found_later.lock().unwrap() = FoundLaterTally::new(&loaded.config(), monotonic_ns());
-    *probe.lock().unwrap() = Some(loaded);
+    // Poison-tolerant here and below: see `reload`.
+    *found_later.lock().unwrap_or_else(PoisonError::into_inner) = FoundLaterTally::new(&loaded.config(), monotonic_ns());
+    *probe.lock().unwrap_or_else(PoisonError::into_inner) = Some(loaded);
 
     // After the drop: the pod watch's client (DNS lookups on the blocking
     // pool) must never start a thread before it.
-    let (containers, _pod_watcher) = containers(&settings, otlp.is_some() || settings.container_labels);
+    let (containers, _pod_watcher) = containers(&settings, otlp.is_some() || settings.container_labels, container_lookups);
     let depth = Arc::new(AtomicUsize::new(settings.path_prefix_depth));
     let stop = Arc::new(AtomicBool::new(false));
     let events = {
@@ -236,7 +240,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     tracing::info!("shutting down");
     // Not ready from here on; dropping the probe detaches the programs.
-    drop(probe.lock().unwrap().take());
+    drop(probe.lock().unwrap_or_else(PoisonError::into_inner).take());
     stop.store(true, Ordering::Release);
     let _ = events.join();
     if let Some(otlp) = otlp {
@@ -248,38 +252,44 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// Re-reads flags and the config file and applies what can change without
-/// reattaching. A broken config keeps the running one.
+/// reattaching, all or nothing: everything that can fail on the way in (the
+/// file, the values, the cgroups' ids, their number) is done first, then the
+/// kernel's config and cgroup filter are switched in one step that puts the
+/// old ones back if it fails (`probe::cgroup_filter`), and only then the
+/// pipeline's depth and the running settings change. A failure keeps the
+/// running configuration, in the kernel and here.
 fn reload(args: &ServeArgs, probe: &SharedProbe, running: &Mutex<Settings>, depth: &AtomicUsize) -> bool {
-    let new = match args.settings() {
-        Ok(s) => s,
-        Err(error) => {
-            tracing::error!("reload failed, keeping the running configuration: {error}");
-            return false;
-        }
-    };
-    let mut running = running.lock().unwrap();
-    if let Some(p) = probe.lock().unwrap().as_mut() {
-        if let Err(error) = apply_cgroup_filter(p, &new) {
-            tracing::error!("reload failed, keeping the running configuration: {error:#}");
-            return false;
-        }
-        // The found-later window is restart-only: the kernel keeps the running one.
-        let kernel = KernelSettings { found_later_window: running.found_later_window, ..new.kernel_settings() };
-        if let Err(error) = p.set_config(kernel.config()) {
-            tracing::error!("reload failed, keeping the running configuration: writing the kernel config: {error}");
-            return false;
-        }
-        if new.source_rate != running.source_rate {
-            if let Err(error) = p.set_source_rate(new.source_rate) {
-                tracing::error!("reload failed, keeping the running configuration: writing the kernel config: {error}");
-                return false;
+    // Poison-tolerant: a thread that panicked while holding a lock (a scrape)
+    // must not turn every later reload into a crash; the settings and the
+    // probe are whole values, replaced only after a step succeeded.
+    let mut running = running.lock().unwrap_or_else(PoisonError::into_inner);
+    let applied = (|| -> anyhow::Result<Settings> {
+        let new = args.settings()?;
+        let ids = cgroup_filter_ids(&new)?;
+        if let Some(p) = probe.lock().unwrap_or_else(PoisonError::into_inner).as_mut() {
+            // The found-later window is restart-only: the kernel keeps the running one.
+            let kernel = KernelSettings { found_later_window: running.found_later_window, ..new.kernel_settings() };
+            let mut config = p.completed_config(kernel.config());
+            if new.source_rate != running.source_rate {
+                (config.source_interval_ns, config.source_burst_ns) = exporter_common::source_limit(new.source_rate);
             }
+            p.switch_config(config, &ids).context("writing the kernel config")?;
+            log_cgroup_filter(&new, &ids);
+        }
+        Ok(new)
+    })();
+    match applied {
+        Ok(new) => {
+            depth.store(new.path_prefix_depth, Ordering::Relaxed);
+            for what in running.reload(new) {
+                tracing::warn!("{what} changed in the config; it takes effect at the next restart");
+            }
+            tracing::info!(settings = %serde_json::to_string(&*running).unwrap_or_default(), "configuration reloaded");
+            true
+        }
+        Err(error) => {
+            tracing::error!("reload failed, keeping the running configuration: {error:#}");
+            false
         }
     }
-    depth.store(new.path_prefix_depth, Ordering::Relaxed);
-    for what in running.reload(new) {
-        tracing::warn!("{what} changed in the config; it takes effect at the next restart");
-    }
-    tracing::info!(settings = %serde_json::to_string(&*running).unwrap_or_default(), "configuration reloaded");
-    true
 }

@@ -14,6 +14,8 @@ use super::{
     redact::RedactArgs,
     values::{duration_str, opt_duration_str, parse_duration, parse_listen_address, ListenAddress},
 };
+use exporter_common::CGROUP_FILTER_CAPACITY;
+
 use crate::{pipeline::redact::RedactSettings, probe::CgroupFilterMode};
 
 /// The default port: outside the fully allocated 9100-9999 exporter range,
@@ -207,6 +209,16 @@ impl Settings {
                 "give filter_cgroup (watch only these) or filter_cgroup_ignore (all but these), not both".into(),
             ));
         }
+        // Checked here, before a reload writes any of them: the kernel's map
+        // holds this many, and a list it cannot hold must change nothing.
+        for (list, from_args, flag, key) in [
+            (&filter_cgroup, !args.filter_cgroup.is_empty(), "--filter.cgroup", "filter_cgroup"),
+            (&filter_cgroup_ignore, !args.filter_cgroup_ignore.is_empty(), "--filter.cgroup-ignore", "filter_cgroup_ignore"),
+        ] {
+            if list.len() > CGROUP_FILTER_CAPACITY as usize {
+                return Err(invalid(from_args, flag, key, format!("{} cgroups: at most {CGROUP_FILTER_CAPACITY}", list.len())));
+            }
+        }
         let paths_redact = args
             .redact
             .resolve(redact_file)
@@ -398,6 +410,11 @@ mod tests {
         assert_eq!(s.filter_cgroups(), [root.clone(), root.clone()]);
         let ignore = SettingsArgs { filter_cgroup_ignore: vec!["/".into()], ..Default::default() };
         assert_eq!(Settings::resolve(&ignore, None, None).unwrap().kernel_settings().config().cgroup_filter, CGROUP_FILTER_IGNORE);
+        let too_many = SettingsArgs { filter_cgroup_ignore: vec!["/".into(); CGROUP_FILTER_CAPACITY as usize + 1], ..Default::default() };
+        let e = Settings::resolve(&too_many, None, None).unwrap_err().to_string();
+        assert_eq!(e, format!("--filter.cgroup-ignore: {} cgroups: at most {CGROUP_FILTER_CAPACITY}", CGROUP_FILTER_CAPACITY + 1));
+        let full = SettingsArgs { filter_cgroup: vec!["/".into(); CGROUP_FILTER_CAPACITY as usize], ..Default::default() };
+        assert!(Settings::resolve(&full, None, None).is_ok(), "as many as the map holds");
         let both = SettingsArgs { filter_cgroup: vec!["/".into()], filter_cgroup_ignore: vec!["/".into()], ..Default::default() };
         let e = Settings::resolve(&both, None, None).unwrap_err().to_string();
         assert!(e.contains("not both"), "{e}");

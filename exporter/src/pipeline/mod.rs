@@ -8,7 +8,8 @@
 //!   -> filter          filter.rs          what the kernel cannot decide (trace's --errno, --path-prefix)
 //!   -> redact          redact.rs          --paths.redact, before any label, record or line sees a path
 //!   -> labels          labels/            the interned `comm` and `path_prefix` label values
-//!   -> container       containers/        container and pod, by cgroup (when a sink uses them)
+//!   -> container       containers/        container and pod, by cgroup (when a sink uses them): looked up
+//!                                         off this thread, read when the anomaly is decided (below)
 //!   -> wall time       clock.rs           the one monotonic-to-wall clock
 //!   -> found later     found_later.rs     a failure is held until its process found the name (a probe) or its window closed
 //!   -> record id       record_ids.rs      which anomalies get an OTLP record, and its id
@@ -73,6 +74,9 @@ pub trait Sink: Send {
 /// Anomalies handed to sinks at once: big enough to amortize locks, small
 /// enough to keep memory flat during a flood.
 pub const BATCH: usize = 1024;
+
+/// How long the end of the stream waits for container lookups in flight.
+const END_OF_STREAM_LOOKUPS: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub struct Pipeline {
     resolver: Resolver,
@@ -196,13 +200,11 @@ impl Pipeline {
             false => self.labels.path_prefix(&resolved.path),
         };
         let comm = self.labels.comm(&event.comm);
-        let (container, container_attributes, container_labels) = match &mut self.containers {
-            Some(lookup) => {
-                let e = lookup.entry(&event);
-                (e.info, e.attributes, e.labels)
-            }
-            None => (None, None, None),
-        };
+        // Queued now, read when the anomaly is decided (`decided`): a failure
+        // held for the found-later window gives the lookup that long.
+        if let Some(lookup) = &mut self.containers {
+            lookup.prefetch(&event);
+        }
         let anomaly = Anomaly {
             wall_ns: self.clock.wall_ns(event.start_ns),
             event,
@@ -212,9 +214,9 @@ impl Pipeline {
             missing: None,
             comm,
             path_prefix,
-            container,
-            container_attributes,
-            container_labels,
+            container: None,
+            container_attributes: None,
+            container_labels: None,
         };
         match self.found_later.take() {
             Some(mut stage) => {
@@ -229,6 +231,11 @@ impl Pipeline {
 
     /// The stages after found-later classification: the record id, the batch.
     fn decided(&mut self, mut anomaly: Anomaly) {
+        // What is known of the container now; never waits (containers/lookup.rs).
+        if let Some(lookup) = &mut self.containers {
+            let e = lookup.entry(&anomaly.event);
+            (anomaly.container, anomaly.container_attributes, anomaly.container_labels) = (e.info, e.attributes, e.labels);
+        }
         if let Some(ids) = &self.record_ids {
             anomaly.record_id = ids.assign(&anomaly);
         }
@@ -275,6 +282,11 @@ impl Pipeline {
 
     /// The end of the stream: hands over what is left and tells every sink.
     pub fn finish(&mut self) {
+        // The failures still held get their containers if the lookups in
+        // flight answer soon (a short `trace -- command` ends within them).
+        if let Some(lookup) = &mut self.containers {
+            lookup.wait_for_answers(END_OF_STREAM_LOOKUPS);
+        }
         if let Some(mut stage) = self.found_later.take() {
             stage.release_all(&mut |a| self.decided(a));
             self.found_later = Some(stage);

@@ -55,8 +55,10 @@ fn aggregates_every_event_and_shares_label_strings() {
 }
 
 /// The container lookup of the pipeline over a fake hierarchy (plain
-/// directories: their inode numbers play the cgroup ids): each anomaly
-/// gets its container's attributes and labels, made once per cgroup.
+/// directories: their inode numbers play the cgroup ids): the first event of
+/// a cgroup goes on at once without its container (the lookup runs on a
+/// worker thread); later ones get its attributes and labels, made once per
+/// cgroup.
 #[test]
 fn anomalies_get_their_container_once_per_cgroup() {
     use crate::pipeline::containers::{cgroup_id_of_dir, ContainersOptions};
@@ -69,6 +71,7 @@ fn anomalies_get_their_container_once_per_cgroup() {
     let cgroup_id = cgroup_id_of_dir(&scope).unwrap();
     let options = ContainersOptions { cgroup_root: Some(root.clone()), proc_fallback: false, ..Default::default() };
     let containers = Arc::new(Containers::new(options));
+    let lookups = containers.lookup_stats().clone();
 
     struct Keep(Arc<std::sync::Mutex<Vec<Anomaly>>>);
     impl Sink for Keep {
@@ -80,25 +83,38 @@ fn anomalies_get_their_container_once_per_cgroup() {
     let stats = PipelineStats::register(&mut Registry::default());
     let mut pipeline = Pipeline::new(Arc::new(AtomicUsize::new(3)), vec![Box::new(Keep(kept.clone()))], stats)
         .with_containers(containers, true);
-    for i in 0..3 {
+    // A host process: a cgroup this hierarchy does not have.
+    let host = u64::MAX - 3;
+    pipeline.push(OpenEvent { cgroup_id, ..event(0, b"/etc/app.conf") });
+    pipeline.push(OpenEvent { cgroup_id: host, ..event(1, b"/etc/app.conf") });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while lookups.done.get() < 2 {
+        assert!(std::time::Instant::now() < deadline, "the lookups never finished");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    for i in 2..5 {
         pipeline.push(OpenEvent { cgroup_id, ..event(i, b"/etc/app.conf") });
     }
-    // A host process: a cgroup this hierarchy does not have.
-    pipeline.push(OpenEvent { cgroup_id: u64::MAX - 3, ..event(4, b"/etc/app.conf") });
+    pipeline.push(OpenEvent { cgroup_id: host, ..event(1, b"/etc/app.conf") });
     pipeline.flush();
     let kept = kept.lock().unwrap();
-    assert_eq!(kept.len(), 4);
-    let first = kept[0].container.as_ref().expect("the container");
-    assert_eq!((first.container_id.as_deref(), first.pod_uid.as_deref()), (Some(id), Some(uid)));
-    let attributes = kept[0].container_attributes.as_ref().unwrap();
-    assert!(attributes.contains(&("container.id", id.to_string())) && attributes.contains(&("k8s.pod.uid", uid.to_string())));
-    assert_eq!(kept[0].container_labels.as_ref().unwrap().container_id, format!("containerd://{id}"));
-    for a in &kept[1..3] {
-        assert!(Arc::ptr_eq(a.container.as_ref().unwrap(), first), "one lookup per cgroup, shared");
-        assert!(Arc::ptr_eq(a.container_labels.as_ref().unwrap(), kept[0].container_labels.as_ref().unwrap()));
+    assert_eq!(kept.len(), 6);
+    for first in &kept[0..2] {
+        assert!(first.container.is_none() && first.container_attributes.is_none(), "not known yet: goes on at once");
+        assert_eq!(**first.container_labels.as_ref().unwrap(), ContainerLabels::default(), "empty labels meanwhile");
     }
-    assert!(kept[3].container.is_none() && kept[3].container_attributes.is_none());
-    assert_eq!(**kept[3].container_labels.as_ref().unwrap(), ContainerLabels::default(), "empty labels for the host");
+    let known = kept[2].container.as_ref().expect("the container");
+    assert_eq!((known.container_id.as_deref(), known.pod_uid.as_deref()), (Some(id), Some(uid)));
+    let attributes = kept[2].container_attributes.as_ref().unwrap();
+    assert!(attributes.contains(&("container.id", id.to_string())) && attributes.contains(&("k8s.pod.uid", uid.to_string())));
+    assert_eq!(kept[2].container_labels.as_ref().unwrap().container_id, format!("containerd://{id}"));
+    for a in &kept[3..5] {
+        assert!(Arc::ptr_eq(a.container.as_ref().unwrap(), known), "one lookup per cgroup, shared");
+        assert!(Arc::ptr_eq(a.container_labels.as_ref().unwrap(), kept[2].container_labels.as_ref().unwrap()));
+    }
+    assert!(kept[5].container.is_none() && kept[5].container_attributes.is_none());
+    assert_eq!(**kept[5].container_labels.as_ref().unwrap(), ContainerLabels::default(), "empty labels for the host");
+    assert_eq!(lookups.done.get(), 2, "one lookup per cgroup");
     std::fs::remove_dir_all(&root).unwrap();
 }
 

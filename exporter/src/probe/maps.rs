@@ -70,9 +70,14 @@ impl Probe {
     /// Replaces the live config; the kernel uses it from its next exit on.
     /// The per-process fairness limit is kept as loaded (`set_source_rate`
     /// changes it), so a reload of other settings does not reset a flag.
-    pub fn set_config(&mut self, mut config: Config) -> Result<(), ProbeError> {
-        // The fork offset, kernel struct offsets and the timing mode belong to
-        // the load, not to callers.
+    pub fn set_config(&mut self, config: Config) -> Result<(), ProbeError> {
+        self.write_config(self.completed_config(config))
+    }
+
+    /// `config` with what belongs to the load, not to callers, as loaded: the
+    /// fork offset, kernel struct offsets, the timing mode and the
+    /// per-process fairness limit.
+    pub fn completed_config(&self, mut config: Config) -> Config {
         config.fork_child_pid_offset = self.config.fork_child_pid_offset;
         config.offsets = self.config.offsets;
         config.task = self.config.task;
@@ -80,7 +85,15 @@ impl Probe {
         config.flags = (config.flags & !CONFIG_UNTIMED) | (self.config.flags & CONFIG_UNTIMED);
         config.source_interval_ns = self.config.source_interval_ns;
         config.source_burst_ns = self.config.source_burst_ns;
-        self.write_config(config)
+        config
+    }
+
+    /// Makes `config` (complete: see `completed_config`) the live config and
+    /// `cgroup_ids` the cgroup filter's ids at once, as far as the kernel can
+    /// tell: no moment streams what neither the old nor the new setting
+    /// streams, and a failure puts the old setting back (`cgroup_filter`).
+    pub fn switch_config(&mut self, config: Config, cgroup_ids: &[u64]) -> Result<(), super::cgroup_filter::SwitchError> {
+        super::cgroup_filter::switch(self, config, cgroup_ids)
     }
 
     /// Per-process fairness from now on: once the ring buffer is half full,

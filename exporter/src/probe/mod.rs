@@ -3,6 +3,7 @@
 //! followed processes.
 
 mod btf_offsets;
+pub mod cgroup_filter;
 mod fentry;
 mod found_later;
 mod io_uring;

@@ -4,8 +4,9 @@
 //! container names from the Kubernetes API (`k8s`, in a cluster only).
 //!
 //! The API is [`Containers::lookup`] (or [`Containers::lookup_event`]), which
-//! gives a [`ContainerInfo`]; the pipeline's stage ([`ContainerLookup`]) keeps
-//! a small cache by cgroup in front of it.
+//! gives a [`ContainerInfo`] and may walk the cgroup hierarchy; the pipeline's
+//! stage ([`ContainerLookup`]) keeps a small cache by cgroup in front of it and
+//! calls it from a worker thread only, never on the event thread.
 
 pub mod cgroupfs;
 pub mod k8s;
@@ -25,7 +26,7 @@ pub use cgroupfs::{cgroup2_mount, cgroup_dir, cgroup_id_of_dir, Cgroup, CgroupPa
 pub use k8s::{PodCache, PodMeta, PodWatcher};
 pub use path::{owner_from_proc_cgroup, parse_cgroup_path, CgroupOwner, Runtime};
 
-pub use lookup::ContainerLookup;
+pub use lookup::{ContainerLookup, ContainerLookupStats, LOOKUP_QUEUE};
 
 use crate::{pipeline::labels::OTHER, OpenEvent};
 
@@ -156,6 +157,7 @@ pub struct Containers {
     proc_ttl: Duration,
     pods: Option<Arc<RwLock<PodCache>>>,
     node_name: Option<String>,
+    lookup_stats: ContainerLookupStats,
 }
 
 impl Containers {
@@ -172,7 +174,24 @@ impl Containers {
             proc_ttl: options.proc_ttl,
             pods: None,
             node_name: None,
+            lookup_stats: ContainerLookupStats::default(),
         }
+    }
+
+    /// Counts the pipeline's lookups in `stats` (registered self-metrics).
+    pub fn with_lookup_stats(mut self, stats: ContainerLookupStats) -> Containers {
+        self.lookup_stats = stats;
+        self
+    }
+
+    pub fn lookup_stats(&self) -> &ContainerLookupStats {
+        &self.lookup_stats
+    }
+
+    /// Holds the hierarchy's cache locked: a lookup waits until the guard goes.
+    #[cfg(test)]
+    pub(crate) fn hold_paths_for_test(&self) -> Option<std::sync::MutexGuard<'_, CgroupPaths>> {
+        self.paths.as_ref().map(|p| p.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Adds pod names from the API (a [`PodWatcher`]'s cache) for `node_name`.
@@ -203,14 +222,19 @@ impl Containers {
     /// v2 root, as every task does on a cgroup v1 host), from the process's
     /// `/proc/PID/cgroup` v1 lines while it lives.
     pub fn lookup_event(&self, event: &OpenEvent) -> Option<ContainerInfo> {
-        let found = self.lookup(event.cgroup_id);
+        self.lookup_task(event.cgroup_id, event.pid)
+    }
+
+    /// As `lookup_event`, for the task `pid` in the cgroup `cgroup_id`.
+    pub fn lookup_task(&self, cgroup_id: u64, pid: u32) -> Option<ContainerInfo> {
+        let found = self.lookup(cgroup_id);
         let says_something = found.as_ref().is_some_and(|i| i.cgroup_path != "/");
         if says_something {
             return found;
         }
-        match self.lookup_pid(event.pid) {
+        match self.lookup_pid(pid) {
             Some((owner, path)) => {
-                let mut info = ContainerInfo::from_owner(event.cgroup_id, path, owner);
+                let mut info = ContainerInfo::from_owner(cgroup_id, path, owner);
                 self.enrich(&mut info);
                 Some(info)
             }
