@@ -125,6 +125,8 @@ const TRACE_CASES: &[Case] = &[
     case("--duration", &["--duration", "forever"], 2, &["--duration", "forever"]),
     case("--no-summary", &["--no-summary=yes"], 2, &["--no-summary", "yes"]),
     case("--all-failures", &["--all-failures=yes"], 2, &["--all-failures", "yes"]),
+    case("--all", &["--all", "--err"], 2, &["--all", "--err"]),
+    case("--user", &["--user", "no-such-user-here"], 2, &["--user", "no user `no-such-user-here`"]),
     case("--found-later-window", &["--found-later-window", "5"], 2, &["--found-later-window", "has no unit"]),
     case("--found-later-window", &["--found-later-window", "2m"], 2, &["--found-later-window", "at most 60s"]),
     case("--paths.redact", &["--paths.redact", "sometimes"], 2, &["--paths.redact", "sometimes"]),

@@ -286,7 +286,7 @@ async fn wrong_ca(transport: Transport, uid: u32) {
     assert_eq!(lines.len(), 1, "exactly one line about the failing export: {log}");
     let line = lines[0];
     println!("the one line: {line}");
-    assert!(line.contains("ERROR"), "{line}");
+    assert!(line.contains("level=error"), "{line}");
     assert!(line.contains(&receiver.endpoint()), "names the endpoint: {line}");
     assert!(line.contains("not signed by a trusted CA"), "says what is wrong: {line}");
     assert!(!receiver.tls_failures().is_empty(), "the handshake reached the receiver");
