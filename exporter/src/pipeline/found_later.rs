@@ -18,6 +18,13 @@ use crate::OpenEvent;
 /// beyond it decides the oldest early, as not found, and counts them.
 pub const HELD_MAX: usize = 32_768;
 
+/// Bytes of paths held at most (the path as passed, the kernel's directory,
+/// the resolved path: up to 16 KB for one failure of any user who opens
+/// 4095-byte relative paths from a 4 KB-deep directory, and `HELD_MAX` of
+/// them 512 MiB): past it the oldest are decided early too, and counted.
+/// Ordinary paths (a few hundred bytes a failure) never reach it.
+pub const HELD_MAX_PATH_BYTES: usize = 16 << 20;
+
 /// After a failure's window has closed, how long to wait for a notice still on
 /// its way: the ring buffer's wakeup (`POLL_INTERVAL`, 50 ms) twice, and
 /// margin.
@@ -59,6 +66,8 @@ pub struct FoundLaterStage {
     held: VecDeque<Held>,
     /// Sequence number of `held.front()`.
     next_seq: u64,
+    /// Bytes of paths in `held` (see `path_bytes`).
+    held_path_bytes: usize,
     /// Undecided failures by (tgid, basename hash): their sequence numbers.
     /// Oldest first: failures are released oldest first, so a released one
     /// is always the front of its name's list.
@@ -73,6 +82,7 @@ impl FoundLaterStage {
         (window_ns != 0).then(|| FoundLaterStage {
             window_ns,
             held: VecDeque::new(),
+            held_path_bytes: 0,
             next_seq: 0,
             by_name: HashMap::new(),
             counts: FoundLaterCounts::default(),
@@ -118,10 +128,12 @@ impl FoundLaterStage {
             self.counts.not_found += 1;
             return out(anomaly);
         }
-        if self.held.len() >= HELD_MAX {
+        let bytes = path_bytes(&anomaly);
+        while self.held.len() >= HELD_MAX || (!self.held.is_empty() && self.held_path_bytes + bytes > HELD_MAX_PATH_BYTES) {
             self.counts.decided_early += 1;
             self.release_front(out);
         }
+        self.held_path_bytes += bytes;
         let key = (event.pid, event.name_hash);
         let seq = self.next_seq + self.held.len() as u64;
         self.by_name.entry(key).or_default().push_back(seq);
@@ -150,6 +162,7 @@ impl FoundLaterStage {
 
     fn release_front(&mut self, out: &mut impl FnMut(Anomaly)) {
         let Some(mut held) = self.held.pop_front() else { return };
+        self.held_path_bytes -= path_bytes(&held.anomaly);
         self.next_seq = held.seq + 1;
         if let Some(seqs) = self.by_name.get_mut(&held.key) {
             if seqs.front() == Some(&held.seq) {
@@ -176,6 +189,15 @@ impl FoundLaterStage {
     pub fn counts(&self) -> FoundLaterCounts {
         self.counts
     }
+}
+
+/// The heap bytes of an anomaly's paths.
+fn path_bytes(a: &Anomaly) -> usize {
+    let dir = match &a.event.kernel_dir {
+        crate::pipeline::event::KernelDir::Resolved(d) => d.capacity(),
+        _ => 0,
+    };
+    a.event.path.capacity() + dir + a.resolved.path.capacity()
 }
 
 #[cfg(test)]
@@ -279,6 +301,25 @@ mod tests {
         let mut found = 0;
         s.release_due(2 * S, &mut |a| found += a.found_later.unwrap() as usize);
         assert_eq!(found, HELD_MAX, "the index survives the early releases");
+    }
+
+    #[test]
+    fn long_paths_are_held_within_their_byte_budget() {
+        let mut s = FoundLaterStage::new(S).unwrap();
+        let mut released = 0;
+        let long = |i: u64| {
+            let mut a = failure(1, 7, S + i);
+            a.event.path = vec![b'a'; 4095];
+            a.resolved.path = vec![b'/'; 8191];
+            a
+        };
+        let fit = HELD_MAX_PATH_BYTES / (4095 + 8191);
+        for i in 0..fit as u64 + 10 {
+            s.push(long(i), S + i, &mut |_| released += 1);
+        }
+        assert_eq!((released, s.counts().decided_early, s.held()), (10, 10, fit));
+        s.release_all(&mut |_| released += 1);
+        assert_eq!((released, s.held_path_bytes), (fit + 10, 0));
     }
 
     #[test]

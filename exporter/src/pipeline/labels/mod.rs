@@ -26,6 +26,13 @@ pub use value::{label_value, push_label_value, MAX_LABEL_BYTES, OTHER};
 /// Entries of the `path_prefix` cache before it is emptied.
 const PREFIX_CACHE_MAX: usize = 8192;
 
+/// Longest raw prefix cached, in bytes: the label's own bound. A longer one
+/// (a path of thousands of slashes or long names, which any user can open) is
+/// templated on every event instead of cached, so the cache's keys hold at
+/// most `PREFIX_CACHE_MAX * PREFIX_CACHE_KEY_MAX` bytes (2 MiB) whatever the
+/// paths. Real raw prefixes at the default depth are far shorter.
+pub const PREFIX_CACHE_KEY_MAX: usize = MAX_LABEL_BYTES;
+
 /// Interned strings at which unused ones are forgotten, at the least.
 pub const COLLECT_AT_LEAST: usize = 4 * PREFIX_CACHE_MAX;
 
@@ -37,6 +44,7 @@ pub struct Labeler {
     /// Raw prefix (the path up to its `depth`-th component) -> its label:
     /// templating a path costs hundreds of ns, a lookup tens. Emptied when full,
     /// since volatile raw components (pids under /proc) keep making new keys.
+    /// Keys are at most `PREFIX_CACHE_KEY_MAX` bytes.
     prefix_cache: HashMap<Box<[u8]>, Arc<str>>,
     /// The depth the cached labels were made at.
     prefix_cache_depth: usize,
@@ -72,15 +80,20 @@ impl Labeler {
             self.prefix_cache_depth = depth;
         }
         let raw = raw_prefix(path, depth);
-        if let Some(label) = self.prefix_cache.get(raw) {
-            return label.clone();
+        let cached = raw.len() <= PREFIX_CACHE_KEY_MAX;
+        if cached {
+            if let Some(label) = self.prefix_cache.get(raw) {
+                return label.clone();
+            }
         }
         path_prefix_into(&mut self.prefix_buf, raw, depth);
         let label = self.prefixes.intern(&self.prefix_buf);
-        if self.prefix_cache.len() >= PREFIX_CACHE_MAX {
-            self.prefix_cache.clear();
+        if cached {
+            if self.prefix_cache.len() >= PREFIX_CACHE_MAX {
+                self.prefix_cache.clear();
+            }
+            self.prefix_cache.insert(raw.into(), label.clone());
         }
-        self.prefix_cache.insert(raw.into(), label.clone());
         label
     }
 
@@ -111,5 +124,41 @@ impl Labeler {
         self.comms.collect();
         // Twice what is still in use: collecting stays amortized O(1) per event.
         self.collect_at = COLLECT_AT_LEAST.max(2 * self.interned());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bytes held by the cache's keys.
+    fn key_bytes(l: &Labeler) -> usize {
+        l.prefix_cache.keys().map(|k| k.len()).sum()
+    }
+
+    #[test]
+    fn long_raw_prefixes_are_labeled_alike_but_never_cached() {
+        let mut l = Labeler::new(Arc::new(AtomicUsize::new(3)));
+        // 3000 slashes then three names, a new second one each time: raw
+        // prefixes of over 3 KB, as a hostile user can open.
+        for n in 0..(2 * PREFIX_CACHE_MAX) {
+            let path = format!("/nonexistent{}/u{n:x}{}/{}/file", "/".repeat(3000), "x".repeat(60), "y".repeat(200));
+            let label = l.path_prefix(path.as_bytes());
+            assert_eq!(&*label, path_prefix(path.as_bytes(), 3), "the same label as templating it");
+            assert!(label.len() <= MAX_LABEL_BYTES);
+        }
+        assert_eq!(l.prefix_cache.len(), 0, "no raw prefix over PREFIX_CACHE_KEY_MAX is a key");
+        // Short raw prefixes are cached, within the stated bound.
+        for n in 0..(2 * PREFIX_CACHE_MAX) {
+            let path = format!("/srv/{}{n:x}/y/file", "z".repeat(PREFIX_CACHE_KEY_MAX - 20));
+            assert!(raw_prefix(path.as_bytes(), 3).len() <= PREFIX_CACHE_KEY_MAX);
+            l.path_prefix(path.as_bytes());
+            assert!(l.prefix_cache.len() <= PREFIX_CACHE_MAX);
+            assert!(key_bytes(&l) <= PREFIX_CACHE_MAX * PREFIX_CACHE_KEY_MAX);
+        }
+        assert!(!l.prefix_cache.is_empty());
+        let path = b"/srv/a/b/c";
+        let first = l.path_prefix(path);
+        assert!(Arc::ptr_eq(&first, &l.path_prefix(path)), "a cached label is shared");
     }
 }

@@ -26,12 +26,16 @@ pub type FailureKey = (i32, bool, Arc<str>, Arc<str>, Container);
 pub type SlowKey = (Arc<str>, Arc<str>, Container);
 pub type CommKey = (Arc<str>, Container);
 
+/// Largest latency the slow series' histograms tell apart, in microseconds
+/// (1 h); a slower open (a FIFO can wait forever) is counted at 1 h.
+pub const SLOW_LATENCY_MAX_US: u64 = 3_600_000_000;
+
 /// Slow opens of one label set: the count and an hdrhistogram (microseconds)
-/// for quantiles on the landing page and in terminal mode.
+/// for quantiles on the landing page.
 #[derive(Debug)]
 pub struct SlowSeries {
     pub count: u64,
-    pub latency_us: HdrHistogram<u64>,
+    pub latency_us: HdrHistogram<u32>,
     /// The OTLP record id of the latest slow open (the exemplar).
     pub last_record: Option<RecordId>,
 }
@@ -45,8 +49,12 @@ pub struct FailureSeries {
 
 impl Default for SlowSeries {
     fn default() -> Self {
-        // Two significant figures, auto-resizing to the largest value seen.
-        SlowSeries { count: 0, latency_us: HdrHistogram::new(2).expect("2 significant figures is valid"), last_record: None }
+        // Of a fixed size, whatever latencies a user makes: 1 µs to 1 h, one
+        // significant figure (a quantile is within 1/16 of the value), 464
+        // counters of 4 bytes. Auto-resizing with two figures grew to 20-26 KB
+        // per series after multi-second latencies, 50 MB at the default budget.
+        let latency_us = HdrHistogram::new_with_bounds(1, SLOW_LATENCY_MAX_US, 1).expect("valid histogram bounds");
+        SlowSeries { count: 0, latency_us, last_record: None }
     }
 }
 
@@ -208,5 +216,21 @@ mod tests {
         assert_eq!(h.buckets[4], 1);
         assert_eq!(h.buckets[SLOW_BUCKETS_SECONDS.len()], 1);
         assert_eq!(h.count, 3);
+    }
+
+    #[test]
+    fn slow_series_histograms_have_a_fixed_size_and_clamp() {
+        let mut s = SlowSeries::default();
+        let size = s.latency_us.distinct_values();
+        assert_eq!(size, 464, "464 counters of 4 bytes");
+        for us in [1, 15_000, 2_500_000, 6_000_000, SLOW_LATENCY_MAX_US, 10 * SLOW_LATENCY_MAX_US, u64::MAX] {
+            s.latency_us.saturating_record(us);
+        }
+        assert_eq!(s.latency_us.distinct_values(), size, "no latency grows it");
+        assert_eq!(s.latency_us.len(), 7, "every latency counted");
+        let max = s.latency_us.max();
+        assert!((SLOW_LATENCY_MAX_US..=SLOW_LATENCY_MAX_US + SLOW_LATENCY_MAX_US / 16).contains(&max), "clamped at 1 h: {max}");
+        let p50 = s.latency_us.value_at_quantile(0.5);
+        assert!((6_000_000..=6_000_000 + 6_000_000 / 16).contains(&p50), "within 1/16: {p50}");
     }
 }
