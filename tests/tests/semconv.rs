@@ -50,6 +50,10 @@ async fn records_follow_the_conventions_and_the_histogram_exemplar_names_the_slo
         badfd_tests::Serve::start(&[
             "--otlp-endpoint", &endpoint, "--otlp-protocol", "grpc", "--otlp-batch-delay-ms", "50",
             "--otlp-rate-limit", "0", "--slow-threshold", "50ms",
+            // The workload's real uid (65534) is not its effective uid (0):
+            // reading its /proc/PID/exe takes CAP_SYS_PTRACE then, as for any
+            // process whose ids differ from badfd's (a setuid program).
+            "--capabilities.keep", "sys_ptrace",
         ])
     })
     .await
