@@ -18,9 +18,10 @@
 //!
 //! After the process has exited (or for a kernel thread) there is nothing to
 //! read: the record then has no executable attributes (counted as `unknown`),
-//! never a guess. Nor can badfd read the link of a process whose uids are
-//! not all its own (a setuid program; any other user's once badfd has dropped
-//! its capabilities) without CAP_SYS_PTRACE (`--capabilities.keep=sys_ptrace`). A deleted executable reads as its old path with the
+//! never a guess. Nor can badfd read the link of a process whose user and
+//! group ids are not all its own (ptrace read access: another user's process,
+//! a setuid program) once it has dropped its capabilities, unless it keeps
+//! CAP_SYS_PTRACE (`--capabilities.keep=sys_ptrace`). A deleted executable reads as its old path with the
 //! kernel's ` (deleted)` suffix, as `ls -l /proc/PID/exe` shows it.
 
 use std::{
