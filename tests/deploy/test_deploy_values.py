@@ -220,7 +220,7 @@ def test_static_image_builds_offline_with_podman(tmp_path):
         pytest.skip(f"needs podman ({podman}) and a static build ({binary}): see deploy/container/README.md")
     tag = "localhost/badfd-static-test:latest"
     build = subprocess.run(
-        ["unshare", "--net", podman, "build", "--pull=never", "-f", str(STATIC), "--ignorefile", str(STATIC_IGNORE),
+        ["unshare", "--net", podman, "build", "--pull=never", "--layers=false", "-f", str(STATIC), "--ignorefile", str(STATIC_IGNORE),
          "--build-arg", f"BINARY={binary.relative_to(REPO)}", "-t", tag, str(REPO)],
         capture_output=True, text=True, timeout=600,
     )
