@@ -124,6 +124,7 @@ pub fn event_bytes(errno: i64, slow: bool, comm: &str, path: &[u8], dir: Option<
         dir_status: if dir.is_some() { DIR_RESOLVED } else { DIR_NOT_ATTEMPTED },
         _reserved2: [0; 5],
         mnt_ns: 4026531841,
+        euid: 0,
         ppid: 0,
     };
     let mut v = vec![0u8; EVENT_HEADER_SIZE];

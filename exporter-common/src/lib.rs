@@ -309,13 +309,20 @@ pub struct TaskOffsets {
     /// `task_struct.thread_info.status` (u32): `TS_COMPAT` while the task
     /// runs a 32-bit syscall.
     pub thread_status: u32,
+    /// Nonzero when both credential offsets below were found. Without them
+    /// events carry `EUID_UNKNOWN`.
+    pub cred_valid: u32,
+    /// `task_struct.cred` (`const struct cred *`, the subjective credentials
+    /// that `bpf_get_current_uid_gid` reads too).
+    pub task_cred: u32,
+    /// `cred.euid` (`kuid_t`, one u32).
+    pub cred_euid: u32,
     /// Nonzero when the two offsets below were found.
     pub parent_valid: u32,
     /// `task_struct.real_parent` (`struct task_struct *`).
     pub task_real_parent: u32,
     /// `task_struct.tgid` (`pid_t`).
     pub task_tgid: u32,
-    pub _pad: u32,
 }
 
 impl TaskOffsets {
@@ -332,10 +339,12 @@ impl TaskOffsets {
         sa_flags: 0,
         compat_valid: 0,
         thread_status: 0,
+        cred_valid: 0,
+        task_cred: 0,
+        cred_euid: 0,
         parent_valid: 0,
         task_real_parent: 0,
         task_tgid: 0,
-        _pad: 0,
     };
 }
 
@@ -696,10 +705,20 @@ pub struct EventHeader {
     /// Inode number of the task's mount namespace (as `/proc/PID/ns/mnt` shows
     /// it); 0 when the kernel has no offsets for it or the read failed.
     pub mnt_ns: u32,
+    /// The effective uid (`current_cred()->euid`, in the initial user
+    /// namespace); `EUID_UNKNOWN` without the credential offsets or when the
+    /// read failed. (`uid` is the real uid: `bpf_get_current_uid_gid` returns
+    /// `current_cred()->uid`.)
+    pub euid: u32,
     /// The process id (tgid) of the opener's parent (`real_parent`: not a
     /// tracer's) at the time of the event; 0 when the kernel has no offsets.
     pub ppid: u32,
+    pub _reserved4: u32,
 }
+
+/// `EventHeader::euid` when the kernel could not read it: `(uid_t)-1`, which
+/// no process can have (setresuid takes -1 as "leave unchanged").
+pub const EUID_UNKNOWN: u32 = u32::MAX;
 
 /// The path is absolute, or the kernel has no offsets: no directory was looked up.
 pub const DIR_NOT_ATTEMPTED: u8 = 0;
@@ -1204,12 +1223,12 @@ mod tests {
 
     #[test]
     fn layouts_are_stable() {
-        assert_eq!(EVENT_HEADER_SIZE, 104);
+        assert_eq!(EVENT_HEADER_SIZE, 112);
         assert_eq!(EVENT_HEADER_SIZE % 8, 0);
         assert_eq!(core::mem::size_of::<Inflight>(), 40);
         assert!(INFLIGHT_SLOTS.is_power_of_two());
-        assert_eq!(core::mem::size_of::<Config>(), 184 + 64 + 88);
-        assert_eq!(core::mem::size_of::<TaskOffsets>(), 64);
+        assert_eq!(core::mem::size_of::<Config>(), 184 + 72 + 88);
+        assert_eq!(core::mem::size_of::<TaskOffsets>(), 72);
         assert_eq!(core::mem::size_of::<IoUringOffsets>(), 88);
         assert_eq!(core::mem::size_of::<FailedName>(), 16);
         assert_eq!(core::mem::size_of::<FailedNames>(), 16 + 16 * FAILED_NAMES_PER_PROCESS);

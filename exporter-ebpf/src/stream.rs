@@ -18,10 +18,10 @@ use aya_ebpf::{
     },
 };
 use exporter_common::{
-    Config, Counters, EventBuffer, Inflight, KernelOffsets, Loss, Stream, TaskOffsets, CGROUP_FILTER_IGNORE,
+    Config, Counters, EventBuffer, Inflight, KernelOffsets, Loss, Stream, CGROUP_FILTER_IGNORE,
     CGROUP_FILTER_MAX_DEPTH, CGROUP_FILTER_OFF, CGROUP_FILTER_WATCH, CONFIG_TRACKED_ONLY, DIR_MAX, DIR_NOT_ATTEMPTED,
     DIR_READ_FAILED, DIR_RESOLVED, DIR_TRUNCATED, EVENT_HEADER_SIZE, EVENT_PATH_TRUNCATED, EVENT_PATH_UNREADABLE,
-    FILTER_ANY, INFLIGHT_PATH_IN_KERNEL, PATH_MAX, WAKEUP_MIN_INTERVAL_NS,
+    EUID_UNKNOWN, FILTER_ANY, INFLIGHT_PATH_IN_KERNEL, PATH_MAX, TaskOffsets, WAKEUP_MIN_INTERVAL_NS,
 };
 
 use crate::{
@@ -146,6 +146,19 @@ fn parent_tgid(o: &TaskOffsets) -> u32 {
     read_u32(parent + o.task_tgid as u64).unwrap_or(0)
 }
 
+/// The current task's effective uid (`task->cred->euid`; kuids are the
+/// initial user namespace's ids, as `bpf_get_current_uid_gid` reports), or
+/// `EUID_UNKNOWN`.
+#[inline(always)]
+fn current_euid(o: &TaskOffsets) -> u32 {
+    if o.cred_valid == 0 {
+        return EUID_UNKNOWN;
+    }
+    let task = unsafe { bpf_get_current_task() };
+    let Some(cred) = read_u64(task + o.task_cred as u64).filter(|&p| p != 0) else { return EUID_UNKNOWN };
+    read_u32(cred + o.cred_euid as u64).unwrap_or(EUID_UNKNOWN)
+}
+
 /// The event of the open in `PENDING` (its path read now, from the pointer
 /// saved at entry, unless already read, and the directory of a relative
 /// path), written to the ring buffer if its sources have credit (`fairness`);
@@ -253,7 +266,9 @@ pub extern "C" fn badfd_emit(ret: i64, latency_ns: u64, event_flags: u64, waitin
     h.dir_status = dir_status;
     h._reserved2 = [0; 5];
     h.mnt_ns = mnt_ns_inum(&config.offsets);
+    h.euid = current_euid(&config.task);
     h.ppid = parent_tgid(&config.task);
+    h._reserved4 = 0;
 
     // Wake the reader only when a batch is waiting (it also polls on a timer),
     // and from each CPU at most once per WAKEUP_MIN_INTERVAL_NS.

@@ -12,6 +12,7 @@ under .Files.Get are errors (helm would render them empty).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -278,6 +279,7 @@ class Renderer:
             "nindent": lambda n, s: "\n" + _indent(n, s),
             "indent": _indent,
             "join": lambda sep, items: sep.join(_show(i) for i in items),
+            "sha256sum": lambda s: hashlib.sha256(_show(s).encode()).hexdigest(),
         }
 
     def render(self, values: dict, release: str = "badfd", namespace: str = "badfd") -> dict[str, str]:

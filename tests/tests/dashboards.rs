@@ -61,7 +61,11 @@ fn grafana_to_promql(q: &str, instance: &str) -> String {
 
 /// The same with a chosen `$__rate_interval`.
 fn grafana_to_promql_over(q: &str, instance: &str, rate_interval: &str) -> String {
-    q.replace("$__rate_interval", rate_interval).replace("\"$instance\"", &format!("\"{instance}\"")).replace("\"$comm\"", "\".*\"")
+    q.replace("$__rate_interval", rate_interval)
+        .replace("\"$instance\"", &format!("\"{instance}\""))
+        .replace("\"$comm\"", "\".*\"")
+        .replace("\"$job\"", "\".*\"")
+        .replace("\"$node\"", "\".*\"")
 }
 
 /// Metric names a PromQL expression selects.
@@ -127,7 +131,9 @@ fn promtool_checks_and_unit_tests_every_rule() {
 fn every_panel_has_a_unit_a_description_and_the_datasource_variable() {
     let d = dashboard();
     let vars: Vec<&str> = d["templating"]["list"].as_array().unwrap().iter().map(|v| v["name"].as_str().unwrap()).collect();
-    assert!(vars.contains(&"datasource") && vars.contains(&"instance") && vars.contains(&"comm"), "{vars:?}");
+    for var in ["datasource", "job", "node", "instance", "comm"] {
+        assert!(vars.contains(&var), "no ${var} variable: {vars:?}");
+    }
     for p in d["panels"].as_array().unwrap().iter().filter(|p| p["type"] != "row") {
         let title = p["title"].as_str().unwrap();
         assert_eq!(p["datasource"]["uid"], "${datasource}", "{title}");

@@ -109,10 +109,6 @@ fn resolve_all(events: &[OpenEvent]) -> Vec<(OpenEvent, ResolvedPath)> {
     events.iter().map(|e| (e.clone(), r.resolve(e))).collect()
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 fn wall_ns(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64
 }
@@ -134,11 +130,11 @@ async fn one_record_per_anomaly(transport: Transport) {
     )
     .unwrap();
 
-    let mut by_trace_id = BTreeMap::new();
+    let mut by_uid = BTreeMap::new();
     for (event, resolved) in &anomalies {
         let id = otlp.emit(event, resolved).expect("queued, not suppressed or dropped");
-        assert_eq!(id.to_string().len(), 32, "trace-id-shaped: 32 hex digits");
-        assert!(by_trace_id.insert(id.to_string(), (event, resolved)).is_none(), "ids are unique");
+        assert_eq!(id.to_string().len(), 32, "32 hex digits");
+        assert!(by_uid.insert(id.to_string(), (event, resolved)).is_none(), "ids are unique");
     }
     let n = anomalies.len() as u64;
     assert_eq!(receiver.wait_for(n, WAIT).await, n, "one record per anomaly");
@@ -159,12 +155,19 @@ async fn one_record_per_anomaly(transport: Transport) {
         assert_eq!(s("deployment.environment.name"), Some(Value::StringValue("test".into())));
         assert_eq!(s("k8s.node.name"), Some(Value::StringValue("node-1".into())));
 
-        let (e, resolved) = by_trace_id.get(&hex(&r.record.trace_id)).expect("the record carries the id emit returned");
-        assert_eq!(r.record.span_id.len(), 8);
+        let uid = r.str_attr("log.record.uid").expect("every record has its log.record.uid");
+        let (e, resolved) = by_uid.get(uid).expect("the record carries the id emit returned");
+        assert!(r.record.trace_id.is_empty() && r.record.span_id.is_empty(), "no made-up trace context");
         assert_eq!(r.int_attr("process.pid"), Some(e.pid as i64));
         assert_eq!(r.int_attr("thread.id"), Some(e.tid as i64));
+        assert_eq!(r.int_attr("process.real_user.id"), Some(e.uid as i64));
+        // The workloads run as root, neither setuid nor setgid: effective = real.
+        assert_eq!(e.euid, Some(e.uid), "the kernel read the effective uid (BTF)");
         assert_eq!(r.int_attr("process.user.id"), Some(e.uid as i64));
-        assert_eq!(r.str_attr("process.executable.name"), Some(e.comm_lossy().as_str()));
+        assert_eq!(r.str_attr("thread.name"), Some(e.comm_lossy().as_str()));
+        // The processes have exited by now: /proc/PID/exe is gone, and nothing is guessed.
+        assert_eq!(r.attr("process.executable.path"), None);
+        assert_eq!(r.attr("process.executable.name"), None);
         assert_eq!(r.str_attr("file.path"), Some(lossy(&resolved.path).as_str()));
         assert_eq!(r.str_attr("badfd.file.path.opened"), Some(lossy(&e.path).as_str()));
         assert_eq!(r.str_attr("badfd.file.path.resolution"), Some(resolved.how.name()));
@@ -212,6 +215,7 @@ async fn one_record_per_anomaly(transport: Transport) {
     assert!(text.contains(&format!("badfd_otlp_records_total{{kind=\"anomaly\",outcome=\"exported\"}} {n}\n")), "{text}");
     assert!(text.contains("badfd_otlp_records_total{kind=\"anomaly\",outcome=\"dropped_queue_full\"} 0\n"), "{text}");
     assert!(text.contains("badfd_otlp_queue_capacity_records 16384\n"), "{text}");
+    assert!(text.contains(&format!("badfd_otlp_executable_unknown_total {n}\n")), "{text}");
     receiver.stop().await;
 }
 
@@ -366,7 +370,7 @@ async fn a_storm_is_rate_limited_per_command_and_errno_with_summaries() {
     assert_eq!(suppressed_in_summaries as u64, c.suppressed, "the summaries carry every suppressed record");
     assert_eq!(c.summaries_exported, summaries.len() as u64);
     for s in &summaries {
-        assert_eq!(s.str_attr("process.executable.name"), Some("workload"));
+        assert_eq!(s.str_attr("thread.name"), Some("workload"));
         assert_eq!(s.str_attr("error.type"), Some("ENOENT"));
         assert_eq!(s.record.severity_text, "WARN");
         assert!(s.body().unwrap().starts_with("suppressed "), "{:?}", s.body());
@@ -470,7 +474,7 @@ async fn serve_flushes_queued_records_on_sigterm() {
         .lines()
         .filter(|l| l.starts_with("badfd_anomaly_failures_total{") && l.contains("comm=\"workload\""))
         .map(|l| {
-            let (_, ex) = l.split_once(" # {trace_id=\"").unwrap_or_else(|| panic!("no exemplar on {l}"));
+            let (_, ex) = l.split_once(" # {log_record_uid=\"").unwrap_or_else(|| panic!("no exemplar on {l}"));
             ex[..32].to_string()
         })
         .collect();
@@ -494,8 +498,8 @@ async fn serve_flushes_queued_records_on_sigterm() {
         let found_later = r.bool_attr("badfd.found_later").unwrap_or_else(|| panic!("no badfd.found_later on {:?}", r.body()));
         assert_eq!(r.record.severity_text == "DEBUG", found_later, "{:?}", r.body());
     }
-    let record_ids: std::collections::BTreeSet<String> = records.iter().map(|r| hex(&r.record.trace_id)).collect();
+    let record_ids: std::collections::BTreeSet<&str> = records.iter().filter_map(|r| r.str_attr("log.record.uid")).collect();
     for id in &exemplars {
-        assert!(record_ids.contains(id), "exemplar trace_id {id} names no record the collector received");
+        assert!(record_ids.contains(id.as_str()), "exemplar log_record_uid {id} names no record the collector received");
     }
 }

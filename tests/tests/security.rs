@@ -456,7 +456,7 @@ fn redacted_paths_never_reach_the_scrape_or_the_otlp_records() {
             // This workload's: other tests' workloads run beside it.
             let ours = records
                 .iter()
-                .filter(|r| r.str_attr("process.executable.name") == Some("workload") && r.str_attr("file.path").is_some_and(|p| p.starts_with(home_text)))
+                .filter(|r| r.str_attr("thread.name") == Some("workload") && r.str_attr("file.path").is_some_and(|p| p.starts_with(home_text)))
                 .count();
             if ours >= 21 || Instant::now() > deadline {
                 break records;
@@ -464,7 +464,7 @@ fn redacted_paths_never_reach_the_scrape_or_the_otlp_records() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
-    let ours: Vec<_> = records.iter().filter(|r| r.str_attr("process.executable.name") == Some("workload") && r.str_attr("file.path").is_some_and(|p| p.starts_with(home_text))).collect();
+    let ours: Vec<_> = records.iter().filter(|r| r.str_attr("thread.name") == Some("workload") && r.str_attr("file.path").is_some_and(|p| p.starts_with(home_text))).collect();
     assert_eq!(ours.len(), 21, "the workload's records under {home_text}");
     for r in &ours {
         let path = r.str_attr("file.path").unwrap();

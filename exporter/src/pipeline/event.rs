@@ -3,7 +3,7 @@
 use exporter_common::{
     EventHeader, Syscall, DIR_BAD_FD, DIR_NOT_ATTEMPTED, DIR_READ_FAILED, DIR_RESOLVED,
     DIR_TRUNCATED, DIR_UNREACHABLE, EVENT_FAILED, EVENT_HEADER_SIZE, EVENT_PATH_TRUNCATED, EVENT_PATH_UNREADABLE,
-    EVENT_FOUND, EVENT_OPENED, EVENT_SLOW, EVENT_UNTIMED, TASK_COMM_LEN,
+    EUID_UNKNOWN, EVENT_FOUND, EVENT_OPENED, EVENT_SLOW, EVENT_UNTIMED, TASK_COMM_LEN,
 };
 
 /// What the kernel found for the directory a relative path is relative to.
@@ -36,8 +36,11 @@ pub struct OpenEvent {
     pub open_flags: u64,
     pub pid: u32,
     pub tid: u32,
+    /// The real uid and gid (`bpf_get_current_uid_gid`).
     pub uid: u32,
     pub gid: u32,
+    /// The effective uid, where the kernel could read it (BTF).
+    pub euid: Option<u32>,
     pub mode: u32,
     pub dirfd: i32,
     pub syscall: Syscall,
@@ -67,6 +70,7 @@ impl Default for OpenEvent {
             tid: 0,
             uid: 0,
             gid: 0,
+            euid: None,
             mode: 0,
             dirfd: exporter_common::AT_FDCWD,
             syscall: Syscall::Openat,
@@ -132,6 +136,7 @@ impl OpenEvent {
             tid: h.tid,
             uid: h.uid,
             gid: h.gid,
+            euid: (h.euid != EUID_UNKNOWN).then_some(h.euid),
             mode: h.mode,
             dirfd: h.dirfd,
             syscall: Syscall::from_u8(h.syscall).ok_or(DecodeError::Syscall(h.syscall))?,
@@ -227,6 +232,7 @@ mod tests {
             dir_status: DIR_NOT_ATTEMPTED,
             _reserved2: [0; 5],
             mnt_ns: 4026531841,
+            euid: EUID_UNKNOWN,
             ppid: 0,
         }
     }
@@ -250,6 +256,11 @@ mod tests {
         assert_eq!(e.syscall, Syscall::Openat);
         assert!(e.failed() && !e.slow());
         assert_eq!(e.kernel_dir, KernelDir::NotAttempted);
+        assert_eq!(e.euid, None, "EUID_UNKNOWN is no uid");
+        let mut h = header(path.len() as u16);
+        (h.uid, h.euid) = (1000, 0);
+        let e = OpenEvent::decode(&bytes(&h, path)).unwrap();
+        assert_eq!((e.uid, e.euid), (1000, Some(0)), "a setuid-root program run by uid 1000");
     }
 
     #[test]

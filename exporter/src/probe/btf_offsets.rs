@@ -360,8 +360,8 @@ impl KernelBtf {
     }
 
     /// What the exit programs read of the task: the signal state that
-    /// decides how an interrupted open ends, and (x86) the 32-bit syscall
-    /// flag. Each part is valid on its own.
+    /// decides how an interrupted open ends, (x86) the 32-bit syscall flag,
+    /// and where the effective uid is. Each part is valid on its own.
     pub fn task_offsets(&self) -> TaskOffsets {
         let signals = (|| -> Result<TaskOffsets, BtfError> {
             let sigset = 8;
@@ -385,9 +385,14 @@ impl KernelBtf {
             (Ok(task_real_parent), Ok(task_tgid)) => TaskOffsets { parent_valid: 1, task_real_parent, task_tgid, ..signals },
             _ => signals,
         };
-        match self.nested_sized(&[("task_struct", "thread_info"), ("thread_info", "status")], 4) {
+        let task = match self.nested_sized(&[("task_struct", "thread_info"), ("thread_info", "status")], 4) {
             Ok(thread_status) => TaskOffsets { compat_valid: 1, thread_status, ..parent },
             Err(_) => parent,
+        };
+        // `kuid_t` is a struct of one u32.
+        match (self.pointer("task_struct", "cred"), self.sized("cred", "euid", 4)) {
+            (Ok(task_cred), Ok(cred_euid)) => TaskOffsets { cred_valid: 1, task_cred, cred_euid, ..task },
+            _ => task,
         }
     }
 
@@ -595,6 +600,10 @@ mod tests {
         assert_eq!(t.k_sigaction_size, 32);
         // x86_64: thread_info is task_struct's first member; status follows flags and syscall_work.
         assert_eq!(t.thread_status, 16);
+        // struct cred { usage; uid; gid; suid; sgid; euid; .. }: euid is four ids after uid.
+        assert_eq!(t.cred_valid, 1, "{t:?}");
+        assert_eq!(t.cred_euid, btf.member("cred", "uid").unwrap().offset + 16);
+        assert_eq!(t.task_cred, btf.member("task_struct", "real_cred").unwrap().offset + 8, "cred follows real_cred");
         let io = btf.io_uring_offsets().expect("this kernel has io_uring");
         assert_eq!(io.req_open, 0, "the command data opens struct io_kiocb");
         assert_eq!((io.open_dfd, io.open_filename), (8, 16), "struct io_open {{ file; dfd; file_slot; filename; .. }}");

@@ -231,6 +231,34 @@ fn fifo(dir: &Path, delay: Duration) {
     close(writer);
 }
 
+/// tests/semconv.rs: a thread named `SEMCONV_COMM` (not its executable's
+/// name) whose real uid (65534) is not its effective uid (0) fails one open
+/// and makes one slow (a FIFO its writer opens after `delay`), then lives on
+/// for `linger` so that its executable can still be read.
+fn semconv(dir: &Path, delay: Duration, linger: Duration) {
+    // SAFETY: plain syscall wrappers; a NUL-terminated name.
+    assert_eq!(unsafe { libc::setresuid(65534, 0, 0) }, 0, "setresuid: {}", std::io::Error::last_os_error());
+    assert_eq!(unsafe { libc::prctl(libc::PR_SET_NAME, c"semconv-probe".as_ptr()) }, 0);
+    openat(libc::AT_FDCWD, &join(dir, b"semconv-missing"), libc::O_RDONLY, 0);
+    let fifo = dir.join("fifo");
+    let c = cstr(&bytes(&fifo));
+    // SAFETY: valid C string.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o666) }, 0, "mkfifo");
+    let fifo_bytes = bytes(&fifo);
+    let writer = {
+        let fifo_bytes = fifo_bytes.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(delay);
+            openat(libc::AT_FDCWD, &fifo_bytes, libc::O_WRONLY, 0)
+        })
+    };
+    // Blocks until the writer opens the FIFO: the slow open, on the main thread.
+    let reader = openat(libc::AT_FDCWD, &fifo_bytes, libc::O_RDONLY, 0);
+    close(writer.join().unwrap());
+    close(reader);
+    std::thread::sleep(linger);
+}
+
 fn fast(dir: &Path, count: usize) {
     let file = join(dir, b"fast");
     close(openat(libc::AT_FDCWD, &file, libc::O_CREAT | libc::O_WRONLY, 0o644));
@@ -426,6 +454,7 @@ fn main() {
         "uring" => uring_opens(&dir, n as usize),
         "signal" => signal(&dir, args.get(3).expect("workload signal DIR eintr|restart|kill")),
         "stale" => stale(&dir),
+        "semconv" => semconv(&dir, Duration::from_millis(n), Duration::from_millis(arg_at(&args, 4))),
         other => panic!("unknown scenario {other}"),
     }
     let manifest = MANIFEST.lock().unwrap();

@@ -7,8 +7,12 @@ use std::{
 };
 
 use hdrhistogram::Histogram as HdrHistogram;
+use prometheus_client::metrics::exemplar::HistogramWithExemplars;
 
-use super::budget::Budgeted;
+use super::{
+    budget::Budgeted,
+    exemplar::{record_exemplar, RecordExemplar},
+};
 use crate::{
     errno,
     pipeline::{containers::ContainerLabels, labels::OTHER, Anomaly, RecordId},
@@ -58,22 +62,33 @@ impl Default for SlowSeries {
     }
 }
 
-/// A fixed-bucket histogram of one label set ([`SLOW_BUCKETS_SECONDS`]).
-#[derive(Debug, Default)]
-pub struct BucketHistogram {
-    /// Non-cumulative; the last slot is +Inf.
-    pub buckets: [u64; SLOW_BUCKETS_SECONDS.len() + 1],
-    pub sum_ns: u64,
-    pub count: u64,
+/// A fixed-bucket histogram of one label set ([`SLOW_BUCKETS_SECONDS`]),
+/// each bucket with the OTLP record of its latest slow open that has one as
+/// its exemplar. A prometheus-client histogram, because only its own types can
+/// hold exemplars; shared (cheap clones) so that a scrape encodes it outside
+/// the aggregates' lock.
+#[derive(Clone, Debug)]
+pub struct BucketHistogram(HistogramWithExemplars<RecordExemplar>);
+
+impl Default for BucketHistogram {
+    fn default() -> Self {
+        BucketHistogram(HistogramWithExemplars::new(SLOW_BUCKETS_SECONDS.into_iter()))
+    }
 }
 
 impl BucketHistogram {
     pub fn observe_ns(&mut self, ns: u64) {
-        let s = ns as f64 / 1e9;
-        let i = SLOW_BUCKETS_SECONDS.iter().position(|&b| s <= b).unwrap_or(SLOW_BUCKETS_SECONDS.len());
-        self.buckets[i] += 1;
-        self.sum_ns += ns;
-        self.count += 1;
+        self.observe_ns_with_record(ns, None);
+    }
+
+    /// Observes one slow open; `record` (its OTLP record) becomes the exemplar
+    /// of the bucket it falls into.
+    pub fn observe_ns_with_record(&mut self, ns: u64, record: Option<RecordId>) {
+        self.0.observe(ns as f64 / 1e9, record.map(record_exemplar), None);
+    }
+
+    pub(super) fn inner(&self) -> &HistogramWithExemplars<RecordExemplar> {
+        &self.0
     }
 }
 
@@ -137,7 +152,9 @@ impl Aggregates {
                 s.last_record = a.record_id;
             }
             s.latency_us.saturating_record((a.event.latency_ns / 1000).max(1));
-            self.slow_duration.get_mut(&(a.comm.clone(), a.container_labels.clone()), now).observe_ns(a.event.latency_ns);
+            self.slow_duration
+                .get_mut(&(a.comm.clone(), a.container_labels.clone()), now)
+                .observe_ns_with_record(a.event.latency_ns, a.record_id);
         }
     }
 
@@ -206,16 +223,28 @@ pub struct OffenderRow {
 mod tests {
     use super::*;
 
+    fn openmetrics(h: &BucketHistogram) -> String {
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register("slow", "Slow", h.inner().clone());
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        text
+    }
+
     #[test]
-    fn slow_histogram_buckets_are_inclusive_upper_bounds() {
+    fn slow_histogram_buckets_are_inclusive_upper_bounds_with_the_latest_record_as_exemplar() {
         let mut h = BucketHistogram::default();
-        h.observe_ns(10_000_000); // exactly 0.01 s: in le="0.01"
+        h.observe_ns_with_record(10_000_000, Some([1; 16])); // exactly 0.01 s: in le="0.01"
         h.observe_ns(10_000_001);
-        h.observe_ns(120_000_000_000);
-        assert_eq!(h.buckets[3], 1);
-        assert_eq!(h.buckets[4], 1);
-        assert_eq!(h.buckets[SLOW_BUCKETS_SECONDS.len()], 1);
-        assert_eq!(h.count, 3);
+        h.observe_ns_with_record(120_000_000_000, Some([2; 16]));
+        h.observe_ns_with_record(90_000_000_000, Some([3; 16]));
+        let text = openmetrics(&h);
+        let line = |le: &str| text.lines().find(|l| l.starts_with(&format!("slow_bucket{{le=\"{le}\"}}"))).unwrap().to_string();
+        assert_eq!(line("0.005"), "slow_bucket{le=\"0.005\"} 0");
+        assert_eq!(line("0.01"), format!("slow_bucket{{le=\"0.01\"}} 1 # {{log_record_uid=\"{}\"}} 0.01", "01".repeat(16)));
+        assert_eq!(line("0.025"), "slow_bucket{le=\"0.025\"} 2", "no record: no exemplar");
+        assert_eq!(line("+Inf"), format!("slow_bucket{{le=\"+Inf\"}} 4 # {{log_record_uid=\"{}\"}} 90.0", "03".repeat(16)), "the latest");
+        assert!(text.contains("slow_count 4\n"), "{text}");
     }
 
     #[test]

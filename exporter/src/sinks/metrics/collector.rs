@@ -4,12 +4,12 @@ use std::sync::{Arc, Mutex};
 
 use prometheus_client::{
     collector::Collector,
-    encoding::{DescriptorEncoder, NoLabelSet},
+    encoding::{DescriptorEncoder, EncodeMetric},
     metrics::MetricType,
 };
 
 use super::{
-    aggregates::{Aggregates, BucketHistogram, CommKey, Container, FailureKey, SlowKey, SLOW_BUCKETS_SECONDS},
+    aggregates::{Aggregates, BucketHistogram, CommKey, Container, FailureKey, SlowKey},
     exemplar::{counter, counter_with_exemplar},
     FAILURES_METRIC, SLOW_DURATION_METRIC, SLOW_OPENS_METRIC,
 };
@@ -52,11 +52,8 @@ impl AggregatesSnapshot {
         AggregatesSnapshot {
             failures: a.failures.iter().map(|(k, f)| (k.clone(), f.count, f.last_record)).collect(),
             slow: a.slow.iter().map(|(k, s)| (k.clone(), s.count, s.last_record)).collect(),
-            slow_duration: a
-                .slow_duration
-                .iter()
-                .map(|(c, h)| (c.clone(), BucketHistogram { buckets: h.buckets, sum_ns: h.sum_ns, count: h.count }))
-                .collect(),
+            // Shared handles: each is read under its own lock while encoding.
+            slow_duration: a.slow_duration.iter().map(|(c, h)| (c.clone(), h.clone())).collect(),
             folded: [a.failures.folded, a.slow.folded, a.slow_duration.folded],
             expired: [a.failures.expired, a.slow.expired, a.slow_duration.expired],
         }
@@ -77,12 +74,10 @@ impl Collector for AggregatesCollector {
             counter_with_exemplar(&mut m, &with_container([("comm", &**comm), ("path_prefix", &**prefix)], c), *count, *record)?;
         }
         let mut m = encoder.encode_descriptor("anomaly_slow_open_duration_seconds", "Latency of slow opens streamed as anomalies, by comm.", None, MetricType::Histogram)?;
-        let mut buckets: Vec<(f64, u64)> = Vec::with_capacity(SLOW_BUCKETS_SECONDS.len() + 1);
         for ((comm, c), h) in &a.slow_duration {
-            // Per-bucket counts: the encoder accumulates them.
-            buckets.clear();
-            buckets.extend(h.buckets.iter().enumerate().map(|(i, &n)| (SLOW_BUCKETS_SECONDS.get(i).copied().unwrap_or(f64::INFINITY), n)));
-            m.encode_family(&with_container([("comm", &**comm)], c))?.encode_histogram::<NoLabelSet>(h.sum_ns as f64 / 1e9, h.count, &buckets, None)?;
+            // Each bucket's exemplar is its latest slow open's record (the
+            // classic format strips them).
+            h.inner().encode(m.encode_family(&with_container([("comm", &**comm)], c))?)?;
         }
         let metrics = [FAILURES_METRIC, SLOW_OPENS_METRIC, SLOW_DURATION_METRIC];
         let mut m = encoder.encode_descriptor("label_sets_folded", "Label sets folded into comm=\"other\"/path_prefix=\"other\" because the metric was at its label-set budget.", None, MetricType::Counter)?;
@@ -113,7 +108,7 @@ mod tests {
         sinks::metrics::{Exposition, Format},
     };
 
-    /// The exemplar's trace id is the record's id in hex; the classic format
+    /// The exemplar's `log_record_uid` is the record's id in hex; the classic format
     /// gets none (not made, not just stripped), and both formats show the same
     /// counts.
     #[test]
@@ -131,13 +126,13 @@ mod tests {
         let line = om.lines().find(|l| l.starts_with("badfd_anomaly_failures_total{")).unwrap();
         assert_eq!(
             line,
-            "badfd_anomaly_failures_total{errno=\"ENOENT\",found_later=\"false\",comm=\"app\",path_prefix=\"/etc\"} 3 # {trace_id=\"0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f\"} 1.0"
+            "badfd_anomaly_failures_total{errno=\"ENOENT\",found_later=\"false\",comm=\"app\",path_prefix=\"/etc\"} 3 # {log_record_uid=\"0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f\"} 1.0"
         );
         let classic = exposition.render(Format::Classic);
         assert!(classic.contains("\nbadfd_anomaly_failures_total{errno=\"ENOENT\",found_later=\"false\",comm=\"app\",path_prefix=\"/etc\"} 3\n"), "{classic}");
-        assert!(!classic.contains("trace_id"));
+        assert!(!classic.contains("log_record_uid"));
         // The next OpenMetrics render has its exemplars again.
-        assert!(exposition.render(Format::OpenMetrics).contains("trace_id"));
+        assert!(exposition.render(Format::OpenMetrics).contains("log_record_uid"));
     }
 
     fn anomaly(comm: &str, prefix: &str, container: Option<ContainerLabels>) -> Anomaly {
@@ -154,6 +149,24 @@ mod tests {
             container_labels: container.map(Arc::new),
             ..Anomaly::new(event, resolved, 0)
         }
+    }
+
+    /// The histogram's bucket of a slow open names its record; the classic
+    /// format strips it and keeps the counts.
+    #[test]
+    fn slow_open_histogram_bucket_names_the_record() {
+        let mut a = Aggregates::new(10, Duration::from_secs(60));
+        a.record(&Anomaly { record_id: Some([0xa5; 16]), ..anomaly("app", "/etc", None) });
+        a.record(&anomaly("app", "/etc", None));
+        let mut exposition = Exposition::new();
+        exposition.registry.register_collector(Box::new(AggregatesCollector { aggregates: Arc::new(Mutex::new(a)) }));
+        let om = exposition.render(Format::OpenMetrics);
+        // 20 ms: the first bucket that holds it is le="0.025".
+        let bucket = "badfd_anomaly_slow_open_duration_seconds_bucket{le=\"0.025\",comm=\"app\"} 2";
+        assert!(om.contains(&format!("{bucket} # {{log_record_uid=\"{}\"}} 0.02\n", "a5".repeat(16))), "{om}");
+        assert_eq!(om.matches("log_record_uid").count(), 3, "the bucket, the failure and the slow-opens counters: {om}");
+        let classic = exposition.render(Format::Classic);
+        assert!(classic.contains(&format!("{bucket}\n")) && !classic.contains("log_record_uid"), "{classic}");
     }
 
     fn render(aggregates: Aggregates) -> String {

@@ -5,7 +5,7 @@
 //! Which anomalies get a record is decided in the pipeline, before any sink:
 //! its record-id stage asks [`Otlp`] (the per-(command, errno) rate limit, as
 //! [`RecordAdmission`]), so that the metrics carry the same id as the record's
-//! trace id, as an exemplar. The sink then puts a copy of each such anomaly
+//! `log.record.uid`, as an exemplar. The sink then puts a copy of each such anomaly
 //! into a bounded queue, never blocking (or counts it dropped when the queue
 //! is full). One tokio task (`export.rs`) takes batches from the queue and
 //! hands each to a request task (at most `MAX_CONCURRENT_EXPORTS` in flight)
@@ -28,6 +28,7 @@
 //! ```
 
 mod config;
+pub mod executable;
 mod export;
 mod exporter;
 mod limiter;
@@ -46,16 +47,15 @@ use std::{
 pub use config::{Compression, OtlpConfig, Protocol, TlsFile, TlsFiles};
 pub use export::{MAX_BACKOFF, MAX_CONCURRENT_EXPORTS, SUMMARY_INTERVAL};
 pub use metrics::OtlpCounts;
-pub use opentelemetry::TraceId;
 pub use tls::TlsError;
 pub use record::{severity, EVENT_FAILED, EVENT_SLOW, EVENT_SUPPRESSED, ORDINARY_ERRNOS, SERIOUS_ERRNOS};
 
 use export::{ExportTask, Item};
 use limiter::RateLimiter;
 use metrics::Metrics;
-use opentelemetry::{InstrumentationScope, SpanId};
+use opentelemetry::InstrumentationScope;
 use opentelemetry_sdk::logs::{LogExporter, SdkLoggerProvider};
-use prometheus_client::registry::Registry;
+use prometheus_client::{metrics::counter::Counter, registry::Registry};
 use record::QueuedAnomaly;
 use tokio::sync::{mpsc, oneshot};
 
@@ -99,6 +99,10 @@ pub struct Otlp {
     queued_bytes: Arc<AtomicUsize>,
     limiter: Arc<Mutex<RateLimiter>>,
     metrics: Metrics,
+    /// The openers' executables, read as their records are queued.
+    executables: Mutex<executable::ExecutableCache>,
+    /// Records queued without an executable (the process had exited).
+    executable_unknown: Counter,
     stop: Mutex<Option<(oneshot::Sender<Instant>, tokio::task::JoinHandle<()>)>>,
 }
 
@@ -138,6 +142,12 @@ impl Otlp {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| StartError::NoRuntime)?;
         exporter.set_resource(&exporter::resource(&config));
         let metrics = Metrics::register(registry, config.queue_size);
+        let executable_unknown = Counter::default();
+        registry.sub_registry_with_prefix("otlp").register(
+            "executable_unknown",
+            "Records queued without process.executable.* because /proc/PID/exe could not be read (the process had exited, or a kernel thread)",
+            executable_unknown.clone(),
+        );
         let (queue, rx) = mpsc::channel(config.queue_size);
         let queued_bytes = Arc::new(AtomicUsize::new(0));
         let limiter = Arc::new(Mutex::new(RateLimiter::new(config.rate_limit, config.rate_burst)));
@@ -156,7 +166,15 @@ impl Otlp {
             transport_error,
         };
         let handle = runtime.spawn(task.run(stop_rx));
-        Ok(Otlp { queue, queued_bytes, limiter, metrics, stop: Mutex::new(Some((stop_tx, handle))) })
+        Ok(Otlp {
+            queue,
+            queued_bytes,
+            limiter,
+            metrics,
+            executables: Mutex::new(executable::ExecutableCache::default()),
+            executable_unknown,
+            stop: Mutex::new(Some((stop_tx, handle))),
+        })
     }
 
     /// Whether a record of `comm` failing with `errno` (`None`: a slow open)
@@ -173,19 +191,19 @@ impl Otlp {
     }
 
     /// Queues one log record for `event`, never blocking: the rate limit, a
-    /// fresh trace id, the queue. Returns the record's trace id
+    /// fresh record id, the queue. Returns the record's `log.record.uid`
     /// (`to_string()` gives the 32 hex digits), or None when the record was
     /// suppressed by the rate limit or dropped because the queue is full
     /// (both counted). A queued record can still fail to export later; that
     /// is counted too. (`serve` goes through [`OtlpSink`] instead, with the
     /// pipeline's ids.)
-    pub fn emit(&self, event: &OpenEvent, resolved: &ResolvedPath) -> Option<TraceId> {
+    pub fn emit(&self, event: &OpenEvent, resolved: &ResolvedPath) -> Option<LogRecordUid> {
         let time = WallClock::now().wall_ns(event.start_ns);
         if !self.admit(event, crate::pipeline::clock::system_time(time)) {
             return None;
         }
         let id: RecordId = rand::random();
-        self.enqueue(event, resolved, time, id, RecordExtras::default()).then(|| TraceId::from_bytes(id))
+        self.enqueue(event, resolved, time, id, RecordExtras::default()).then_some(LogRecordUid(id))
     }
 
     /// Puts a copy of the anomaly into the queue as record `id`, never
@@ -200,13 +218,15 @@ impl Otlp {
             self.metrics.dropped_queue_full.inc();
             return false;
         }
+        let executable = self.executables.lock().unwrap_or_else(|p| p.into_inner()).lookup(event.pid, event.tid, &event.comm, Instant::now());
+        let executable_unknown = executable.is_none();
         let anomaly = QueuedAnomaly {
             event: event.clone(),
             resolved: resolved.path.clone(),
             resolution: resolved.how,
             time: crate::pipeline::clock::system_time(wall_ns),
-            trace_id: TraceId::from_bytes(id),
-            span_id: SpanId::from_bytes(rand::random()),
+            record_id: id,
+            executable,
             container: extras.container,
             found_later: extras.found_later,
             missing: extras.missing,
@@ -218,7 +238,12 @@ impl Otlp {
             self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
         }
         match sent {
-            Ok(()) => true,
+            Ok(()) => {
+                if executable_unknown {
+                    self.executable_unknown.inc();
+                }
+                true
+            }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.metrics.dropped_queue_full.inc();
                 false
@@ -301,11 +326,27 @@ struct RecordExtras {
     missing: Option<crate::pipeline::missing::MissingComponent>,
 }
 
-/// The OpenMetrics exemplar labels `{trace_id="<32 hex digits>"}` that point
-/// at the log record `emit` returned `trace_id` for (the metrics sink writes
+/// A record's `log.record.uid`: its record id as 32 lowercase hex digits
+/// (`Display`), the value the metrics' exemplars carry as `log_record_uid`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LogRecordUid(pub RecordId);
+
+impl std::fmt::Display for LogRecordUid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+/// The exemplar label that names a log record: OpenMetrics label names allow
+/// no dots, so `log.record.uid` becomes `log_record_uid`. Grafana's
+/// `exemplarTraceIdDestinations` takes this name (dashboards/provisioning).
+pub const EXEMPLAR_LABEL: &str = "log_record_uid";
+
+/// The OpenMetrics exemplar labels `{log_record_uid="<32 hex digits>"}` that
+/// point at the log record `emit` returned `uid` for (the metrics sink writes
 /// its exemplars itself, from the anomaly's record id).
-pub fn exemplar_labels(trace_id: TraceId) -> Vec<(String, String)> {
-    vec![("trace_id".to_string(), trace_id.to_string())]
+pub fn exemplar_labels(uid: LogRecordUid) -> Vec<(String, String)> {
+    vec![(EXEMPLAR_LABEL.to_string(), uid.to_string())]
 }
 
 /// `Otlp` is shared between the event loop and the signal handler.
@@ -326,9 +367,9 @@ mod tests {
     }
 
     #[test]
-    fn exemplars_name_the_records_trace_id() {
+    fn exemplars_name_the_records_uid() {
         use prometheus_client::metrics::exemplar::CounterWithExemplar;
-        let id = TraceId::from_bytes([0xab; 16]);
+        let id = LogRecordUid([0xab; 16]);
         let mut registry = Registry::with_prefix("badfd");
         let failures = CounterWithExemplar::<Vec<(String, String)>>::default();
         registry.register("open_failures", "Failed opens", failures.clone());
@@ -336,7 +377,7 @@ mod tests {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         assert!(
-            text.contains(&format!("badfd_open_failures_total 1 # {{trace_id=\"{}\"}} 1", "ab".repeat(16))),
+            text.contains(&format!("badfd_open_failures_total 1 # {{log_record_uid=\"{}\"}} 1", "ab".repeat(16))),
             "{text}"
         );
     }

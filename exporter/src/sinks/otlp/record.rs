@@ -5,9 +5,12 @@
 //!
 //! | attribute | value |
 //! | --- | --- |
-//! | `process.pid`, `thread.id` | the opener's pid and tid |
-//! | `process.executable.name` | its command name (comm, at most 15 bytes) |
-//! | `process.user.id` | its uid |
+//! | `log.record.uid` | the record's id, 32 hex digits: the metrics' exemplars carry it as `log_record_uid` |
+//! | `process.pid`, `thread.id` | the opener's pid (tgid) and tid |
+//! | `thread.name` | the opening thread's name (its comm: at most 15 bytes, and what the program set; not an executable) |
+//! | `process.executable.path`, `process.executable.name` | the target of `/proc/PID/exe` and its base name, read when the record was queued; absent when it could not be read (the process had exited; see `executable.rs`) |
+//! | `process.user.id` | its **effective** uid, where the kernel could read it (BTF); absent otherwise |
+//! | `process.real_user.id` | its real uid |
 //! | `file.path` | the path **resolved** against the opener's cwd or dirfd (absolute where badfd could resolve it) |
 //! | `badfd.file.path.opened` | the path exactly as passed to the syscall |
 //! | `badfd.file.path.resolution` | how `file.path` was made absolute: absolute, kernel, proc, unresolved |
@@ -24,6 +27,14 @@
 //!
 //! | `badfd.file.path.bytes`, `badfd.file.path.opened.bytes` | the exact bytes of `file.path` and `badfd.file.path.opened`, only when they are not valid UTF-8 |
 //!
+//! There is no trace context: an open is not part of a trace badfd knows of,
+//! and a made-up trace id would send a backend looking for a trace that does
+//! not exist. The metrics point at a record by its `log.record.uid`.
+//!
+//! The resource's attributes (`service.*`, `host.name`, and `k8s.*` of the
+//! pod badfd runs in) describe badfd itself; the record's `k8s.*` and
+//! `container.*` attributes describe the process that opened the file.
+//!
 //! `file.path` is the resolved path because that is the file a user looks for.
 //! Paths are raw bytes in the kernel; the string attributes are UTF-8 with
 //! U+FFFD for each invalid sequence, so a path that is not UTF-8 also gets its
@@ -34,15 +45,12 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use opentelemetry::{
-    logs::{AnyValue, LogRecord as _, Severity},
-    SpanId, TraceFlags, TraceId,
-};
+use opentelemetry::logs::{AnyValue, LogRecord as _, Severity};
 use opentelemetry_sdk::logs::SdkLogRecord;
 
 use crate::{
     errno,
-    pipeline::{missing::MissingComponent, open_flags::open_flags_names, resolve::Resolution, OtelAttributes},
+    pipeline::{missing::MissingComponent, open_flags::open_flags_names, resolve::Resolution, OtelAttributes, RecordId},
     OpenEvent,
 };
 
@@ -58,8 +66,10 @@ pub(crate) struct QueuedAnomaly {
     pub resolved: Vec<u8>,
     pub resolution: Resolution,
     pub time: SystemTime,
-    pub trace_id: TraceId,
-    pub span_id: SpanId,
+    /// `log.record.uid`, and the metrics' exemplar.
+    pub record_id: RecordId,
+    /// `/proc/PID/exe` as read when the record was queued.
+    pub executable: Option<std::sync::Arc<[u8]>>,
     /// The container's attributes (see `ContainerInfo::otel_attributes`).
     pub container: Option<OtelAttributes>,
     /// A failure's found-later verdict; `None` when not classified.
@@ -121,16 +131,23 @@ pub(crate) fn fill_anomaly(record: &mut SdkLogRecord, a: &QueuedAnomaly) {
     record.set_severity_text(sev.name());
     record.set_timestamp(a.time);
     record.set_observed_timestamp(SystemTime::now());
-    record.set_trace_context(a.trace_id, a.span_id, Some(TraceFlags::default()));
     let body = match errno {
         Some(n) => format!("{comm} (pid {}) could not open {resolved}: {} ({})", e.pid, errno::name(n), errno::meaning(n)),
         None => format!("{comm} (pid {}) took {:.3} s to open {resolved}", e.pid, e.latency_ns as f64 / 1e9),
     };
     record.set_body(AnyValue::String(body.into()));
+    record.add_attribute("log.record.uid", AnyValue::String(super::LogRecordUid(a.record_id).to_string().into()));
     record.add_attribute("process.pid", int(e.pid));
     record.add_attribute("thread.id", int(e.tid));
-    record.add_attribute("process.executable.name", AnyValue::String(comm.into()));
-    record.add_attribute("process.user.id", int(e.uid));
+    record.add_attribute("thread.name", AnyValue::String(comm.into()));
+    if let Some(path) = &a.executable {
+        record.add_attribute("process.executable.path", AnyValue::String(lossy(path).into()));
+        record.add_attribute("process.executable.name", AnyValue::String(lossy(super::executable::base_name(path)).into()));
+    }
+    if let Some(euid) = e.euid {
+        record.add_attribute("process.user.id", int(euid));
+    }
+    record.add_attribute("process.real_user.id", int(e.uid));
     record.add_attribute("file.path", AnyValue::String(resolved.into()));
     record.add_attribute("badfd.file.path.opened", AnyValue::String(lossy(&e.path).into()));
     // Lossless where the strings are not.
@@ -180,9 +197,9 @@ pub(crate) fn fill_summary(record: &mut SdkLogRecord, s: &Suppressed, window: Du
     record.set_body(AnyValue::String(
         format!("suppressed {} {what} by {comm} over {secs:.1} s (rate limit per user, cgroup and errno)", s.count).into(),
     ));
-    record.add_attribute("process.executable.name", AnyValue::String(comm.into()));
+    record.add_attribute("thread.name", AnyValue::String(comm.into()));
     if let Some(source) = s.source {
-        record.add_attribute("process.user.id", int(source.uid));
+        record.add_attribute("process.real_user.id", int(source.uid));
         record.add_attribute("badfd.cgroup.id", AnyValue::Int(source.cgroup_id as i64));
     }
     if let Some(n) = s.errno {
