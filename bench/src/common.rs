@@ -126,6 +126,7 @@ pub fn event_bytes(errno: i64, slow: bool, comm: &str, path: &[u8], dir: Option<
         mnt_ns: 4026531841,
         euid: 0,
         ppid: 0,
+        _reserved4: 0,
     };
     let mut v = vec![0u8; EVENT_HEADER_SIZE];
     // SAFETY: v holds EVENT_HEADER_SIZE bytes; EventHeader is plain data.

@@ -234,6 +234,7 @@ mod tests {
             mnt_ns: 4026531841,
             euid: EUID_UNKNOWN,
             ppid: 0,
+            _reserved4: 0,
         }
     }
 
