@@ -685,15 +685,18 @@ fn all_shows_successful_opens_of_the_command() {
     assert!(!both.status.success(), "--all and --err exclude each other");
 }
 
-/// The JSON line carries the opener's parent pid, from the kernel at the
-/// time of the open.
+/// The JSON line carries the opener's parent pid and effective uid, from the
+/// kernel at the time of the open, and its executable, read as the event
+/// arrived (the shell still runs then; the failure is written a found-later
+/// window later).
 #[test]
-fn json_lines_carry_the_parent_pid() {
+fn json_lines_carry_the_parent_pid_euid_and_executable() {
     let dir = TempDir::new("trace-ppid");
     let out = TempDir::new("trace-ppid-out");
     let d = str_of(dir.path());
     // sh forks cat (the `; exit 0` keeps it from exec'ing cat in its place).
-    let script = format!("echo $$ > {d}/sh.pid; cat {d}/absent 2>/dev/null; exit 0");
+    // `read` is a regular builtin: its failed redirection does not end the shell.
+    let script = format!("echo $$ > {d}/sh.pid; cat {d}/absent 2>/dev/null; read x < {d}/absent-sh 2>/dev/null; sleep 1; exit 0");
     let run = trace(out.path(), &["-x"], &["sh", "-c", &script]);
     assert!(run.output.status.success(), "{}", run.stderr());
     let sh: u64 = std::fs::read_to_string(dir.path().join("sh.pid")).unwrap().trim().parse().unwrap();
@@ -706,4 +709,10 @@ fn json_lines_carry_the_parent_pid() {
     assert_eq!(cat.len(), 1, "{:?}", run.lines);
     assert_eq!(cat[0].0, sh, "cat's parent is the shell");
     assert_ne!(cat[0].1, sh);
+    let shell: Vec<&Value> = run.lines.iter().filter(|l| l["resolved_path"].as_str() == Some(&format!("{d}/absent-sh"))).collect();
+    assert_eq!(shell.len(), 1, "{:?}", run.lines);
+    assert_eq!(shell[0]["pid"].as_u64(), Some(sh));
+    let sh_exe = std::fs::canonicalize("/bin/sh").unwrap();
+    assert_eq!(shell[0]["executable"].as_str(), sh_exe.to_str(), "{}", shell[0]);
+    assert_eq!((shell[0]["uid"].as_u64(), shell[0]["euid"].as_u64()), (Some(0), Some(0)));
 }

@@ -210,7 +210,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             pipeline = pipeline.with_containers(containers, settings.container_labels);
         }
         if let Some(otlp) = &otlp {
-            pipeline = pipeline.with_record_ids(otlp.clone()).with_missing_components(false);
+            pipeline = pipeline.with_record_ids(otlp.clone()).with_missing_components(false).with_executables();
         }
         EventLoop::new(reader, pipeline).spawn(stop.clone())?
     };

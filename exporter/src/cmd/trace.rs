@@ -47,7 +47,7 @@ fn pipeline(args: &TraceArgs, terminal: TerminalSink, stats: PipelineStats, reda
         .with_found_later(args.kernel_settings().map(|k| k.found_later_window_ns()).unwrap_or(0))
         .with_missing_components(true);
     match args.json {
-        true => pipeline.with_containers(Arc::new(Containers::new(ContainersOptions::default())), false),
+        true => pipeline.with_containers(Arc::new(Containers::new(ContainersOptions::default())), false).with_executables(),
         false => pipeline,
     }
 }

@@ -51,6 +51,10 @@ pub struct Anomaly {
     pub container_attributes: Option<OtelAttributes>,
     /// Its metric labels, with `--metrics.container-labels` only.
     pub container_labels: Option<Arc<ContainerLabels>>,
+    /// The opener's executable (`/proc/PID/exe`) as the pipeline's executable
+    /// stage read it on arrival (`Some(None)`: unreadable, the process had
+    /// exited); `None` where the stage is off.
+    pub executable: Option<Option<Arc<[u8]>>>,
 }
 
 impl Anomaly {
@@ -69,6 +73,7 @@ impl Anomaly {
             container: None,
             container_attributes: None,
             container_labels: None,
+            executable: None,
         }
     }
 

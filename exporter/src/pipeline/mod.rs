@@ -8,7 +8,8 @@
 //!   -> filter          filter.rs          what the kernel cannot decide (trace's --errno, --path-prefix)
 //!   -> redact          redact.rs          --paths.redact, before any label, record or line sees a path
 //!   -> labels          labels/            the interned `comm` and `path_prefix` label values
-//!   -> container       containers/        container and pod, by cgroup (when a sink uses them): looked up
+//!   -> container       containers/        container and pod, by cgroup (when a sink uses them)
+//!   -> executable      executable.rs      /proc/PID/exe, read on arrival (OTLP records, trace --json): looked up
 //!                                         off this thread, read when the anomaly is decided (below)
 //!   -> wall time       clock.rs           the one monotonic-to-wall clock
 //!   -> found later     found_later.rs     a failure is held until its process found the name (a probe) or its window closed
@@ -31,6 +32,7 @@ pub mod clock;
 pub mod containers;
 pub mod event;
 pub mod event_loop;
+pub mod executable;
 pub mod filter;
 pub mod found_later;
 pub mod labels;
@@ -85,6 +87,7 @@ pub struct Pipeline {
     labels: Labeler,
     containers: Option<ContainerLookup>,
     clock: WallClock,
+    executables: Option<executable::ExecutableCache>,
     found_later: Option<FoundLaterStage>,
     record_ids: Option<RecordIds>,
     /// With whether every not-found failure is looked up (trace) or only
@@ -105,6 +108,7 @@ impl Pipeline {
             labels: Labeler::new(depth),
             containers: None,
             clock: WallClock::now(),
+            executables: None,
             found_later: None,
             record_ids: None,
             missing: None,
@@ -118,6 +122,14 @@ impl Pipeline {
     /// their metric labels too (`--metrics.container-labels`).
     pub fn with_containers(mut self, containers: Arc<Containers>, labels: bool) -> Pipeline {
         self.containers = Some(ContainerLookup::new(containers, labels));
+        self
+    }
+
+    /// Reads each anomaly's executable (`/proc/PID/exe`) as it arrives, while
+    /// its process most likely still runs (a failure is decided up to its
+    /// found-later window later).
+    pub fn with_executables(mut self) -> Pipeline {
+        self.executables = Some(executable::ExecutableCache::default());
         self
     }
 
@@ -205,6 +217,14 @@ impl Pipeline {
         if let Some(lookup) = &mut self.containers {
             lookup.prefetch(&event);
         }
+        let executable = self.executables.as_mut().map(|cache| {
+            let path = cache.lookup(event.pid, event.tid, &event.comm, std::time::Instant::now())?;
+            // Redacted as the paths are (a home directory names its user).
+            match self.redactor.is_off() {
+                true => Some(path),
+                false => Some(self.redactor.redact_absolute(&path).map_or(path, Arc::from)),
+            }
+        });
         let anomaly = Anomaly {
             wall_ns: self.clock.wall_ns(event.start_ns),
             event,
@@ -217,6 +237,7 @@ impl Pipeline {
             container: None,
             container_attributes: None,
             container_labels: None,
+            executable,
         };
         match self.found_later.take() {
             Some(mut stage) => {

@@ -28,7 +28,7 @@
 //! ```
 
 mod config;
-pub mod executable;
+pub(crate) use crate::pipeline::executable;
 mod export;
 mod exporter;
 mod limiter;
@@ -218,7 +218,11 @@ impl Otlp {
             self.metrics.dropped_queue_full.inc();
             return false;
         }
-        let executable = self.executables.lock().unwrap_or_else(|p| p.into_inner()).lookup(event.pid, event.tid, &event.comm, Instant::now());
+        // The pipeline's, read as the anomaly arrived; else read now.
+        let executable = match extras.executable {
+            Some(known) => known,
+            None => self.executables.lock().unwrap_or_else(|p| p.into_inner()).lookup(event.pid, event.tid, &event.comm, Instant::now()),
+        };
         let executable_unknown = executable.is_none();
         let anomaly = QueuedAnomaly {
             event: event.clone(),
@@ -311,6 +315,7 @@ impl Sink for OtlpSink {
                     container: a.container_attributes.clone(),
                     found_later: a.found_later,
                     missing: a.missing.clone(),
+                    executable: a.executable.clone(),
                 };
                 self.otlp.enqueue(&a.event, &a.resolved, a.wall_ns, id, extras);
             }
@@ -324,6 +329,9 @@ struct RecordExtras {
     container: Option<OtelAttributes>,
     found_later: Option<bool>,
     missing: Option<crate::pipeline::missing::MissingComponent>,
+    /// The pipeline's executable stage's answer (`Some(None)`: looked up,
+    /// unreadable); `None` where it did not run.
+    executable: Option<Option<std::sync::Arc<[u8]>>>,
 }
 
 /// A record's `log.record.uid`: its record id as 32 lowercase hex digits

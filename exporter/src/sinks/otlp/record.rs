@@ -8,7 +8,7 @@
 //! | `log.record.uid` | the record's id, 32 hex digits: the metrics' exemplars carry it as `log_record_uid` |
 //! | `process.pid`, `thread.id` | the opener's pid (tgid) and tid |
 //! | `thread.name` | the opening thread's name (its comm: at most 15 bytes, and what the program set; not an executable) |
-//! | `process.executable.path`, `process.executable.name` | the target of `/proc/PID/exe` and its base name, read when the record was queued; absent when it could not be read (the process had exited; see `executable.rs`) |
+//! | `process.executable.path`, `process.executable.name` | the target of `/proc/PID/exe` and its base name, read as the anomaly arrived (the pipeline's executable stage); absent when it could not be read (the process had exited; see `executable.rs`) |
 //! | `process.user.id` | its **effective** uid, where the kernel could read it (BTF); absent otherwise |
 //! | `process.real_user.id` | its real uid |
 //! | `file.path` | the path **resolved** against the opener's cwd or dirfd (absolute where badfd could resolve it) |

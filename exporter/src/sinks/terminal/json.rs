@@ -19,11 +19,20 @@ struct JsonLine<'a> {
     /// `real_parent`); `null` where the kernel had no offsets for it.
     ppid: Option<u32>,
     tid: u32,
+    /// The real uid (as `uid`: `bpf_get_current_uid_gid`) and the effective
+    /// one; `euid` is `null` where the kernel has no offsets for it.
     uid: u32,
+    euid: Option<u32>,
     gid: u32,
     comm: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     comm_base64: Option<String>,
+    /// The process's executable (`/proc/PID/exe`, read as the event arrived);
+    /// absent where it could not be read (see docs/trace.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    executable: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    executable_base64: Option<String>,
     syscall: &'static str,
     flags: u64,
     flags_names: String,
@@ -112,6 +121,13 @@ pub fn json_line(a: &Anomaly) -> String {
     let (comm, comm_base64) = lossless(e.comm_bytes());
     let (path, path_base64) = lossless(&e.path);
     let (resolved_path, resolved_path_base64) = lossless(&a.resolved.path);
+    let (executable, executable_base64) = match a.executable.as_ref().and_then(|e| e.as_deref()) {
+        Some(path) => {
+            let (s, b) = lossless(path);
+            (Some(s), b)
+        }
+        None => (None, None),
+    };
     let (missing, missing_base64) = match &a.missing {
         Some(m) => {
             let (s, b) = lossless(&m.path);
@@ -126,9 +142,12 @@ pub fn json_line(a: &Anomaly) -> String {
         ppid: (e.ppid != 0).then_some(e.ppid),
         tid: e.tid,
         uid: e.uid,
+        euid: e.euid,
         gid: e.gid,
         comm,
         comm_base64,
+        executable,
+        executable_base64,
         syscall: e.syscall.name(),
         flags: e.open_flags,
         flags_names: open_flags_names(e.open_flags),

@@ -1,10 +1,15 @@
 //! The opener's executable (`/proc/PID/exe`) for `process.executable.path`
-//! and `.name`: the comm the kernel sends is the thread's name, at most 15
-//! bytes, and a program can set it to anything.
+//! and `.name` (OTLP) and `executable` (`trace --json`): the comm the kernel
+//! sends is the thread's name, at most 15 bytes, and a program can set it to
+//! anything.
 //!
-//! Read on the event thread when a record is queued (only records that passed
-//! the rate limit, so a few hundred readlinks a second at most), usually
-//! milliseconds after the open. `readlink` of `/proc/PID/exe` takes no lock the
+//! Read by the pipeline's executable stage (`Pipeline::with_executables`) as
+//! each anomaly arrives, usually milliseconds after the open and before a
+//! failure waits out its found-later window, so that a command that failed
+//! and exited still has its executable; the OTLP sink reads it itself for
+//! records made outside the pipeline (`Otlp::emit`). Per new process one
+//! readlink (the kernel's per-process and per-user budgets bound how many
+//! new processes a user can stream a second). `readlink` of `/proc/PID/exe` takes no lock the
 //! traced process can hold for long (the task lock, then RCU), so it does not
 //! block the event loop. Cached per (tgid, comm) for `TTL`, at most
 //! `MAX_ENTRIES` entries (the oldest go first): a process that fails a
