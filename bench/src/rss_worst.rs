@@ -28,7 +28,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use badfd_tests::proc_status_kib as status_kib;
+use badfd_tests::{letters, proc_status_kib as status_kib};
 use clap::Parser;
 use common::start_serve;
 
@@ -66,18 +66,6 @@ const PATH_LEN: usize = 4095;
 
 fn mib(kib: Option<u64>) -> String {
     kib.map(|k| format!("{:.1}", k as f64 / 1024.0)).unwrap_or_else(|| "?".into())
-}
-
-/// `n` in base-26 letters (digits and hex would be templated away).
-fn letters(mut n: u64) -> String {
-    let mut s = String::new();
-    loop {
-        s.push((b'a' + (n % 26) as u8) as char);
-        n /= 26;
-        if n == 0 {
-            return s;
-        }
-    }
 }
 
 fn cstring(bytes: &[u8]) -> CString {

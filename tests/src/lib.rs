@@ -11,6 +11,7 @@ pub mod otlp_receiver;
 
 mod binaries;
 mod kernel;
+mod names;
 mod scrape;
 mod serve;
 mod tempdir;
@@ -21,6 +22,7 @@ pub use kernel::{
     bpf_ids_held_by, cgroup_id_of, kernel_has_fentry_helpers, kernel_locked_down, kernel_version, load_probe, load_probe_with, monotonic_ns,
     test_attach_mode, without_missed_runs, Collector,
 };
+pub use names::{letters, TestCgroup};
 pub use scrape::{Sample, Scrape};
 pub use serve::{free_port, Serve};
 pub use tempdir::TempDir;

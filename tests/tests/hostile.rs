@@ -8,34 +8,16 @@
 //! counts are exactly theirs. Run as root; they fail, never skip, when BPF
 //! cannot be loaded.
 
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
-use badfd::{pipeline::containers::cgroup2_mount, probe::CgroupFilterMode, ProbeOptions};
-use badfd_tests::{load_probe_with, test_attach_mode, Collector, TempDir, UidWorkload, FAIRNESS_UID};
+use badfd::{probe::CgroupFilterMode, ProbeOptions};
+use badfd_tests::{load_probe_with, test_attach_mode, Collector, TempDir, TestCgroup, UidWorkload, FAIRNESS_UID};
 use exporter_common::{Config, Counters, Loss, Stream, CGROUP_FILTER_WATCH};
 
 const ATTACKER_UID: u32 = FAIRNESS_UID + 1;
 const VICTIM_UID: u32 = FAIRNESS_UID + 2;
 const ATTACK_SECS: u64 = 10;
 const VICTIM_FAILURES: u64 = 20;
-
-/// A cgroup v2 directory of the test's own, removed on drop.
-struct TestCgroup(PathBuf);
-
-impl TestCgroup {
-    fn new(name: &str) -> TestCgroup {
-        let root = cgroup2_mount().expect("a cgroup v2 hierarchy is mounted");
-        let dir = root.join(format!("badfd-test-{}-{name}", std::process::id()));
-        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
-        TestCgroup(dir)
-    }
-}
-
-impl Drop for TestCgroup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
 
 fn decided(c: &Counters) -> (u64, u64, u64) {
     (c.stream[Stream::Submitted as usize], c.losses[Loss::SourceThrottled as usize], c.losses[Loss::RingbufFull as usize])

@@ -10,31 +10,12 @@
 
 use std::time::{Duration, Instant};
 
-use badfd::pipeline::containers::cgroup2_mount;
-use badfd_tests::{otlp_receiver::Receiver, otlp_receiver::Transport, Scrape, Serve, TempDir, UidWorkload, FAIRNESS_UID};
+use badfd_tests::{otlp_receiver::Receiver, otlp_receiver::Transport, Scrape, Serve, TempDir, TestCgroup, UidWorkload, FAIRNESS_UID};
 
 const ATTACKER_UID: u32 = FAIRNESS_UID + 3;
 const VICTIM_UID: u32 = FAIRNESS_UID + 4;
 const ATTACK_SECS: u64 = 10;
 const VICTIM_FAILURES: u64 = 20;
-
-/// A cgroup v2 directory of the test's own, removed on drop.
-struct TestCgroup(std::path::PathBuf);
-
-impl TestCgroup {
-    fn new(name: &str) -> TestCgroup {
-        let root = cgroup2_mount().expect("a cgroup v2 hierarchy is mounted");
-        let dir = root.join(format!("badfd-test-{}-{name}", std::process::id()));
-        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
-        TestCgroup(dir)
-    }
-}
-
-impl Drop for TestCgroup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
 
 /// (kernel submitted, throttled by fairness, lost to a full ring).
 fn kernel_outcomes(s: &Scrape) -> (f64, f64, f64) {

@@ -21,31 +21,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use badfd::pipeline::{containers::cgroup2_mount, labels::path_prefix::path_prefix};
-use badfd_tests::{Scrape, Serve, TempDir};
+use badfd::pipeline::labels::path_prefix::path_prefix;
+use badfd_tests::{Scrape, Serve, TempDir, TestCgroup};
 use exporter_common::CGROUP_FILTER_CAPACITY;
 
 /// The tests take turns: the storm's delays must be its own, and a reload
 /// test's spinning process would skew them.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// A cgroup v2 directory of the test's own, removed on drop.
-struct TestCgroup(PathBuf);
-
-impl TestCgroup {
-    fn new(name: &str) -> TestCgroup {
-        let root = cgroup2_mount().expect("a cgroup v2 hierarchy is mounted");
-        let dir = root.join(format!("badfd-test-{}-{name}", std::process::id()));
-        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
-        TestCgroup(dir)
-    }
-}
-
-impl Drop for TestCgroup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
 
 /// A forked child of this test that moves itself into a cgroup, names itself
 /// (its `comm`, the label the tests count by) and makes failing opens.

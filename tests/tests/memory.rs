@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use badfd_tests::{proc_status_kib, Serve, TempDir};
+use badfd_tests::{letters, proc_status_kib, Serve, TempDir};
 
 /// The default `--metrics.max-label-sets`.
 const BUDGET: usize = 2000;
@@ -23,17 +23,6 @@ const HOLD: Duration = Duration::from_secs(3);
 /// The worst-case resident memory of docs/security.md (a correctness bound,
 /// not a speed target).
 const RSS_BOUND_KIB: u64 = 128 * 1024;
-
-fn letters(mut n: u64) -> String {
-    let mut s = String::new();
-    loop {
-        s.push((b'a' + (n % 26) as u8) as char);
-        n /= 26;
-        if n == 0 {
-            return s;
-        }
-    }
-}
 
 fn c(path: &std::path::Path) -> CString {
     CString::new(path.as_os_str().as_bytes()).unwrap()

@@ -26,7 +26,7 @@ use std::{
 
 use badfd_tests::{
     otlp_receiver::{Receiver, Transport},
-    run_workload, Scrape, Serve, TempDir,
+    letters, run_workload, Scrape, Serve, TempDir,
 };
 
 /// Label sets per labeled metric at most (`--metrics.max-label-sets`).
@@ -83,18 +83,6 @@ fn round(base: &Path, n: u64) -> u64 {
     failures += 200;
     std::fs::remove_dir_all(&dir).unwrap();
     failures
-}
-
-/// `n` in letters (digits would be templated away in path prefixes).
-fn letters(mut n: u64) -> String {
-    let mut s = String::new();
-    loop {
-        s.push((b'a' + (n % 26) as u8) as char);
-        n /= 26;
-        if n == 0 {
-            return s;
-        }
-    }
 }
 
 #[test]
