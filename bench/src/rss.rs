@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use clap::Parser;
-use badfd_tests::proc_status_kib as status_kib;
+use badfd_tests::{proc_largest_mappings, proc_status_kib as status_kib};
 use common::{start_serve, Generator};
 
 #[derive(Parser)]
@@ -31,29 +31,6 @@ struct Args {
 
 fn mib(kib: Option<u64>) -> String {
     kib.map(|k| format!("{:.1}", k as f64 / 1024.0)).unwrap_or_else(|| "?".into())
-}
-
-/// The mappings with the most resident memory: (KiB, name).
-fn largest_mappings(pid: u32, n: usize) -> Vec<(u64, String)> {
-    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
-    let mut maps: Vec<(u64, String)> = Vec::new();
-    let mut name = String::new();
-    for line in smaps.lines() {
-        let first = line.split_whitespace().next().unwrap_or("");
-        if first.contains('-') && !first.ends_with(':') {
-            // "start-end perms offset dev inode [name]"
-            name = line.split_whitespace().nth(5).unwrap_or("[anon]").to_string();
-        } else if let Some(v) = line.strip_prefix("Rss:") {
-            let kib: u64 = v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0);
-            match maps.iter_mut().find(|m| m.1 == name) {
-                Some(m) => m.0 += kib,
-                None => maps.push((kib, name.clone())),
-            }
-        }
-    }
-    maps.sort_by_key(|m| std::cmp::Reverse(m.0));
-    maps.truncate(n);
-    maps
 }
 
 fn row(what: &str, pid: u32) {
@@ -81,7 +58,7 @@ fn main() -> anyhow::Result<()> {
     // One scrape, as Prometheus would have done by now.
     serve.scrape();
     row(&format!("idle {} s (after one scrape)", args.idle_seconds), pid);
-    let idle_maps = largest_mappings(pid, 6);
+    let idle_maps = proc_largest_mappings(pid, 6);
 
     let g = Generator::start(&[0, 1], 0, true);
     for _ in 0..args.load_seconds {
@@ -95,7 +72,7 @@ fn main() -> anyhow::Result<()> {
     std::thread::sleep(Duration::from_millis(500));
     let metrics = serve.scrape();
     row(&format!("after {} s of flood", args.load_seconds), pid);
-    let load_maps = largest_mappings(pid, 6);
+    let load_maps = proc_largest_mappings(pid, 6);
     println!();
     println!(
         "flood: {made} failing opens made, {} streamed, {} lost (ring full), {} received; label sets folded: {}",

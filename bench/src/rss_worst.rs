@@ -28,7 +28,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use badfd_tests::{letters, proc_status_kib as status_kib};
+use badfd_tests::{hold_slow_fifo_opens, letters, proc_largest_mappings, proc_status_kib as status_kib};
 use clap::Parser;
 use common::start_serve;
 
@@ -76,28 +76,6 @@ fn set_comm(name: &str) {
     let name = cstring(&name.as_bytes()[..name.len().min(15)]);
     // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
     unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
-}
-
-/// The mappings with the most resident memory: (KiB, name).
-fn largest_mappings(pid: u32, n: usize) -> Vec<(u64, String)> {
-    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
-    let mut maps: Vec<(u64, String)> = Vec::new();
-    let mut name = String::new();
-    for line in smaps.lines() {
-        let first = line.split_whitespace().next().unwrap_or("");
-        if first.contains('-') && !first.ends_with(':') {
-            name = line.split_whitespace().nth(5).unwrap_or("[anon]").to_string();
-        } else if let Some(v) = line.strip_prefix("Rss:") {
-            let kib: u64 = v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0);
-            match maps.iter_mut().find(|m| m.1 == name) {
-                Some(m) => m.0 += kib,
-                None => maps.push((kib, name.clone())),
-            }
-        }
-    }
-    maps.sort_by_key(|m| std::cmp::Reverse(m.0));
-    maps.truncate(n);
-    maps
 }
 
 fn row(what: &str, pid: u32) {
@@ -190,60 +168,6 @@ fn child(dir: &str, seed: u64, seconds: u64) {
     println!("{n}");
 }
 
-/// Holds `count` FIFO opens for `hold`, each on a thread of its own comm
-/// and directory (its own slow label set); returns once all have returned.
-fn hold_fifo_opens(root: &Path, count: usize, hold: Duration) {
-    let fifos: Vec<PathBuf> = (0..count)
-        .map(|i| {
-            let dir = root.join(format!("s{}", letters(i as u64)));
-            std::fs::create_dir_all(&dir).unwrap();
-            let fifo = dir.join("fifo");
-            let c = cstring(fifo.as_os_str().as_bytes());
-            // SAFETY: a valid C string.
-            unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
-            fifo
-        })
-        .collect();
-    let readers: Vec<_> = fifos
-        .iter()
-        .enumerate()
-        .map(|(i, fifo)| {
-            let c = cstring(fifo.as_os_str().as_bytes());
-            std::thread::Builder::new()
-                .stack_size(64 * 1024)
-                .spawn(move || {
-                    set_comm(&format!("slow-{}", letters(i as u64)));
-                    // SAFETY: a valid C string; blocks until a writer opens.
-                    let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY) };
-                    if fd >= 0 {
-                        // SAFETY: our own fd.
-                        unsafe { libc::close(fd) };
-                    }
-                })
-                .expect("spawn a FIFO reader")
-        })
-        .collect();
-    std::thread::sleep(hold);
-    for fifo in &fifos {
-        let c = cstring(fifo.as_os_str().as_bytes());
-        // Non-blocking: succeeds while the reader waits; ENXIO (a failure, not
-        // a slow open) if it has not started yet, and then it waits on.
-        loop {
-            // SAFETY: a valid C string.
-            let fd = unsafe { libc::open(c.as_ptr(), libc::O_WRONLY | libc::O_NONBLOCK) };
-            if fd >= 0 {
-                // SAFETY: our own fd.
-                unsafe { libc::close(fd) };
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-    for r in readers {
-        r.join().unwrap();
-    }
-}
-
 /// Named (not `other`) label sets of `name` in `scrape`.
 fn named(scrape: &badfd_tests::Scrape, name: &str) -> usize {
     scrape.samples.iter().filter(|s| s.name == name && s.labels.get("comm").is_some_and(|c| c != "other")).count()
@@ -285,9 +209,9 @@ fn main() -> anyhow::Result<()> {
     std::thread::sleep(Duration::from_secs(args.idle_seconds));
     let idle_events = serve.scrape().sum("badfd_events_received_total", &[]) - at_ready;
     row(&format!("idle {} s (after one scrape)", args.idle_seconds), pid);
-    let idle_maps = largest_mappings(pid, 6);
+    let idle_maps = proc_largest_mappings(pid, 6);
 
-    hold_fifo_opens(&root, args.slow_series, Duration::from_secs(args.hold_seconds));
+    hold_slow_fifo_opens(&root, args.slow_series, Duration::from_secs(args.hold_seconds), "slow-");
     std::thread::sleep(Duration::from_millis(500));
     let after_slow = serve.scrape();
     row(&format!("{} slow label sets held {} s", args.slow_series, args.hold_seconds), pid);
@@ -324,7 +248,7 @@ fn main() -> anyhow::Result<()> {
     std::thread::sleep(Duration::from_secs(5));
     serve.scrape();
     row("5 s later", pid);
-    let load_maps = largest_mappings(pid, 6);
+    let load_maps = proc_largest_mappings(pid, 6);
     println!();
     println!("idle: {idle_events} anomalies of other processes on the host received while idle");
     println!(

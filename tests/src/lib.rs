@@ -22,8 +22,8 @@ pub use kernel::{
     bpf_ids_held_by, cgroup_id_of, kernel_has_fentry_helpers, kernel_locked_down, kernel_version, load_probe, load_probe_with, monotonic_ns,
     test_attach_mode, without_missed_runs, Collector,
 };
-pub use names::{letters, TestCgroup};
+pub use names::{hold_slow_fifo_opens, letters, TestCgroup};
 pub use scrape::{Sample, Scrape};
 pub use serve::{free_port, Serve};
 pub use tempdir::TempDir;
-pub use workload::{proc_status_kib, run_workload, workload_run, OpenRecord, UidWorkload, WorkloadRun, FAIRNESS_UID};
+pub use workload::{proc_largest_mappings, proc_status_kib, run_workload, workload_run, OpenRecord, UidWorkload, WorkloadRun, FAIRNESS_UID};

@@ -113,3 +113,27 @@ pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
     let value = status.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?;
     value.split_whitespace().next()?.parse().ok()
 }
+
+/// The mappings of process `pid` with the most resident memory, summed by
+/// name (`[anon]` for anonymous ones): (KiB, name), the `n` largest first.
+pub fn proc_largest_mappings(pid: u32, n: usize) -> Vec<(u64, String)> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut maps: Vec<(u64, String)> = Vec::new();
+    let mut name = String::new();
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if first.contains('-') && !first.ends_with(':') {
+            // "start-end perms offset dev inode [name]"
+            name = line.split_whitespace().nth(5).unwrap_or("[anon]").to_string();
+        } else if let Some(v) = line.strip_prefix("Rss:") {
+            let kib: u64 = v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0);
+            match maps.iter_mut().find(|m| m.1 == name) {
+                Some(m) => m.0 += kib,
+                None => maps.push((kib, name.clone())),
+            }
+        }
+    }
+    maps.sort_by_key(|m| std::cmp::Reverse(m.0));
+    maps.truncate(n);
+    maps
+}

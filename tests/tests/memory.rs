@@ -5,14 +5,9 @@
 //! stays under the documented worst case (docs/security.md, "Memory").
 //! Run as root; it fails, never skips, when BPF cannot be loaded.
 
-use std::{
-    ffi::CString,
-    os::unix::ffi::OsStrExt,
-    path::PathBuf,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use badfd_tests::{letters, proc_status_kib, Serve, TempDir};
+use badfd_tests::{hold_slow_fifo_opens, proc_status_kib, Serve, TempDir};
 
 /// The default `--metrics.max-label-sets`.
 const BUDGET: usize = 2000;
@@ -23,66 +18,6 @@ const HOLD: Duration = Duration::from_secs(3);
 /// The worst-case resident memory of docs/security.md (a correctness bound,
 /// not a speed target).
 const RSS_BOUND_KIB: u64 = 128 * 1024;
-
-fn c(path: &std::path::Path) -> CString {
-    CString::new(path.as_os_str().as_bytes()).unwrap()
-}
-
-/// `n` FIFO opens, each on its own thread under its own comm (`mem-<letters>`)
-/// and in its own directory (its own `path_prefix`), all blocked until `hold`
-/// has passed, then released by opening their writing ends.
-fn hold_slow_fifo_opens(dir: &std::path::Path, n: usize, hold: Duration) {
-    let fifos: Vec<PathBuf> = (0..n)
-        .map(|i| {
-            let d = dir.join(format!("s{}", letters(i as u64)));
-            std::fs::create_dir(&d).unwrap();
-            let fifo = d.join("fifo");
-            // SAFETY: a valid C string.
-            assert_eq!(unsafe { libc::mkfifo(c(&fifo).as_ptr(), 0o600) }, 0, "mkfifo {}", fifo.display());
-            fifo
-        })
-        .collect();
-    let readers: Vec<_> = fifos
-        .iter()
-        .enumerate()
-        .map(|(i, fifo)| {
-            let path = c(fifo);
-            std::thread::Builder::new()
-                .stack_size(64 * 1024)
-                .spawn(move || {
-                    let comm = CString::new(format!("mem-{}", letters(i as u64))).unwrap();
-                    // SAFETY: PR_SET_NAME reads a NUL-terminated name of at most 16 bytes.
-                    unsafe { libc::prctl(libc::PR_SET_NAME, comm.as_ptr()) };
-                    // SAFETY: a valid C string; blocks until a writer opens.
-                    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY) };
-                    assert!(fd >= 0, "open FIFO for reading: {}", std::io::Error::last_os_error());
-                    // SAFETY: our own fd.
-                    unsafe { libc::close(fd) };
-                })
-                .unwrap()
-        })
-        .collect();
-    std::thread::sleep(hold);
-    for fifo in &fifos {
-        let path = c(fifo);
-        // A non-blocking open for writing succeeds once its reader waits (ENXIO before).
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            // SAFETY: a valid C string.
-            let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_NONBLOCK) };
-            if fd >= 0 {
-                // SAFETY: our own fd.
-                unsafe { libc::close(fd) };
-                break;
-            }
-            assert!(Instant::now() < deadline, "{}: no reader after 10 s", fifo.display());
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-    for r in readers {
-        r.join().unwrap();
-    }
-}
 
 #[test]
 fn slow_series_fill_their_budget_and_memory_stays_bounded() {
@@ -95,7 +30,7 @@ fn slow_series_fill_their_budget_and_memory_stays_bounded() {
     // end that a busy machine preempted for 10 ms.
     let serve = Serve::start(&["--ringbuf-bytes", "8388608", "--filter.pid", &pid, "--slow-threshold", "500ms"]);
     let started = Instant::now();
-    hold_slow_fifo_opens(dir.path(), SLOW_OPENERS, HOLD);
+    hold_slow_fifo_opens(dir.path(), SLOW_OPENERS, HOLD, "mem-");
 
     let (named, folded, other) = loop {
         let m = serve.scrape();
