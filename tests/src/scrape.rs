@@ -89,5 +89,23 @@ impl Scrape {
         assert_eq!(found.len(), 1, "expected one {name}{labels:?}, found {found:?}");
         found[0].value
     }
+
+    /// Anomalies the pipeline received: every event but the found notices.
+    pub fn anomalies_received(&self) -> f64 {
+        self.one("badfd_events_received_total", &[]) - self.one("badfd_found_later_notices_total", &[])
+    }
+
+    /// Anomalies whose OTLP record ended in `outcome`.
+    pub fn otlp_anomalies(&self, outcome: &str) -> f64 {
+        self.one("badfd_otlp_records_total", &[("kind", "anomaly"), ("outcome", outcome)])
+    }
+
+    /// Anomalies whose OTLP record has an outcome, whichever.
+    pub fn otlp_anomalies_accounted(&self) -> f64 {
+        ["exported", "suppressed", "dropped_queue_full", "dropped_export_failed", "dropped_shutdown"]
+            .iter()
+            .map(|o| self.otlp_anomalies(o))
+            .sum()
+    }
 }
 

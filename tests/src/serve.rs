@@ -124,6 +124,34 @@ impl Serve {
         Scrape::parse(&body)
     }
 
+    /// Scrapes until at least `min` anomalies have arrived, each has its OTLP
+    /// outcome and the queue is empty, and checks that it stays so half a
+    /// second later (nothing more arrives, nothing is counted twice); the
+    /// scrape and the number of anomalies. `each` runs on every scrape (a
+    /// test's own checks, such as readiness).
+    pub fn until_otlp_accounted(&self, min: u64, timeout: Duration, each: impl Fn(&Serve, &Scrape)) -> (Scrape, f64) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let s = self.scrape();
+            each(self, &s);
+            let received = s.anomalies_received();
+            if received >= min as f64 && s.otlp_anomalies_accounted() == received && s.one("badfd_otlp_queue_records", &[]) == 0.0 {
+                std::thread::sleep(Duration::from_millis(500));
+                let again = self.scrape();
+                assert_eq!(again.anomalies_received(), received);
+                assert_eq!(again.otlp_anomalies_accounted(), received);
+                return (again, received);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not all of at least {min} anomalies accounted for in {timeout:?}: received {received}, accounted {}; log: {}",
+                s.otlp_anomalies_accounted(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Sends `signal` (e.g. libc::SIGHUP) to the exporter.
     pub fn signal(&self, signal: i32) {
         // SAFETY: plain syscall on our own child.

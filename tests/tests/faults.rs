@@ -60,42 +60,14 @@ fn serve_for_uid(uid: u32, endpoint: &str, protocol: &str, extra: &[&str]) -> Se
     Serve::start(&args)
 }
 
-fn otlp(s: &Scrape, outcome: &str) -> f64 {
-    s.one("badfd_otlp_records_total", &[("kind", "anomaly"), ("outcome", outcome)])
-}
-
-fn accounted(s: &Scrape) -> f64 {
-    ["exported", "suppressed", "dropped_queue_full", "dropped_export_failed", "dropped_shutdown"].iter().map(|o| otlp(s, o)).sum()
-}
-
 /// Scrapes (each must answer, ready) until the workload's anomalies (at
 /// least `ANOMALIES`: its dynamic loader adds a few of its own, as the same
-/// user) have all arrived and each has its outcome; returns the scrape and
-/// the number of anomalies.
+/// user) have all arrived and each has its outcome.
 fn until_accounted(serve: &Serve, timeout: Duration) -> (Scrape, f64) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let s = serve.scrape();
+    serve.until_otlp_accounted(ANOMALIES, timeout, |serve, s| {
         assert_eq!(serve.get("/-/ready", None).0, 200, "ready while the collector misbehaves");
         assert_eq!(s.one("badfd_ready", &[]), 1.0);
-        // Every event received but the found notices is an anomaly.
-        let anomalies = |s: &Scrape| s.one("badfd_events_received_total", &[]) - s.one("badfd_found_later_notices_total", &[]);
-        let received = anomalies(&s);
-        if received >= ANOMALIES as f64 && accounted(&s) == received && s.one("badfd_otlp_queue_records", &[]) == 0.0 {
-            // Once more after a pause: nothing more arrives, nothing is counted twice.
-            std::thread::sleep(Duration::from_millis(500));
-            let again = serve.scrape();
-            assert_eq!(anomalies(&again), received);
-            assert_eq!(accounted(&again), received);
-            return (again, received);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not all of at least {ANOMALIES} anomalies accounted for in {timeout:?}: received {received}, accounted {}",
-            accounted(&s)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    })
 }
 
 #[test]
@@ -107,8 +79,8 @@ fn otlp_collector_down_at_start() {
         let serve = serve_for_uid(uid, &endpoint, protocol, &["--otlp-timeout-ms", "500"]);
         failures_as(uid, &dir, ANOMALIES);
         let (s, n) = until_accounted(&serve, Duration::from_secs(60));
-        assert_eq!(otlp(&s, "dropped_export_failed"), n, "{protocol}: every record counted as failed");
-        assert_eq!(otlp(&s, "exported"), 0.0);
+        assert_eq!(s.otlp_anomalies("dropped_export_failed"), n, "{protocol}: every record counted as failed");
+        assert_eq!(s.otlp_anomalies("exported"), 0.0);
         assert!(s.one("badfd_otlp_export_requests_total", &[("outcome", "failure")]) >= 1.0);
         assert!(serve.log().contains("OTLP export of"), "the failure is logged: {}", serve.log());
     }
@@ -144,7 +116,7 @@ fn otlp_collector_slow() {
     let dir = TempDir::new("faults-slow");
     failures_as(uid, &dir, ANOMALIES);
     let (s, n) = until_accounted(&serve, Duration::from_secs(60));
-    assert_eq!(otlp(&s, "exported"), n, "a slow collector loses nothing");
+    assert_eq!(s.otlp_anomalies("exported"), n, "a slow collector loses nothing");
     assert_eq!(slow.records.load(Ordering::Relaxed) as f64, n, "received == exported");
     assert!(slow.requests.load(Ordering::Relaxed) >= (ANOMALIES / 40), "in batches of at most 40");
 }
@@ -170,8 +142,8 @@ fn otlp_collector_resetting_connections() {
         let serve = serve_for_uid(uid, &format!("http://{address}"), protocol, &["--otlp-timeout-ms", "1000"]);
         failures_as(uid, &dir, ANOMALIES);
         let (s, n) = until_accounted(&serve, Duration::from_secs(60));
-        assert_eq!(otlp(&s, "dropped_export_failed"), n, "{protocol}: every record counted as failed");
-        assert_eq!(otlp(&s, "exported"), 0.0);
+        assert_eq!(s.otlp_anomalies("dropped_export_failed"), n, "{protocol}: every record counted as failed");
+        assert_eq!(s.otlp_anomalies("exported"), 0.0);
         assert!(resets.load(Ordering::Relaxed) > before, "{protocol}: the exporter did connect");
     }
 }

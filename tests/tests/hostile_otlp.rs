@@ -85,7 +85,7 @@ async fn a_squatter_of_the_victims_command_name_cannot_suppress_its_records() {
         let s = serve.scrape();
         let now = kernel_outcomes(&s);
         let (submitted, throttled, full) = (now.0 - before.0, now.1 - before.1, now.2 - before.2);
-        let accounted = s.sum("badfd_otlp_records_total", &[("kind", "anomaly")]);
+        let accounted = s.otlp_anomalies_accounted();
         let queued = s.sum("badfd_otlp_queue_records", &[]);
         if accounted == submitted && queued == 0.0 {
             break (s, submitted, throttled, full);
@@ -115,8 +115,8 @@ async fn a_squatter_of_the_victims_command_name_cannot_suppress_its_records() {
         assert_eq!(r.str_attr("process.executable.name").or(r.str_attr("thread.name")), Some("workload"));
     }
 
-    let exported = scrape.sum("badfd_otlp_records_total", &[("kind", "anomaly"), ("outcome", "exported")]);
-    let suppressed = scrape.sum("badfd_otlp_records_total", &[("kind", "anomaly"), ("outcome", "suppressed")]);
+    let exported = scrape.otlp_anomalies("exported");
+    let suppressed = scrape.otlp_anomalies("suppressed");
     let attacker_records = records
         .iter()
         .filter(|r| r.str_attr("file.path").is_some_and(|p| p.starts_with(attacker_dir.path().to_str().unwrap())))

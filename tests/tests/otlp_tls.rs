@@ -11,7 +11,7 @@
 use std::{
     path::PathBuf,
     process::Command,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use badfd_tests::{
@@ -116,38 +116,10 @@ fn serve_for_uid(uid: u32, endpoint: &str, protocol: &str, extra: &[&str], env: 
     Serve::launch(command, address, Serve::is_ready)
 }
 
-fn otlp(s: &Scrape, outcome: &str) -> f64 {
-    s.one("badfd_otlp_records_total", &[("kind", "anomaly"), ("outcome", outcome)])
-}
-
-fn accounted(s: &Scrape) -> f64 {
-    ["exported", "suppressed", "dropped_queue_full", "dropped_export_failed", "dropped_shutdown"].iter().map(|o| otlp(s, o)).sum()
-}
-
 /// Scrapes until the workload's anomalies (at least ANOMALIES) have all
-/// arrived and each has its outcome, and stay so; the scrape and the number.
+/// arrived and each has its outcome, and stay so.
 fn until_accounted(serve: &Serve, timeout: Duration) -> (Scrape, f64) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let s = serve.scrape();
-        // Every event received but the found notices is an anomaly.
-        let anomalies = |s: &Scrape| s.one("badfd_events_received_total", &[]) - s.one("badfd_found_later_notices_total", &[]);
-        let received = anomalies(&s);
-        if received >= ANOMALIES as f64 && accounted(&s) == received && s.one("badfd_otlp_queue_records", &[]) == 0.0 {
-            std::thread::sleep(Duration::from_millis(500));
-            let again = serve.scrape();
-            assert_eq!(anomalies(&again), received);
-            assert_eq!(accounted(&again), received);
-            return (again, received);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not all of at least {ANOMALIES} anomalies accounted for in {timeout:?}: received {received}, accounted {}; log: {}",
-            accounted(&s),
-            serve.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    serve.until_otlp_accounted(ANOMALIES, timeout, |_, _| {})
 }
 
 fn protocol_name(transport: Transport) -> &'static str {
@@ -181,8 +153,8 @@ async fn custom_ca(transport: Transport, uid: u32) {
     let pki = Pki::new();
     let receiver = Receiver::bind_tls(transport, false, pki.server.clone()).await;
     let (s, n, log) = run(&receiver, uid, &[], vec![("OTEL_EXPORTER_OTLP_CERTIFICATE", pki.path("ca.pem"))]).await;
-    assert_eq!(otlp(&s, "exported"), n, "every record exported: {log}");
-    assert_eq!(otlp(&s, "dropped_export_failed"), 0.0);
+    assert_eq!(s.otlp_anomalies("exported"), n, "every record exported: {log}");
+    assert_eq!(s.otlp_anomalies("dropped_export_failed"), 0.0);
     assert_eq!(receiver.record_count() as f64, n, "received == exported");
     assert!(receiver.tls_failures().is_empty(), "{:?}", receiver.tls_failures());
     assert!(!log.contains("OTLP export of"), "no export failed: {log}");
@@ -206,7 +178,7 @@ async fn system_roots(transport: Transport, uid: u32) {
     let pki = Pki::new();
     let receiver = Receiver::bind_tls(transport, false, pki.server.clone()).await;
     let (s, n, log) = run(&receiver, uid, &[], vec![("SSL_CERT_FILE", pki.path("ca.pem"))]).await;
-    assert_eq!(otlp(&s, "exported"), n, "every record exported: {log}");
+    assert_eq!(s.otlp_anomalies("exported"), n, "every record exported: {log}");
     assert_eq!(receiver.record_count() as f64, n, "received == exported");
     assert!(receiver.tls_failures().is_empty(), "{:?}", receiver.tls_failures());
     receiver.stop().await;
@@ -235,15 +207,15 @@ async fn mutual_tls(transport: Transport, uid: u32, uid_without: u32) {
         ("OTEL_EXPORTER_OTLP_LOGS_CLIENT_KEY", pki.path("client.key")),
     ];
     let (s, with_client, log) = run(&receiver, uid, &[], env).await;
-    assert_eq!(otlp(&s, "exported"), with_client, "every record exported: {log}");
+    assert_eq!(s.otlp_anomalies("exported"), with_client, "every record exported: {log}");
     assert_eq!(receiver.record_count() as f64, with_client, "received == exported");
     assert!(receiver.tls_failures().is_empty(), "{:?}", receiver.tls_failures());
 
     // The same collector without a client certificate: nothing gets through.
     let (s, n, log) =
         run(&receiver, uid_without, &["--otlp-timeout-ms", "1000"], vec![("OTEL_EXPORTER_OTLP_CERTIFICATE", pki.path("ca.pem"))]).await;
-    assert_eq!(otlp(&s, "dropped_export_failed"), n, "every record counted as failed: {log}");
-    assert_eq!(otlp(&s, "exported"), 0.0);
+    assert_eq!(s.otlp_anomalies("dropped_export_failed"), n, "every record counted as failed: {log}");
+    assert_eq!(s.otlp_anomalies("exported"), 0.0);
     assert_eq!(receiver.record_count() as f64, with_client, "nothing more arrived");
     assert!(!receiver.tls_failures().is_empty(), "the receiver refused the handshake");
     let lines: Vec<&str> = log.lines().filter(|l| l.contains("OTLP export")).collect();
@@ -277,8 +249,8 @@ async fn wrong_ca(transport: Transport, uid: u32) {
     // Small batches: several requests fail, one after the other.
     let extra: &'static [&'static str] = &["--otlp-timeout-ms", "1000", "--otlp-max-batch", "20"];
     let (s, n, log) = run(&receiver, uid, extra, vec![("OTEL_EXPORTER_OTLP_CERTIFICATE", pki.path("other-ca.pem"))]).await;
-    assert_eq!(otlp(&s, "dropped_export_failed"), n, "every record counted as failed: {log}");
-    assert_eq!(otlp(&s, "exported"), 0.0);
+    assert_eq!(s.otlp_anomalies("dropped_export_failed"), n, "every record counted as failed: {log}");
+    assert_eq!(s.otlp_anomalies("exported"), 0.0);
     assert_eq!(receiver.record_count(), 0);
     let failed_requests = s.one("badfd_otlp_export_requests_total", &[("outcome", "failure")]);
     assert!(failed_requests >= 2.0, "several batches failed ({failed_requests}): the one line below is not one per batch");

@@ -111,6 +111,14 @@ fn lossless(bytes: &[u8]) -> (String, Option<String>) {
     }
 }
 
+/// [`lossless`] of bytes that may be absent: both fields absent then.
+fn lossless_optional(bytes: Option<&[u8]>) -> (Option<String>, Option<String>) {
+    match bytes.map(lossless) {
+        Some((s, b)) => (Some(s), b),
+        None => (None, None),
+    }
+}
+
 /// `missing_note`: the first missing component is badfd's own look, later.
 pub const MISSING_NOTE: &str = "checked by badfd afterwards (when the failure was decided); the file system may have changed since";
 
@@ -121,20 +129,8 @@ pub fn json_line(a: &Anomaly) -> String {
     let (comm, comm_base64) = lossless(e.comm_bytes());
     let (path, path_base64) = lossless(&e.path);
     let (resolved_path, resolved_path_base64) = lossless(&a.resolved.path);
-    let (executable, executable_base64) = match a.executable.as_ref().and_then(|e| e.as_deref()) {
-        Some(path) => {
-            let (s, b) = lossless(path);
-            (Some(s), b)
-        }
-        None => (None, None),
-    };
-    let (missing, missing_base64) = match &a.missing {
-        Some(m) => {
-            let (s, b) = lossless(&m.path);
-            (Some(s), b)
-        }
-        None => (None, None),
-    };
+    let (executable, executable_base64) = lossless_optional(a.executable.as_ref().and_then(|e| e.as_deref()));
+    let (missing, missing_base64) = lossless_optional(a.missing.as_ref().map(|m| m.path.as_slice()));
     let line = JsonLine {
         time: humantime::format_rfc3339_nanos(a.wall_time()).to_string(),
         monotonic_ns: e.start_ns,
