@@ -271,6 +271,28 @@ pub struct Config {
     /// What the io_uring programs read of a request and of the io_uring
     /// tracepoints' records.
     pub io_uring: IoUringOffsets,
+    /// Where the kernel keeps its copy of a path (`struct filename`).
+    pub filename: FilenameOffsets,
+}
+
+/// `struct filename`, the kernel's copy of a path an open was given (from
+/// the kernel's BTF): the opens whose path is read after the kernel freed it
+/// copy it from here first (`KERNEL_PATHS`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FilenameOffsets {
+    /// Nonzero when `name` was found.
+    pub valid: u32,
+    /// `filename.name` (the kernel's copy of the path).
+    pub name: u32,
+    /// `filename.uptr` (the user's pointer the path was copied from), or
+    /// `FIELD_ABSENT` (Linux 7.x keeps none).
+    pub uptr: u32,
+    pub _pad: u32,
+}
+
+impl FilenameOffsets {
+    pub const NONE: FilenameOffsets = FilenameOffsets { valid: 0, name: 0, uptr: FIELD_ABSENT, _pad: 0 };
 }
 
 /// Set by the loader, not by callers: opens are not timed (`--no-timing`).
@@ -351,8 +373,9 @@ impl TaskOffsets {
 /// `thread_info.status` bit of x86: a 32-bit syscall is running.
 pub const TS_COMPAT: u32 = 0x0002;
 
-/// `IoUringOffsets::filename_uptr` where `struct filename` keeps no user
-/// pointer (Linux 7.x): the path is then copied from the kernel's own copy.
+/// An offset of a field the running kernel's struct lacks, e.g.
+/// `FilenameOffsets::uptr` where `struct filename` keeps no user pointer
+/// (Linux 7.x).
 pub const FIELD_ABSENT: u32 = u32::MAX;
 
 /// io_uring opcodes of opens (include/uapi/linux/io_uring.h).
@@ -383,10 +406,6 @@ pub struct IoUringOffsets {
     pub open_filename: u32,
     /// `io_open.how` (`struct open_how`: flags, mode, resolve).
     pub open_how: u32,
-    /// `filename.name` (the kernel's copy of the path).
-    pub filename_name: u32,
-    /// `filename.uptr` (the user's pointer), or `FIELD_ABSENT`.
-    pub filename_uptr: u32,
     /// Nonzero when every tracepoint record offset below was found (tracefs).
     pub records_valid: u32,
     /// `io_uring_submit_req` (`io_uring_submit_sqe` before 6.2): req, opcode, flags.
@@ -417,8 +436,6 @@ impl IoUringOffsets {
         open_dfd: 0,
         open_filename: 0,
         open_how: 0,
-        filename_name: 0,
-        filename_uptr: FIELD_ABSENT,
         records_valid: 0,
         submit_req: 0,
         submit_opcode: 0,
@@ -589,6 +606,7 @@ impl Config {
         found_later_epoch_ns: DEFAULT_FOUND_LATER_WINDOW_NS,
         task: TaskOffsets::NONE,
         io_uring: IoUringOffsets::NONE,
+        filename: FilenameOffsets::NONE,
     };
 }
 
@@ -1123,19 +1141,23 @@ pub const MAP_CGROUP_FILTER: &str = "CGROUP_FILTER";
 pub const MAP_SOURCES: &str = "SOURCES";
 pub const MAP_FAILED_NAMES: &str = "FAILED_NAMES";
 pub const MAP_URING_REQS: &str = "URING_REQS";
-pub const MAP_URING_PATHS: &str = "URING_PATHS";
+pub const MAP_KERNEL_PATHS: &str = "KERNEL_PATHS";
 
 /// Capacity of `URING_REQS`: io_uring opens submitted and not yet completed
 /// (tracepoint mode); one that finds it full is counted
 /// (`Loss::IoUringUntracked`).
 pub const URING_REQS_CAPACITY: u32 = 4096;
-/// Slots of `URING_PATHS` (a power of two), where the kernel's copy of an
-/// io_uring open's path is kept from its start to its end on kernels whose
-/// `struct filename` no longer holds the user's pointer (Linux 7.x): 4 MiB.
-/// Taken round-robin, so a slot is reused only after this many later opens;
-/// an open whose slot was reused meanwhile has its path unread, counted
-/// (`Loss::PathReadFailed`). One slot elsewhere.
-pub const URING_PATH_SLOTS: u32 = 1024;
+/// Slots of `KERNEL_PATHS` (a power of two), where the kernel's copy of an
+/// open's path is kept until the open's end, for the opens whose path is read
+/// after the kernel freed it: a failed open syscall in fentry mode (copied at
+/// the end of the path walk, `do_filp_open`, so that a path rewritten by
+/// another thread meanwhile is not what is reported), an io_uring open on
+/// kernels whose `struct filename` no longer holds the user's pointer (Linux
+/// 7.x; copied when the request is issued): 4 MiB. Taken round-robin, so a
+/// slot is reused only after this many later copies; an open whose slot was
+/// reused meanwhile has its path unread, counted (`Loss::PathReadFailed`).
+/// One slot where neither applies.
+pub const KERNEL_PATH_SLOTS: u32 = 1024;
 
 /// Capacity of `SOURCES`, `SOURCE_CGROUPS` and `SOURCE_UIDS`, the fairness
 /// state of processes, cgroups and uids (LRUs: the least recently streaming
@@ -1227,9 +1249,10 @@ mod tests {
         assert_eq!(EVENT_HEADER_SIZE % 8, 0);
         assert_eq!(core::mem::size_of::<Inflight>(), 40);
         assert!(INFLIGHT_SLOTS.is_power_of_two());
-        assert_eq!(core::mem::size_of::<Config>(), 184 + 72 + 88);
+        assert_eq!(core::mem::size_of::<Config>(), 184 + 72 + 80 + 16);
         assert_eq!(core::mem::size_of::<TaskOffsets>(), 72);
-        assert_eq!(core::mem::size_of::<IoUringOffsets>(), 88);
+        assert_eq!(core::mem::size_of::<IoUringOffsets>(), 80);
+        assert_eq!(core::mem::size_of::<FilenameOffsets>(), 16);
         assert_eq!(core::mem::size_of::<FailedName>(), 16);
         assert_eq!(core::mem::size_of::<FailedNames>(), 16 + 16 * FAILED_NAMES_PER_PROCESS);
         assert_eq!(core::mem::size_of::<KernelOffsets>(), 96);

@@ -24,7 +24,7 @@ use crate::{
 #[inline(always)]
 fn name_hash(path_ptr: u64) -> u32 {
     match CONFIG.get(0) {
-        Some(config) if found_later::enabled(config) => found_later::split(badfd_basename_hash(path_ptr)).1,
+        Some(config) if found_later::enabled(config) => found_later::split(badfd_basename_hash(path_ptr, 0)).1,
         _ => 0,
     }
 }

@@ -1,6 +1,7 @@
 //! Attach mode 2: fentry/fexit on `do_sys_openat2`, the function every open
 //! syscall reaches (kernels that allow tracing programs; costs nothing on
-//! other syscalls).
+//! other syscalls), and fexit on `do_filp_open`, its path walk, for the
+//! kernel's copy of a failure's path.
 
 use aya_ebpf::{
     macros::{fentry, fexit},
@@ -11,6 +12,7 @@ use exporter_common::Syscall;
 use crate::{
     arch::{current_syscall, user_args},
     args::function_args,
+    kernel_path,
     open::{on_enter, on_exit, on_exit_untimed},
 };
 
@@ -50,5 +52,21 @@ pub fn fexit_do_sys_openat2_untimed(ctx: FExitContext) -> u32 {
     on_exit_untimed(current_syscall().unwrap_or(Syscall::Openat), return_value(&ctx), || {
         user_args().unwrap_or_else(|| function_args(ctx.arg(0), ctx.arg(1), ctx.arg(2)))
     });
+    0
+}
+
+/// The end of an open's path walk, still inside the syscall (do_filp_open
+/// returns a `struct file *` or an error pointer, after its three
+/// arguments): a failed walk's path is copied from the kernel's own copy,
+/// which do_sys_openat2 frees before its exit, so that the failure reports
+/// the path the kernel walked, not what another thread of the process wrote
+/// into its memory since. A successful walk costs this test alone (a slow
+/// success's path is read from the process's memory at exit).
+#[fexit(function = "do_filp_open")]
+pub fn fexit_do_filp_open(ctx: FExitContext) -> u32 {
+    let file = ctx.arg::<u64>(3) as i64;
+    if (-4095..0).contains(&file) {
+        kernel_path::take_for_failed_walk(ctx.arg(1), file);
+    }
     0
 }

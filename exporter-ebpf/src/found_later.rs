@@ -9,7 +9,10 @@
 //! Both functions are global: the verifier checks each (and its 256-byte
 //! basename loop) once per program.
 
-use aya_ebpf::helpers::{bpf_get_current_pid_tgid, generated::bpf_probe_read_user_str};
+use aya_ebpf::helpers::{
+    bpf_get_current_pid_tgid,
+    generated::{bpf_probe_read_kernel_str, bpf_probe_read_user_str},
+};
 use exporter_common::{
     found_errno_slot, basename_hash_step, Config, Loss, Stream, BASENAME_HASH_MAX, BASENAME_HASH_START,
     FAILED_NAMES_PER_PROCESS, FAILED_NAMES_SLOT_MASK, FOUND_EPOCHS, PATH_MAX,
@@ -70,16 +73,22 @@ pub fn has_recent_failure(config: &Config, tgid: u32, now: u64) -> bool {
     table.tgid == tgid && now.wrapping_sub(table.last_ns) <= config.found_later_window_ns
 }
 
-/// Reads the path at `path_ptr` into `SCRATCH.path` and hashes its basename
+/// Reads the path at `path_ptr` (a user address, or with `in_kernel` a
+/// kernel one: `kernel_path`) into `SCRATCH.path` and hashes its basename
 /// (`exporter_common::basename_hash`), packed as `pack` says. Global, so that
 /// its 256-byte loop is verified once for both callers.
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn badfd_basename_hash(path_ptr: u64) -> i64 {
+pub extern "C" fn badfd_basename_hash(path_ptr: u64, in_kernel: u64) -> i64 {
     let Some(buf) = SCRATCH.get_ptr_mut(0) else { return 0 };
     // SAFETY: per-CPU scratch, see `counters`.
     let buf = unsafe { &mut *buf };
-    let read = unsafe { bpf_probe_read_user_str(buf.path.as_mut_ptr().cast(), PATH_MAX as u32, path_ptr as *const _) };
+    let dst = buf.path.as_mut_ptr().cast();
+    let read = if in_kernel != 0 {
+        unsafe { bpf_probe_read_kernel_str(dst, PATH_MAX as u32, path_ptr as *const _) }
+    } else {
+        unsafe { bpf_probe_read_user_str(dst, PATH_MAX as u32, path_ptr as *const _) }
+    };
     let read_bits = read as u64 & 0xffff_ffff;
     if read <= 1 {
         return read_bits as i64;
@@ -121,19 +130,20 @@ fn unpack(packed: i64) -> (i64, Option<u32>) {
 
 /// Reads and hashes the path's basename: `(read, hash)`.
 #[inline(always)]
-fn read_basename_hash(path_ptr: u64) -> (i64, Option<u32>) {
-    unpack(badfd_basename_hash(path_ptr))
+fn read_basename_hash(path_ptr: u64, in_kernel: u64) -> (i64, Option<u32>) {
+    unpack(badfd_basename_hash(path_ptr, in_kernel))
 }
 
-/// A failed open with `errno` of the current process: its basename goes into
-/// the process's table. Returns what reading the path returned (the path is
+/// A failed open with `errno` of the current process, its path at `path_ptr`
+/// (a kernel address with `in_kernel`): its basename goes into the process's
+/// table. Returns what reading the path returned (the path is
 /// then in `SCRATCH.path`, for `emit`), in the low 32 bits, and the hash in
 /// the high 32 bits (0 where there is none).
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn badfd_note_failure(path_ptr: u64, errno: u64, now: u64) -> i64 {
+pub extern "C" fn badfd_note_failure(path_ptr: u64, in_kernel: u64, errno: u64, now: u64) -> i64 {
     let (Some(config), Some(c)) = (CONFIG.get(0), counters()) else { return 0 };
-    let (read, hash) = read_basename_hash(path_ptr);
+    let (read, hash) = read_basename_hash(path_ptr, in_kernel);
     let read_bits = (read as u64) & 0xffff_ffff;
     let Some(hash) = hash else { return read_bits as i64 };
     let packed = pack(read_bits, hash);
@@ -237,7 +247,7 @@ pub extern "C" fn badfd_find_name(hash: u64, now: u64) -> i64 {
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn badfd_find_earlier(path_ptr: u64, now: u64) -> i64 {
-    let (read, hash) = read_basename_hash(path_ptr);
+    let (read, hash) = read_basename_hash(path_ptr, 0);
     let Some(hash) = hash else { return 0 };
     if badfd_find_name(hash as u64, now) == 0 {
         return 0;

@@ -18,28 +18,30 @@
 //!
 //! The path: at the end the kernel has freed its copy. Where `struct
 //! filename` keeps the user's pointer (up to 6.x) it is kept, as for a
-//! syscall; where it does not (7.x) the kernel's copy is copied at the start
-//! into a `URING_PATHS` slot.
+//! syscall (in fentry mode a failure's path walk then replaces it with the
+//! kernel's copy, as a syscall's: `kernel_path`); where it does not (7.x)
+//! the kernel's copy is copied at the start into a `KERNEL_PATHS` slot.
 
 use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_user,
-        generated::{bpf_ktime_get_ns, bpf_probe_read_kernel_str},
+        generated::bpf_ktime_get_ns,
     },
     macros::{fentry, fexit, tracepoint},
     programs::{FEntryContext, FExitContext, TracePointContext},
 };
 use exporter_common::{
-    Config, Counters, Inflight, IoUringOffsets, Loss, Stream, Syscall, CONFIG_UNTIMED, DIRFD_UNKNOWN, EVENT_FAILED,
+    Config, Counters, FilenameOffsets, Loss, Stream, Syscall, CONFIG_UNTIMED, DIRFD_UNKNOWN, EVENT_FAILED,
     EVENT_UNTIMED, FIELD_ABSENT, INFLIGHT_CQE_SKIP, INFLIGHT_PATH_IN_KERNEL, IORING_OP_OPENAT, IORING_OP_OPENAT2,
-    PATH_MAX, REQ_F_CQE_SKIP,
+    REQ_F_CQE_SKIP,
 };
 
 use crate::{
     args::{OpenArgs, OpenHow},
     counters::{count_loss, count_result, count_stream, counters},
     dir_walk::read_u64,
-    maps::{frozen, CONFIG, URING_PATHS, URING_PATH_NEXT, URING_PATH_SLOTS_LOADED, URING_REQS},
+    kernel_path,
+    maps::{CONFIG, URING_REQS},
     open::{enter, finish, take_entry, End},
     stream::{stream_anomaly, PathRead},
 };
@@ -73,74 +75,35 @@ fn timed(config: &Config) -> bool {
 }
 
 /// The path of the request's `struct filename *`: the user's pointer where
-/// the kernel keeps it; else the kernel's copy, copied into a `URING_PATHS`
-/// slot named for `key` (the slot's index in `path_ptr`, with
+/// the kernel keeps it; else the kernel's copy, copied into a `KERNEL_PATHS`
+/// slot owned by `key` (the slot's index in `path_ptr`, with
 /// `INFLIGHT_PATH_IN_KERNEL`). `(0, 0)` when there is none.
 #[inline(always)]
-fn path_of(o: &IoUringOffsets, filename: u64, key: u64) -> (u64, u8) {
-    if filename == 0 {
+fn path_of(f: &FilenameOffsets, filename: u64, key: u64) -> (u64, u8) {
+    if filename == 0 || f.valid == 0 {
         return (0, 0);
     }
-    if o.filename_uptr != FIELD_ABSENT {
-        return (read_u64(filename + o.filename_uptr as u64).unwrap_or(0), 0);
+    if f.uptr != FIELD_ABSENT {
+        return (read_u64(filename + f.uptr as u64).unwrap_or(0), 0);
     }
-    let Some(name) = read_u64(filename + o.filename_name as u64) else { return (0, 0) };
-    let Some(next) = URING_PATH_NEXT.get_ptr_mut(0) else { return (0, 0) };
-    // Round-robin over all CPUs without an atomic: two opens that take the
-    // same slot at once are told apart by its owner, and the one that lost
-    // it has its path unread (counted).
-    // SAFETY: a valid array slot.
-    let index = unsafe {
-        let index = *next;
-        *next = index.wrapping_add(1);
-        (index as u32) & (frozen(&URING_PATH_SLOTS_LOADED) - 1)
-    };
-    let Some(slot) = URING_PATHS.get_ptr_mut(index) else { return (0, 0) };
-    // SAFETY: a valid array slot.
-    let slot = unsafe { &mut *slot };
-    slot.owner = key;
-    let copied = unsafe { bpf_probe_read_kernel_str(slot.bytes.as_mut_ptr().cast(), PATH_MAX as u32, name as *const _) };
-    if copied <= 0 {
-        return (0, 0);
+    let Some(name) = read_u64(filename + f.name as u64) else { return (0, 0) };
+    match kernel_path::copy(name, key) {
+        Some(index) => (index, INFLIGHT_PATH_IN_KERNEL),
+        None => (0, 0),
     }
-    (index as u64, INFLIGHT_PATH_IN_KERNEL)
 }
 
 /// An open request's arguments, from its `struct io_open` (its preparation
 /// copied them there), and the `INFLIGHT_*` flags of its path.
 #[inline(always)]
-fn request_args(o: &IoUringOffsets, req: u64, syscall: Syscall, key: u64) -> (OpenArgs, u8) {
+fn request_args(config: &Config, req: u64, syscall: Syscall, key: u64) -> (OpenArgs, u8) {
+    let o = &config.io_uring;
     let open = req + o.req_open as u64;
     let dirfd = read::<i32>(open + o.open_dfd as u64).unwrap_or(DIRFD_UNKNOWN);
     let how = read::<OpenHow>(open + o.open_how as u64).unwrap_or(OpenHow::UNREADABLE);
     let filename = read_u64(open + o.open_filename as u64).unwrap_or(0);
-    let (path_ptr, flags) = path_of(o, filename, key);
+    let (path_ptr, flags) = path_of(&config.filename, filename, key);
     (OpenArgs { syscall, dirfd, path_ptr, open_flags: how.flags, mode: how.mode as u32 }, flags)
-}
-
-/// The path of an entry as `emit` reads it: a `URING_PATHS` slot's bytes if
-/// the slot still belongs to `key`, else none.
-#[inline(always)]
-fn resolve_path(entry: &mut Inflight, key: u64) {
-    if entry.flags & INFLIGHT_PATH_IN_KERNEL == 0 {
-        return;
-    }
-    let slot = URING_PATHS.get_ptr_mut(entry.path_ptr as u32 & (frozen(&URING_PATH_SLOTS_LOADED) - 1));
-    // SAFETY: a valid array slot, read only.
-    match slot.filter(|slot| unsafe { (**slot).owner } == key) {
-        Some(slot) => {
-            // The slot's address as a plain number (read back through a
-            // helper): the path is read with a kernel-string helper, and
-            // the verifier would reject a map pointer where a path address
-            // goes (the found-later functions take a user address).
-            let address = unsafe { (*slot).bytes.as_ptr() } as u64;
-            entry.path_ptr = read::<u64>(&address as *const u64 as u64).unwrap_or(0);
-        }
-        None => {
-            entry.path_ptr = 0;
-            entry.flags &= !INFLIGHT_PATH_IN_KERNEL;
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -156,7 +119,7 @@ fn issue_start(req: u64, opcode: u8) {
         return;
     }
     let tid = bpf_get_current_pid_tgid() as u32;
-    let (args, flags) = request_args(o, req, syscall, tid as u64);
+    let (args, flags) = request_args(config, req, syscall, tid as u64);
     enter(args, flags, timed(config));
 }
 
@@ -183,14 +146,14 @@ fn issue_end(req: u64, ret: i64, opcode: u8) {
     let result = read::<i32>(req + o.req_result as u64).unwrap_or(0) as i64;
     match entry {
         Some(mut entry) => {
-            resolve_path(&mut entry, pid_tgid as u32 as u64);
+            kernel_path::resolve(&mut entry, pid_tgid as u32 as u64);
             finish(c, config, &entry, pid_tgid, now, End::result(result), timed(config));
         }
         None => {
             // Its start was not seen (attached meanwhile, or skipped): counted,
             // and a failure streamed without its path (the kernel freed it).
             count_loss(c, Loss::ExitWithoutEnter);
-            let (mut args, _) = request_args(o, req, syscall, 0);
+            let (mut args, _) = request_args(config, req, syscall, 0);
             args.path_ptr = 0;
             count_and_stream_untimed(c, config, args, pid_tgid, now, result);
         }
@@ -269,7 +232,7 @@ pub fn io_uring_submit_req(ctx: TracePointContext) -> u32 {
     let Some(syscall) = field::<u8>(&ctx, o.submit_opcode).and_then(syscall_of) else { return 0 };
     let (Some(req), Some(c)) = (field::<u64>(&ctx, o.submit_req), counters()) else { return 0 };
     end_stale(c, req);
-    let (args, mut flags) = request_args(o, req, syscall, req);
+    let (args, mut flags) = request_args(config, req, syscall, req);
     // The low half of `flags` on every kernel (u32 on 6.1, u64 later).
     if field::<u32>(&ctx, o.submit_flags).unwrap_or(0) as u64 & REQ_F_CQE_SKIP != 0 {
         flags |= INFLIGHT_CQE_SKIP;
@@ -295,7 +258,7 @@ pub fn io_uring_complete(ctx: TracePointContext) -> u32 {
     let Some(mut entry) = (unsafe { URING_REQS.get(&req) }).copied() else { return 0 };
     let _ = URING_REQS.remove(&req);
     let (Some(res), Some(c)) = (field::<i32>(&ctx, o.complete_res), counters()) else { return 0 };
-    resolve_path(&mut entry, req);
+    kernel_path::resolve(&mut entry, req);
     let now = unsafe { bpf_ktime_get_ns() };
     finish(c, config, &entry, bpf_get_current_pid_tgid(), now, End::result(res as i64), timed(config));
     0

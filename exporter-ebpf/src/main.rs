@@ -16,6 +16,7 @@
 //! | `stream` | filters, the event into the ring buffer |
 //! | `fairness` | per-source budgets (process, cgroup, uid) past half the ring |
 //! | `dir_walk` | the directory of a relative path |
+//! | `kernel_path` | the kernel's own copy of a path, where the process's may change or is gone |
 //! | `tracepoints`, `fentry` | the programs of each attach mode |
 //! | `exec` | execve/execveat, both modes: failed execs are failures too |
 //! | `io_uring` | io_uring open requests, in both attach modes |
@@ -33,6 +34,7 @@ mod fairness;
 mod fentry;
 mod found_later;
 mod io_uring;
+mod kernel_path;
 mod maps;
 mod open;
 mod signal_end;

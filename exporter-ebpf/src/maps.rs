@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use exporter_common::{
     Config, Counters, DirBuffer, EventBuffer, FailedNames, Inflight, CGROUP_FILTER_CAPACITY, DEFAULT_RINGBUF_BYTES,
-    FAILED_NAMES_SLOTS, INFLIGHT_SLOTS, PATH_MAX, SOURCES_CAPACITY, TRACKED_CAPACITY, URING_PATH_SLOTS,
+    FAILED_NAMES_SLOTS, INFLIGHT_SLOTS, PATH_MAX, SOURCES_CAPACITY, TRACKED_CAPACITY, KERNEL_PATH_SLOTS,
     URING_REQS_CAPACITY,
 };
 
@@ -85,11 +85,11 @@ pub static FAILED_NAMES: Array<FailedNames> = Array::with_max_entries(FAILED_NAM
 #[map]
 pub static URING_REQS: HashMap<u64, Inflight> = HashMap::with_max_entries(URING_REQS_CAPACITY, 0);
 
-/// The kernel's copy of an io_uring open's path, taken at its start, where
-/// the kernel keeps no user pointer to read it from at its end (Linux 7.x;
-/// userspace sizes the map to one slot elsewhere).
+/// The kernel's copy of an open's path, for an open whose path is read after
+/// the kernel freed its own (`exporter_common::KERNEL_PATH_SLOTS` says which;
+/// userspace sizes the map to one slot where none are).
 #[repr(C)]
-pub struct UringPath {
+pub struct KernelPath {
     /// The open's key (its thread in fentry mode, its request in tracepoint
     /// mode): a slot reused by a later open no longer names it.
     pub owner: u64,
@@ -97,11 +97,11 @@ pub struct UringPath {
 }
 
 #[map]
-pub static URING_PATHS: Array<UringPath> = Array::with_max_entries(URING_PATH_SLOTS, 0);
+pub static KERNEL_PATHS: Array<KernelPath> = Array::with_max_entries(KERNEL_PATH_SLOTS, 0);
 
-/// The next `URING_PATHS` slot to take (round-robin, all CPUs).
+/// The next `KERNEL_PATHS` slot to take (round-robin, all CPUs).
 #[map]
-pub static URING_PATH_NEXT: Array<u64> = Array::with_max_entries(1, 0);
+pub static KERNEL_PATH_NEXT: Array<u64> = Array::with_max_entries(1, 0);
 
 /// Set (to 1) by userspace at load where tracing programs may call
 /// `bpf_task_pt_regs` (Linux 5.15): a timed exit that finds no entry of its
@@ -110,10 +110,10 @@ pub static URING_PATH_NEXT: Array<u64> = Array::with_max_entries(1, 0);
 #[unsafe(no_mangle)]
 pub static TASK_PT_REGS: u8 = 0;
 
-/// Slots in `URING_PATHS` (a power of two), set by userspace at load with the
+/// Slots in `KERNEL_PATHS` (a power of two), set by userspace at load with the
 /// map's size; frozen.
 #[unsafe(no_mangle)]
-pub static URING_PATH_SLOTS_LOADED: u32 = 1;
+pub static KERNEL_PATH_SLOTS_LOADED: u32 = 1;
 
 /// Set (to 1) by userspace at load where tracing programs may call
 /// `bpf_get_current_ancestor_cgroup_id` (not on older kernels, 5.10 among

@@ -7,13 +7,14 @@ use aya_ebpf::helpers::{bpf_get_current_pid_tgid, generated::bpf_ktime_get_ns};
 use exporter_common::{
     is_restart_code, latency_bucket, Config, Counters, Inflight, Loss, Stream, Syscall, CONFIG_FAILURES_ONLY,
     CONFIG_FOUND_NOTICES, CONFIG_STREAM_EXECS, CONFIG_STREAM_OPENS, EVENT_FAILED, EVENT_FOUND, EVENT_INTERRUPTED,
-    EVENT_OPENED, EVENT_SLOW, EVENT_UNTIMED, INFLIGHT_RESTARTING, INFLIGHT_SLOT_MASK,
+    EVENT_OPENED, EVENT_SLOW, EVENT_UNTIMED, INFLIGHT_PATH_IN_KERNEL, INFLIGHT_RESTARTING, INFLIGHT_SLOT_MASK,
 };
 
 use crate::{
     args::OpenArgs,
     counters::{bump, count_loss, count_result, count_stream, counters},
     found_later::{self, badfd_find_earlier, badfd_find_name, badfd_note_failure},
+    kernel_path,
     maps::{CONFIG, INFLIGHT},
     signal_end::{badfd_signal_end, END_EINTR, END_KILLED},
     stream::{stream_anomaly, PathRead},
@@ -61,6 +62,9 @@ fn decide(ret: i64) -> Option<End> {
 /// success that found failures, when userspace asked for notices) and the
 /// path as read for it.
 ///
+/// A failure's path is at `path_ptr()`, a kernel address with `in_kernel`
+/// (`kernel_path`); a success's is always the process's memory.
+///
 /// A successful exec finds by `exec_hash`, the hash of its path's basename
 /// taken at entry (its path went with the old program), or where it has none
 /// (untimed) by the new comm, the first 15 bytes of that basename; its notice
@@ -74,6 +78,7 @@ fn found_later_step(
     ret: i64,
     syscall: Syscall,
     exec_hash: u32,
+    in_kernel: bool,
     path_ptr: impl FnOnce() -> u64,
 ) -> (u8, PathRead) {
     if ret < 0 {
@@ -81,7 +86,7 @@ fn found_later_step(
         if !found_later::enabled(config) {
             return (0, PathRead::NONE);
         }
-        let (read, name_hash) = found_later::split(badfd_note_failure(path_ptr(), (-ret) as u64, now));
+        let (read, name_hash) = found_later::split(badfd_note_failure(path_ptr(), in_kernel as u64, (-ret) as u64, now));
         return (0, PathRead { read, name_hash });
     }
     if !found_later::has_recent_failure(config, (pid_tgid >> 32) as u32, now) {
@@ -187,7 +192,10 @@ pub fn on_exit(syscall_hint: Syscall, ret: i64, args_without_entry: impl FnOnce(
     };
     let Some(config) = CONFIG.get(0) else { return };
     match take_entry(tid) {
-        Some(entry) => finish(c, config, &entry, pid_tgid, now, end, true),
+        Some(mut entry) => {
+            kernel_path::resolve(&mut entry, tid as u64);
+            finish(c, config, &entry, pid_tgid, now, end, true)
+        }
         None => finish_without_entry(c, config, syscall_hint, pid_tgid, now, end, args_without_entry),
     }
 }
@@ -233,7 +241,9 @@ pub fn finish(c: &mut Counters, config: &Config, entry: &Inflight, pid_tgid: u64
     // Found later: syscall opens with a result (io_uring paths may be the
     // kernel's own copy, which the user-memory readers cannot read).
     let (found_flag, path) = if end.result && !syscall.is_io_uring() {
-        found_later_step(config, pid_tgid, now, end.ret, syscall, exec_hash, || entry.path_ptr)
+        found_later_step(config, pid_tgid, now, end.ret, syscall, exec_hash, entry.flags & INFLIGHT_PATH_IN_KERNEL != 0, || {
+            entry.path_ptr
+        })
     } else {
         (0, PathRead::NONE)
     };
@@ -295,7 +305,7 @@ fn finish_without_entry(
     };
     let syscall = args.syscall;
     let entry = args.into_inflight(now, pid_tgid as u32);
-    let (_, path) = found_later_step(config, pid_tgid, now, end.ret, syscall, 0, || entry.path_ptr);
+    let (_, path) = found_later_step(config, pid_tgid, now, end.ret, syscall, 0, false, || entry.path_ptr);
     if syscall.is_exec() && config.flags & CONFIG_STREAM_EXECS == 0 {
         return;
     }
@@ -345,7 +355,7 @@ pub fn on_exit_untimed(syscall: Syscall, ret: i64, args: impl FnOnce() -> OpenAr
         args()
     }
     .into_inflight(now, pid_tgid as u32);
-    let (found_flag, path) = found_later_step(config, pid_tgid, now, ret, syscall, 0, || entry.path_ptr);
+    let (found_flag, path) = found_later_step(config, pid_tgid, now, ret, syscall, 0, false, || entry.path_ptr);
     let mut event_flags = if ret < 0 { EVENT_FAILED | EVENT_UNTIMED } else { found_flag | EVENT_UNTIMED };
     if ret >= 0 && found_flag == 0 {
         if !streams_success(config, syscall, end) {

@@ -31,8 +31,8 @@ fn attack(scenario: &str) {
     let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let attacker_cgroup = TestCgroup::new("attacker");
     let victim_cgroup = TestCgroup::new("victim");
-    // A 2 MiB ring read every 50 ms: the attacker fills half of it within one
-    // read, so fairness has to decide.
+    // A 2 MiB ring read every 50 ms once the attack is under way (below):
+    // the attacker fills half of it within one read, so fairness has to decide.
     // Watching (no cgroup yet) from the moment it attaches: the host's other
     // failures must not reach the ring before `before` is read, or the reader
     // would take more events than the kernel submitted after it.
@@ -42,14 +42,24 @@ fn attack(scenario: &str) {
     probe.set_cgroup_filter_mode(CgroupFilterMode::Watch).unwrap();
     probe.add_cgroup_path(&attacker_cgroup.0).unwrap();
     probe.add_cgroup_path(&victim_cgroup.0).unwrap();
-    let collector = Collector::start_with_interval(&mut probe, Duration::from_millis(50));
     let before = decided(&probe.counters().unwrap());
 
     let attacker_dir = TempDir::lettered("attacker");
     let victim_dir = TempDir::lettered("victim");
     std::env::set_var("BADFD_WORKLOAD_CGROUP", &attacker_cgroup.0);
+    let attack_start = std::time::Instant::now();
     let attacker = UidWorkload::spawn(&[scenario, attacker_dir.path().to_str().unwrap(), &ATTACK_SECS.to_string(), &ATTACKER_UID.to_string()]);
-    std::thread::sleep(Duration::from_secs(3));
+    // The reader is held (as a busy pipeline would be) until fairness has
+    // had to decide: an attacker in an emulated guest (the kernel matrix)
+    // makes a tenth of the host's failures, too few to fill half the ring
+    // between two reads. Held at most 3 s; an attack that never got
+    // throttled fails below.
+    while decided(&probe.counters().unwrap()).1 == before.1 && attack_start.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let throttled_after = attack_start.elapsed();
+    let collector = Collector::start_with_interval(&mut probe, Duration::from_millis(50));
+    std::thread::sleep(Duration::from_secs(3).saturating_sub(throttled_after) + Duration::from_millis(500));
     std::env::set_var("BADFD_WORKLOAD_CGROUP", &victim_cgroup.0);
     let victim = UidWorkload::spawn(&[
         "uidfail",
@@ -73,7 +83,8 @@ fn attack(scenario: &str) {
     let attacker_events = events.iter().filter(|e| e.uid == ATTACKER_UID).count() as u64;
     eprintln!(
         "{scenario}: attacker made {attacker_made} failures in {ATTACK_SECS} s: {attacker_events} streamed, {throttled} throttled, \
-         {full} lost to a full ring; victim: {} of {VICTIM_FAILURES} streamed",
+         {full} lost to a full ring (throttling began after {} ms); victim: {} of {VICTIM_FAILURES} streamed",
+        throttled_after.as_millis(),
         victim_events.len()
     );
     let mut victim_paths: Vec<String> = victim_events.iter().map(|e| String::from_utf8_lossy(&e.path).into_owned()).collect();

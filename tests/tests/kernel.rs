@@ -164,6 +164,64 @@ fn streams_exactly_the_failures_with_every_field() {
     assert!(delta(&after, &before, |c| c.stream[Stream::Submitted as usize]) >= run.failures().len() as u64);
 }
 
+/// A failure names the path the kernel walked, though another thread of the
+/// process may rewrite the path's memory while the open goes on: the
+/// workload's DIR/a/x fails with ENOTDIR (a is a file), DIR/b/x with ENOENT,
+/// so the errno says which one was walked. In timed fentry mode the path is
+/// the kernel's own copy (`fexit_do_filp_open`): every event names the path
+/// walked, for an io_uring open whose path is rewritten after submission
+/// (deterministic) and for openat racing a thread that flips the letter.
+/// Tracepoint mode reads the process's memory at the end (docs/security.md):
+/// there the io_uring open names the rewritten path where the kernel keeps
+/// the user's pointer, and the racing opens may name the other letter.
+#[test]
+fn a_failure_names_the_path_the_kernel_walked() {
+    const OPENS: usize = 3000;
+    let mut probe = load_probe(config(None));
+    let collector = Collector::start(&mut probe);
+    let dir = TempDir::new("rewrite");
+    let run = run_workload(&["rewrite", dir.path().to_str().unwrap(), &OPENS.to_string()]);
+    let failures = run.failures().len();
+    assert_eq!(failures, OPENS + 1, "every open of the workload fails");
+    let events = collector.wait_for(&run, failures, WAIT);
+    let walked = |e: &OpenEvent| dir.path().join(if e.ret == -(libc::ENOTDIR as i64) { "a/x" } else { "b/x" });
+    let named = |e: &OpenEvent| std::path::PathBuf::from(String::from_utf8_lossy(&e.path).into_owned());
+    let uring: Vec<&OpenEvent> = events.iter().filter(|e| e.syscall == Syscall::IoUringOpenat).collect();
+    let syscalls: Vec<&OpenEvent> = events.iter().filter(|e| e.syscall == Syscall::Openat).collect();
+    assert_eq!(syscalls.len(), OPENS, "one event per failed openat");
+    let other: Vec<&&OpenEvent> = syscalls.iter().filter(|e| named(e) != walked(e)).collect();
+    let walked_a = syscalls.iter().filter(|e| e.ret == -(libc::ENOTDIR as i64)).count();
+    eprintln!(
+        "{} mode: {} of {OPENS} racing openat name a path the kernel did not walk ({walked_a} walked a/x); io_uring: {:?}",
+        probe.attach_mode(),
+        other.len(),
+        uring.iter().map(|e| (e.ret, named(e))).collect::<Vec<_>>()
+    );
+    if probe.io_uring_unseen().is_none() {
+        assert_eq!(uring.len(), 1, "the io_uring open's event");
+        // The kernel copied the path at submission, before the rewrite
+        // (every kernel badfd runs on does; the rewrite is not what it walked).
+        assert_eq!(uring[0].ret, -(libc::ENOTDIR as i64), "the io_uring open walked DIR/a/x");
+    }
+    match probe.attach_mode() {
+        AttachMode::Fentry => {
+            assert_eq!(probe.kernel_paths_unused(), None, "{}", probe.describe());
+            assert!(other.is_empty(), "events naming a path the kernel did not walk: {other:?}");
+            for e in &uring {
+                assert_eq!(named(e), walked(e), "the io_uring failure names the path walked, not the rewritten memory");
+            }
+        }
+        AttachMode::Tracepoint => {
+            // The documented limit, as it is: the path read at the end.
+            if badfd::probe::running_filename_offsets().uptr != exporter_common::FIELD_ABSENT {
+                for e in &uring {
+                    assert_eq!(named(e), dir.path().join("b/x"), "tracepoint mode reads the rewritten memory at the end");
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn fast_successful_opens_never_cross_to_userspace() {
     const OPENS: u64 = 2000;
@@ -298,7 +356,8 @@ fn only_the_open_syscalls_of_this_architecture_are_hooked() {
     let mut expected: Vec<String> = match probe.attach_mode() {
         AttachMode::Fentry => {
             // The exec hooks are optional where the kernel refuses them.
-            let mut names: Vec<String> = vec!["fentry_do_sys_openat2".into(), "fexit_do_sys_openat2".into()];
+            let mut names: Vec<String> =
+                vec!["fentry_do_sys_openat2".into(), "fexit_do_sys_openat2".into(), "fexit_do_filp_open".into()];
             let execs = ["fentry_execve", "fentry_execveat", "fexit_execve", "fexit_execveat"];
             names.extend(execs.into_iter().filter(|e| loaded.iter().any(|l| l == e)).map(String::from));
             names

@@ -9,7 +9,7 @@
 
 use std::{collections::HashMap, path::Path};
 
-use exporter_common::{IoUringOffsets, KernelOffsets, TaskOffsets, FIELD_ABSENT};
+use exporter_common::{FilenameOffsets, IoUringOffsets, KernelOffsets, TaskOffsets, FIELD_ABSENT};
 
 const BTF_MAGIC: u16 = 0xeb9f;
 
@@ -418,10 +418,22 @@ impl KernelBtf {
             open_dfd: self.sized("io_open", "dfd", 4)?,
             open_filename: filename.offset,
             open_how: self.sized("io_open", "how", 24)?,
-            filename_name: self.pointer("filename", "name")?,
-            filename_uptr: self.pointer("filename", "uptr").unwrap_or(FIELD_ABSENT),
             ..IoUringOffsets::NONE
         })
+    }
+
+    /// Where `struct filename` keeps the kernel's copy of a path and (before
+    /// 7.x) the user's pointer it was copied from.
+    pub fn filename_offsets(&self) -> FilenameOffsets {
+        match self.pointer("filename", "name") {
+            Ok(name) => FilenameOffsets {
+                valid: 1,
+                name,
+                uptr: self.pointer("filename", "uptr").unwrap_or(FIELD_ABSENT),
+                _pad: 0,
+            },
+            Err(_) => FilenameOffsets::NONE,
+        }
     }
 }
 
@@ -433,6 +445,7 @@ struct Running {
     mnt_ns: Result<KernelOffsets, BtfError>,
     task: TaskOffsets,
     io_uring: Result<IoUringOffsets, BtfError>,
+    filename: FilenameOffsets,
 }
 
 fn running() -> &'static Running {
@@ -443,8 +456,15 @@ fn running() -> &'static Running {
             mnt_ns: btf.mnt_ns_offsets(),
             task: btf.task_offsets(),
             io_uring: btf.io_uring_offsets(),
+            filename: btf.filename_offsets(),
         },
-        Err(e) => Running { kernel: Err(e.clone()), mnt_ns: Err(e.clone()), task: TaskOffsets::NONE, io_uring: Err(e) },
+        Err(e) => Running {
+            kernel: Err(e.clone()),
+            mnt_ns: Err(e.clone()),
+            task: TaskOffsets::NONE,
+            io_uring: Err(e),
+            filename: FilenameOffsets::NONE,
+        },
     })
 }
 
@@ -462,6 +482,11 @@ pub fn running_kernel_offsets() -> Result<KernelOffsets, BtfError> {
 /// The running kernel's task offsets (each part `valid` where found).
 pub fn running_task_offsets() -> TaskOffsets {
     running().task
+}
+
+/// The running kernel's `struct filename` offsets (`valid` 0 where not found).
+pub fn running_filename_offsets() -> FilenameOffsets {
+    running().filename
 }
 
 /// The running kernel's io_uring request offsets, or why they are not to be had.
@@ -608,6 +633,7 @@ mod tests {
         assert_eq!(io.req_open, 0, "the command data opens struct io_kiocb");
         assert_eq!((io.open_dfd, io.open_filename), (8, 16), "struct io_open {{ file; dfd; file_slot; filename; .. }}");
         assert_eq!(io.open_how, 24);
-        assert_eq!((io.filename_name, io.filename_uptr), (0, 8), "6.18's struct filename keeps the user's pointer");
+        let f = btf.filename_offsets();
+        assert_eq!((f.valid, f.name, f.uptr), (1, 0, 8), "6.18's struct filename keeps the user's pointer");
     }
 }

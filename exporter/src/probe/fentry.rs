@@ -15,6 +15,11 @@ pub const COMMON_OPEN_FUNCTION: &str = "do_sys_openat2";
 
 const UNTIMED_FEXIT_PROGRAM: &str = "fexit_do_sys_openat2_untimed";
 
+/// The path walk of every open (syscalls', io_uring's), inside the syscall:
+/// where a failure's path is copied from the kernel's own copy.
+pub const PATH_WALK_FUNCTION: &str = "do_filp_open";
+const PATH_WALK_PROGRAM: &str = "fexit_do_filp_open";
+
 /// The execs' syscall functions on this architecture, with their programs:
 /// (syscall, function, fentry, fexit, untimed fexit).
 #[cfg(target_arch = "x86_64")]
@@ -119,5 +124,37 @@ impl Probe {
                 self.missing_syscalls.push(syscall);
             }
         }
+    }
+
+    /// Timed fentry mode: failed opens' paths from the kernel's own copy
+    /// (fexit on the path walk). Where that is refused, or no room for the
+    /// copies was made at load, they are read from the process's memory at
+    /// the open's end, as in tracepoint mode: said once.
+    pub(super) fn attach_kernel_paths(&mut self, btf: &Btf) {
+        if self.kernel_path_slots <= 1 {
+            self.kernel_paths_unused = Some("no room for the copies was made at load (the kernel reported lockdown)".into());
+        } else {
+            let result = (|| -> Result<(), aya::programs::ProgramError> {
+                let fexit: &mut FExit = program(&mut self.ebpf, PATH_WALK_PROGRAM)?;
+                fexit.load(PATH_WALK_FUNCTION, btf)?;
+                fexit.attach()?;
+                Ok(())
+            })();
+            if let Err(error) = result {
+                if let Ok(p) = program::<FExit>(&mut self.ebpf, PATH_WALK_PROGRAM) {
+                    let _ = p.unload();
+                }
+                self.kernel_paths_unused = Some(format!("fexit on {PATH_WALK_FUNCTION} refused: {}", describe_program_error(&error)));
+            }
+        }
+        if let Some(reason) = &self.kernel_paths_unused {
+            tracing::warn!(%reason, "failed opens' paths are read from the process's memory at their end, not from the kernel's copy");
+        }
+    }
+
+    /// Why failed opens' paths are not the kernel's own copy in fentry mode
+    /// (`None` where they are, and in tracepoint mode, which never has it).
+    pub fn kernel_paths_unused(&self) -> Option<&str> {
+        self.kernel_paths_unused.as_deref()
     }
 }

@@ -82,6 +82,7 @@ impl Probe {
         config.offsets = self.config.offsets;
         config.task = self.config.task;
         config.io_uring = self.config.io_uring;
+        config.filename = self.config.filename;
         config.flags = (config.flags & !CONFIG_UNTIMED) | (self.config.flags & CONFIG_UNTIMED);
         config.source_interval_ns = self.config.source_interval_ns;
         config.source_burst_ns = self.config.source_burst_ns;

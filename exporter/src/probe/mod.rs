@@ -19,10 +19,10 @@ use std::{fmt, os::fd::AsFd, time::Duration};
 use aya::{Btf, Ebpf, EbpfLoader};
 use exporter_common::{
     Arch, Config, Syscall, CGROUP_FILTER_IGNORE, CGROUP_FILTER_OFF, CGROUP_FILTER_WATCH, CONFIG_UNTIMED, FIELD_ABSENT,
-    MAP_EVENTS, MAP_URING_PATHS, URING_PATH_SLOTS,
+    MAP_EVENTS, MAP_KERNEL_PATHS, KERNEL_PATH_SLOTS,
 };
 
-pub use btf_offsets::{running_kernel_offsets, running_mnt_ns_offsets};
+pub use btf_offsets::{running_filename_offsets, running_kernel_offsets, running_mnt_ns_offsets};
 pub use fentry::COMMON_OPEN_FUNCTION;
 pub use found_later::{FoundLaterTally, FoundLaterTotals};
 pub use kernel::{
@@ -168,6 +168,12 @@ pub struct Probe {
     io_uring_unseen: Option<String>,
     /// Why 32-bit processes' opens are not seen.
     ia32_unseen: Option<String>,
+    /// Slots of `KERNEL_PATHS` as loaded (1: the kernel's copies of failed
+    /// opens' paths are not taken).
+    kernel_path_slots: u32,
+    /// Why a failed open's path is read from the process's memory, not
+    /// from the kernel's copy (`None` where the kernel's copy is taken).
+    kernel_paths_unused: Option<String>,
 }
 
 impl Probe {
@@ -200,10 +206,16 @@ impl Probe {
             config.io_uring = offsets;
             Ok(submit)
         });
-        // The kernel's copy of an io_uring path is kept only where the kernel
-        // keeps no user pointer (7.x).
-        let uring_path_slots =
-            if io_uring_offsets.is_ok() && config.io_uring.filename_uptr == FIELD_ABSENT { URING_PATH_SLOTS } else { 1 };
+        config.filename = btf_offsets::running_filename_offsets();
+        // Kernel copies of paths (`KERNEL_PATH_SLOTS`): for failed opens in
+        // fentry mode, where it may be used (timed: the copy goes to the
+        // open's entry; not under lockdown, which refuses fentry), and for
+        // io_uring opens where the kernel keeps no user pointer (7.x).
+        let fentry_possible =
+            options.attach != AttachPreference::Tracepoint && options.timing && !preflight::tracing_locked_down();
+        let io_uring_copies = io_uring_offsets.is_ok() && config.filename.uptr == FIELD_ABSENT;
+        let kernel_path_slots =
+            if config.filename.valid != 0 && (fentry_possible || io_uring_copies) { KERNEL_PATH_SLOTS } else { 1 };
 
         // The parsed kernel BTF (~9 MiB here) is needed only while loading and
         // attaching: a local, freed before the exporter settles to its idle size.
@@ -211,11 +223,11 @@ impl Probe {
         let ebpf = EbpfLoader::new()
             .btf(kernel_btf.as_ref())
             .map_max_entries(MAP_EVENTS, ringbuf_bytes)
-            .map_max_entries(MAP_URING_PATHS, uring_path_slots)
+            .map_max_entries(MAP_KERNEL_PATHS, kernel_path_slots)
             .override_global("CGROUP_ANCESTORS", &(cgroup_ancestors as u8), true)
             .override_global("RINGBUF_BYTES", &ringbuf_bytes, true)
             .override_global("TASK_PT_REGS", &(task_pt_regs_helper_available() as u8), true)
-            .override_global("URING_PATH_SLOTS_LOADED", &uring_path_slots, true)
+            .override_global("KERNEL_PATH_SLOTS_LOADED", &kernel_path_slots, true)
             .load(object)
             .map_err(ProbeError::Load)?;
 
@@ -251,6 +263,8 @@ impl Probe {
             untimed_refused: None,
             io_uring_unseen: None,
             ia32_unseen: None,
+            kernel_path_slots,
+            kernel_paths_unused: None,
         };
         // The config must be in place before the first event runs.
         probe.set_config(config)?;
@@ -295,6 +309,9 @@ impl Probe {
         if probe.mode == AttachMode::Fentry {
             if let Some(btf) = kernel_btf.as_ref() {
                 probe.attach_exec_fentry(btf);
+                if probe.timed {
+                    probe.attach_kernel_paths(btf);
+                }
             }
         }
         if untimed && probe.timed {
@@ -354,6 +371,9 @@ impl Probe {
         }
         if let Some(why) = &self.ia32_unseen {
             line.push_str(&format!(" ia32_unseen={why:?}"));
+        }
+        if let Some(why) = &self.kernel_paths_unused {
+            line.push_str(&format!(" kernel_paths_unused={why:?}"));
         }
         line
     }

@@ -82,6 +82,14 @@ fn has_bpf_capabilities() -> bool {
     has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))
 }
 
+/// Whether the kernel is locked down (integrity or confidentiality), which
+/// refuses fentry/fexit: only to size what fentry mode alone would use; the
+/// attach itself still decides the mode.
+pub fn tracing_locked_down() -> bool {
+    std::fs::read_to_string("/sys/kernel/security/lockdown")
+        .is_ok_and(|s| s.contains("[integrity]") || s.contains("[confidentiality]"))
+}
+
 /// The effective capability set of this process, from /proc/self/status.
 pub fn effective_capabilities() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;

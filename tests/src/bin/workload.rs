@@ -31,6 +31,10 @@
 //!                                IORING_OP_OPENAT2 of missing files, 2 successful
 //!                                OPENAT relative to DIR's fd, 2 OPENAT whose path is
 //!                                too long to copy (they fail before they run)
+//!   workload rewrite DIR N       failed opens whose path another thread (or the
+//!                                process, after an io_uring submission) rewrites
+//!                                meanwhile; each recorded with the path its
+//!                                errno says the kernel walked
 //!   workload signal DIR MODE     a thread blocks opening the FIFO DIR/fifo; prints
 //!                                `reader TID`, waits for a line on stdin, then
 //!                                MODE eintr: SIGUSR1 to it, handler without
@@ -452,6 +456,7 @@ fn main() {
         "forkflood" => fork_flood(&dir, n, arg_at(&args, 4)),
         "fatflood" => fat_flood(&dir, n, arg_at(&args, 4)),
         "uring" => uring_opens(&dir, n as usize),
+        "rewrite" => rewrite(&dir, n as usize),
         "signal" => signal(&dir, args.get(3).expect("workload signal DIR eintr|restart|kill")),
         "stale" => stale(&dir),
         "semconv" => semconv(&dir, Duration::from_millis(n), Duration::from_millis(arg_at(&args, 4))),
@@ -700,6 +705,9 @@ mod uring {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     pub const IORING_OP_OPENAT: u8 = 18;
+    pub const IORING_OP_READ: u8 = 22;
+    /// `IOSQE_IO_LINK`: the next request runs once this one completed.
+    pub const IOSQE_IO_LINK: u8 = 1 << 2;
     pub const IORING_OP_OPENAT2: u8 = 28;
     const IORING_ENTER_GETEVENTS: u32 = 1;
     const IORING_OFF_SQ_RING: i64 = 0;
@@ -817,6 +825,12 @@ mod uring {
         /// Submits `batch` (at most `ENTRIES`) at once and waits for all of
         /// them: their results, in order.
         pub fn run(&mut self, batch: &[Sqe]) -> Vec<i32> {
+            self.run_then(batch, || {})
+        }
+
+        /// As `run`, calling `between` once the batch is submitted (the kernel
+        /// prepared every request: copied their paths) and before waiting.
+        pub fn run_then(&mut self, batch: &[Sqe], between: impl FnOnce()) -> Vec<i32> {
             assert!(batch.len() as u32 <= ENTRIES);
             let sq_mask = Self::word(self.sq, self.params.sq_off.ring_mask).load(Ordering::Relaxed);
             let tail = Self::word(self.sq, self.params.sq_off.tail);
@@ -831,8 +845,12 @@ mod uring {
                 t = t.wrapping_add(1);
             }
             tail.store(t, Ordering::Release);
+            // SAFETY: the ring's own fd; no signal mask.
+            let submitted = unsafe { libc::syscall(libc::SYS_io_uring_enter, self.fd, batch.len() as u32, 0u32, 0u32, std::ptr::null::<u8>(), 0) };
+            assert!(submitted >= 0, "io_uring_enter: {}", std::io::Error::last_os_error());
+            between();
             let mut results = vec![None; batch.len()];
-            let mut to_submit = batch.len() as u32;
+            let mut to_submit = batch.len() as u32 - submitted as u32;
             let mut done = 0;
             let cq_mask = Self::word(self.cq, self.params.cq_off.ring_mask).load(Ordering::Relaxed);
             let head = Self::word(self.cq, self.params.cq_off.head);
@@ -912,6 +930,74 @@ fn uring_opens(dir: &Path, n: usize) {
         }
     }
     close(dirfd as i64);
+}
+
+/// Failed opens whose path the process rewrites while they go on. DIR/a is a
+/// file and DIR/b absent, so DIR/a/x fails with ENOTDIR and DIR/b/x with
+/// ENOENT: the errno says which path the kernel walked, and each open is
+/// recorded with that path. (1) io_uring: an OPENAT of DIR/a/x linked behind
+/// a read of an empty pipe is submitted (the kernel copies its path then),
+/// its buffer rewritten to DIR/b/x, and only then the pipe written: the open
+/// runs after the rewrite, on the kernel's copy. (2) N openat of one buffer
+/// while another thread flips its byte between a and b.
+fn rewrite(dir: &Path, n: usize) {
+    use std::sync::{
+        atomic::{AtomicBool, AtomicU8, Ordering},
+        Arc,
+    };
+    use uring::{Ring, Sqe, IORING_OP_OPENAT, IORING_OP_READ, IOSQE_IO_LINK};
+    std::fs::write(dir.join("a"), b"").unwrap();
+    let walked = |ret: i64| -> Vec<u8> {
+        let which = if ret == -(libc::ENOTDIR as i64) { b"a/x" } else { b"b/x" };
+        join(dir, which)
+    };
+    let mut buf = join(dir, b"a/x");
+    buf.push(0);
+    let flip_at = buf.len() - 4;
+
+    let mut pipe = [0i32; 2];
+    // SAFETY: a valid array of two fds.
+    assert_eq!(unsafe { libc::pipe(pipe.as_mut_ptr()) }, 0);
+    let mut byte = 0u8;
+    let read = Sqe { opcode: IORING_OP_READ, flags: IOSQE_IO_LINK, fd: pipe[0], addr: &mut byte as *mut u8 as u64, len: 1, ..Sqe::default() };
+    let open = Sqe { opcode: IORING_OP_OPENAT, fd: libc::AT_FDCWD, addr: buf.as_ptr() as u64, ..Sqe::default() };
+    let buf_ptr = buf.as_mut_ptr();
+    let results = Ring::new().run_then(&[read, open], || {
+        // SAFETY: the buffer is alive, and the kernel only reads it.
+        unsafe { *buf_ptr.add(flip_at) = b'b' };
+        // SAFETY: one byte from a valid buffer to the pipe.
+        assert_eq!(unsafe { libc::write(pipe[1], b"g".as_ptr().cast(), 1) }, 1);
+    });
+    assert_eq!(results[0], 1, "the pipe read");
+    let ret = results[1] as i64;
+    record("io_uring_openat", libc::AT_FDCWD, &walked(ret), libc::O_RDONLY as u64, 0, ret);
+    close(ret);
+    close(pipe[0] as i64);
+    close(pipe[1] as i64);
+
+    buf[flip_at] = b'a';
+    let stop = Arc::new(AtomicBool::new(false));
+    let flip_addr = buf.as_mut_ptr() as usize + flip_at;
+    let flipper = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            // SAFETY: the byte outlives this thread (joined below); atomic
+            // stores, so the opens read one letter or the other.
+            let letter = unsafe { AtomicU8::from_ptr(flip_addr as *mut u8) };
+            while !stop.load(Ordering::Relaxed) {
+                letter.store(b'b', Ordering::Relaxed);
+                letter.store(b'a', Ordering::Relaxed);
+            }
+        })
+    };
+    for _ in 0..n {
+        // SAFETY: a NUL-terminated buffer; raw syscall so that it is exactly openat.
+        let ret = ret_of(unsafe { libc::syscall(libc::SYS_openat, libc::AT_FDCWD, buf.as_ptr(), libc::O_RDONLY, 0) });
+        record("openat", libc::AT_FDCWD, &walked(ret), libc::O_RDONLY as u64, 0, ret);
+        close(ret);
+    }
+    stop.store(true, Ordering::Relaxed);
+    flipper.join().unwrap();
 }
 
 extern "C" fn on_signal(_: libc::c_int) {}
