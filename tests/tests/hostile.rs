@@ -12,12 +12,14 @@ use std::time::Duration;
 
 use badfd::{probe::CgroupFilterMode, ProbeOptions};
 use badfd_tests::{load_probe_with, test_attach_mode, Collector, TempDir, TestCgroup, UidWorkload, FAIRNESS_UID};
-use exporter_common::{Config, Counters, Loss, Stream, CGROUP_FILTER_WATCH};
+use exporter_common::{source_limit, Config, Counters, Loss, Stream, CGROUP_FILTER_WATCH};
 
 const ATTACKER_UID: u32 = FAIRNESS_UID + 1;
 const VICTIM_UID: u32 = FAIRNESS_UID + 2;
 const ATTACK_SECS: u64 = 10;
 const VICTIM_FAILURES: u64 = 20;
+/// Anomalies per second and source the fairness allows (the default: 1000).
+const TEST_SOURCE_RATE: u32 = 250;
 
 fn decided(c: &Counters) -> (u64, u64, u64) {
     (c.stream[Stream::Submitted as usize], c.losses[Loss::SourceThrottled as usize], c.losses[Loss::RingbufFull as usize])
@@ -31,13 +33,20 @@ fn attack(scenario: &str) {
     let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let attacker_cgroup = TestCgroup::new("attacker");
     let victim_cgroup = TestCgroup::new("victim");
-    // A 2 MiB ring read every 50 ms once the attack is under way (below):
-    // the attacker fills half of it within one read, so fairness has to decide.
+    // A 4 MiB ring, read every 50 ms once fairness has had to decide (below),
+    // and a quarter of the default rate per source (250 nominal events/s): an
+    // attacker in an emulated guest (the kernel matrix), a tenth of the
+    // host's speed or less, then still streams well above its cgroup's
+    // share, and the ring's upper half is far larger than what that cgroup
+    // may stream past half a ring (a burst of one second at twice a
+    // process's rate, 128 KiB of small events, and the rate itself): a held
+    // reader sees the attack throttled before the ring is full.
     // Watching (no cgroup yet) from the moment it attaches: the host's other
     // failures must not reach the ring before `before` is read, or the reader
     // would take more events than the kernel submitted after it.
-    let config = Config { cgroup_filter: CGROUP_FILTER_WATCH, ..Config::DEFAULT };
-    let options = ProbeOptions { attach: test_attach_mode(), ringbuf_bytes: 2 << 20, config, ..ProbeOptions::default() };
+    let (source_interval_ns, source_burst_ns) = source_limit(TEST_SOURCE_RATE);
+    let config = Config { cgroup_filter: CGROUP_FILTER_WATCH, source_interval_ns, source_burst_ns, ..Config::DEFAULT };
+    let options = ProbeOptions { attach: test_attach_mode(), ringbuf_bytes: 4 << 20, config, ..ProbeOptions::default() };
     let mut probe = load_probe_with(&options);
     probe.set_cgroup_filter_mode(CgroupFilterMode::Watch).unwrap();
     probe.add_cgroup_path(&attacker_cgroup.0).unwrap();
@@ -51,10 +60,10 @@ fn attack(scenario: &str) {
     let attacker = UidWorkload::spawn(&[scenario, attacker_dir.path().to_str().unwrap(), &ATTACK_SECS.to_string(), &ATTACKER_UID.to_string()]);
     // The reader is held (as a busy pipeline would be) until fairness has
     // had to decide: an attacker in an emulated guest (the kernel matrix)
-    // makes a tenth of the host's failures, too few to fill half the ring
-    // between two reads. Held at most 3 s; an attack that never got
+    // makes a tenth of the host's failures or less, too few to fill half the
+    // ring between two reads. Held at most 6 s; an attack that never got
     // throttled fails below.
-    while decided(&probe.counters().unwrap()).1 == before.1 && attack_start.elapsed() < Duration::from_secs(3) {
+    while decided(&probe.counters().unwrap()).1 == before.1 && attack_start.elapsed() < Duration::from_secs(6) {
         std::thread::sleep(Duration::from_millis(10));
     }
     let throttled_after = attack_start.elapsed();

@@ -14,10 +14,13 @@
 # Environment:
 #   BADFD_VM_KERNELS   kernel names to run when none are given ("all", the default,
 #                      or e.g. "5.10 7.3"; "none" runs the host row only); a name may
-#                      carry its attach modes, "6.12:fentry", instead of the table's
+#                      carry its attach modes, "6.12:fentry", instead of the table's,
+#                      and then its test binaries, "5.10:auto:kernel+hostile", instead
+#                      of BADFD_VM_TESTS
 #   BADFD_VM_HOST      1 (default) adds the host kernel's row; 0 leaves it out
 #   BADFD_VM_TESTS     test binaries of the badfd-tests crate to run (default: kernel
-#                      verifier; verifier's counts are printed as a table at the end)
+#                      verifier hostile; verifier's counts are printed as a table at
+#                      the end), in the host row and every row that names none
 #   BADFD_VM_CACHE     where kernels and apt state are cached (/var/cache/badfd-kernels)
 #   BADFD_VM_TIMEOUT   seconds a VM may run before it counts as failed (default 900)
 #   BADFD_VM_ACCEL     kvm, tcg or auto (default: KVM only where it can run a stock kernel)
@@ -44,7 +47,7 @@ ROOT=$PWD
 KERNELS_FILE=$ROOT/tests/vm/kernels
 CACHE=${BADFD_VM_CACHE:-/var/cache/badfd-kernels}
 TIMEOUT=${BADFD_VM_TIMEOUT:-900}
-TESTS=${BADFD_VM_TESTS:-kernel verifier}
+TESTS=${BADFD_VM_TESTS:-kernel verifier hostile}
 LOG_DIR=$ROOT/target/vm-logs
 export PATH="$HOME/.cargo/bin:$PATH"
 
@@ -54,7 +57,7 @@ die() { say "$*"; exit 2; }
 # --- the kernel table ---------------------------------------------------------
 # Fills NAMES, and SUITE/PACKAGE/MODES by name.
 declare -a NAMES=()
-declare -A SUITE=() PACKAGE=() MODES=()
+declare -A SUITE=() PACKAGE=() MODES=() ROW_TESTS=()
 while read -r name suite package modes; do
     [[ -z "$name" || "$name" == \#* ]] && continue
     NAMES+=("$name")
@@ -186,12 +189,22 @@ fi
 for i in "${!selected[@]}"; do
     name=${selected[$i]%%:*}
     [[ -n "${PACKAGE[$name]:-}" ]] || die "unknown kernel '$name'; known: ${NAMES[*]} (see $KERNELS_FILE)"
+    ROW_TESTS[$name]=$TESTS
     if [[ "${selected[$i]}" == *:* ]]; then
-        MODES[$name]=${selected[$i]#*:}
+        IFS=: read -r _ modes row_tests <<<"${selected[$i]}"
+        MODES[$name]=$modes
+        [[ -n "$row_tests" ]] && ROW_TESTS[$name]=${row_tests//+/ }
     fi
     selected[$i]=$name
 done
 run_host=${BADFD_VM_HOST:-1}
+# Every test binary some row runs: built and packed once per architecture.
+ALL_TESTS=$TESTS
+for name in "${selected[@]}"; do
+    for t in ${ROW_TESTS[$name]}; do
+        [[ " $ALL_TESTS " == *" $t "* ]] || ALL_TESTS+=" $t"
+    done
+done
 # The host's own figures come from running the bench there (bench/RESULTS.md).
 (( bench )) && run_host=0
 
@@ -242,12 +255,12 @@ for arch in "${BUILD_ARCHS[@]}"; do
         build_log=$(mktemp)
         # Only the test binaries the guests run: each is a full static link.
         test_args=()
-        for t in $TESTS; do test_args+=(--test "$t"); done
+        for t in $ALL_TESTS; do test_args+=(--test "$t"); done
         if ! cargo test -p badfd-tests --no-run --target "$target" "${test_args[@]}" 2>"$build_log"; then
             cat "$build_log" >&2
             die "the static build of the kernel tests failed"
         fi
-        for t in $TESTS; do
+        for t in $ALL_TESTS; do
             bin=$(sed -n "s|^ *Executable tests/$t\.rs (\(.*\))\$|\1|p" "$build_log" | tail -n1)
             [[ -n "$bin" ]] || die "no test binary tests/$t.rs in the badfd-tests crate"
             TEST_BIN[$arch/$t]=$ROOT/$bin
@@ -306,7 +319,7 @@ make_initramfs() {
         "$strip" -o "$stage/badfd/opens" "${OPENS_BIN[$arch]}"
         printf '%s\n' "$BENCH_ARGS" >"$stage/badfd/bench-args"
     else
-        for t in $TESTS; do
+        for t in $ALL_TESTS; do
             "$strip" -o "$stage/badfd/tests/$t" "${TEST_BIN[$arch/$t]}"
         done
         "$strip" -o "$stage/badfd/workload" "${WORKLOAD[$arch]}"
@@ -316,7 +329,8 @@ make_initramfs() {
 #!/bin/busybox sh
 # badfd's kernel matrix: mount what the kernel tests need, run them (or, with
 # --bench, bench/opens) in every attach mode named on the kernel command line
-# (badfd.modes=a,b), print result markers on the console and power off.
+# (badfd.modes=a,b), the test binaries named there (badfd.tests=a,b), print
+# result markers on the console and power off.
 /bin/busybox --install -s /bin
 export PATH=/bin HOME=/ TMPDIR=/tmp RUST_BACKTRACE=1 BADFD_WORKLOAD=/badfd/workload
 mount -t proc proc /proc
@@ -328,6 +342,7 @@ mount -t bpf bpf /sys/fs/bpf
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 mount -t tmpfs tmpfs /tmp
 modes=$(sed -n 's/.*badfd\.modes=\([^ ]*\).*/\1/p' /proc/cmdline)
+tests=$(sed -n 's/.*badfd\.tests=\([^ ]*\).*/\1/p' /proc/cmdline)
 echo
 echo "BADFD-VM-KERNEL release=$(uname -r) lockdown=$(cat /sys/kernel/security/lockdown 2>/dev/null | tr ' ' ,)"
 for mode in $(echo "$modes" | tr , ' '); do
@@ -337,7 +352,8 @@ for mode in $(echo "$modes" | tr , ' '); do
         echo "BADFD-VM-END mode=$mode test=opens exit=$?"
         continue
     fi
-    for t in /badfd/tests/*; do
+    for t in $(echo "$tests" | tr , ' '); do
+        t=/badfd/tests/$t
         echo "BADFD-VM-BEGIN mode=$mode test=${t##*/}"
         BADFD_TEST_ATTACH=$mode "$t" --test-threads=1 --show-output 2>&1
         echo "BADFD-VM-END mode=$mode test=${t##*/} exit=$?"
@@ -409,13 +425,13 @@ rm -f "$LOG_DIR"/*.log "$LOG_DIR"/*.log.boot-failure-*
 declare -a rows=()
 failed_rows=0
 
-# Appends one row per mode and test from a log with BADFD-VM markers.
+# Appends one row per mode and test (of the tests $4) from a log with BADFD-VM markers.
 collect() {
-    local label=$1 log=$2 modes=$3 release
+    local label=$1 log=$2 modes=$3 tests=$4 release
     release=$(sed -n 's/.*BADFD-VM-KERNEL release=\([^ ]*\).*/\1/p' "$log" | head -n1)
     [[ -n "$release" ]] || release="$label (did not boot)"
     for mode in ${modes//,/ }; do
-        for t in $TESTS; do
+        for t in $tests; do
             local section passed failed ignored rc status reruns
             # Markers may follow console noise on their line, never precede it.
             section=$(awk -v b="BADFD-VM-BEGIN mode=$mode test=$t" -v e="BADFD-VM-END mode=$mode test=$t exit=" \
@@ -480,7 +496,7 @@ if [[ $run_host == 1 ]]; then
             set -e
         done
     } >"$log"
-    collect host "$log" auto
+    collect host "$log" auto "$TESTS"
 fi
 
 crashed_rows=()
@@ -489,7 +505,8 @@ for name in "${selected[@]}"; do
     arch=$(row_arch "$name")
     qemu_for "$arch"
     log=$LOG_DIR/$name.log
-    say "kernel $name ($arch, $guest_accel): modes ${MODES[$name]}; console log in ${log#"$ROOT"/}"
+    say "kernel $name ($arch, $guest_accel): modes ${MODES[$name]}, tests ${ROW_TESTS[$name]}; console log in ${log#"$ROOT"/}"
+    row_tests=${ROW_TESTS[$name]}
     t0=$(date +%s)
     # A kernel that crashes before it reaches /init is emulation trouble (TCG
     # on this project's CI machines now and then corrupts early boot), not a
@@ -499,7 +516,7 @@ for name in "${selected[@]}"; do
         set +e
         timeout -k 10 "$TIMEOUT" "${qemu_cmd[@]}" -m 1G -smp 2 "${qemu_extra[@]}" \
             -kernel "$vmlinuz" -initrd "$work/initramfs-$arch.cpio" \
-            -append "console=${CONSOLE[$arch]} panic=-1 quiet badfd.modes=${MODES[$name]}" \
+            -append "console=${CONSOLE[$arch]} panic=-1 quiet badfd.modes=${MODES[$name]} badfd.tests=${row_tests// /,}" \
             -nographic -no-reboot -nodefaults -serial stdio -monitor none </dev/null 2>&1 | stdbuf -oL tr -d '\r' >"$log"
         set -e
         if ! grep -aq 'BADFD-VM-KERNEL release=' "$log"; then
@@ -508,8 +525,10 @@ for name in "${selected[@]}"; do
             continue
         fi
         # A guest kernel that oopses or panics mid-run without any test's end
-        # marker after it: under TCG this has been a double fault in the
-        # allocator during an exec (6.12), never in a badfd program. Run it
+        # marker after it: under TCG this has been 6.12 double-faulting in the
+        # allocator during an exec or a fork storm, and corrupting lists or
+        # the scheduler's state in a fork storm, the same with badfd not
+        # loaded at all (docs/kernels.md), never in a badfd program. Run it
         # again once, say so, and keep the log; a second crash is a failure.
         if (( attempt == 1 )) && grep -aqE 'Kernel panic|Oops:' "$log" \
             && ! sed -n '/Kernel panic\|Oops:/,$p' "$log" | grep -aq 'BADFD-VM-END'; then
@@ -524,7 +543,7 @@ for name in "${selected[@]}"; do
     if (( bench )); then
         collect_bench "$name" "$log" "${MODES[$name]}"
     else
-        collect "$name" "$log" "${MODES[$name]}"
+        collect "$name" "$log" "${MODES[$name]}" "$row_tests"
     fi
 done
 
