@@ -55,8 +55,9 @@ pub fn fexit_do_sys_openat2_untimed(ctx: FExitContext) -> u32 {
     0
 }
 
-/// The end of an open's path walk, still inside the syscall (do_filp_open
-/// returns a `struct file *` or an error pointer, after its three
+/// The end of an open's path walk, still inside the syscall (do_filp_open,
+/// do_file_open in 7.x: userspace attaches it to the one the kernel has;
+/// it returns a `struct file *` or an error pointer, after its three
 /// arguments): a failed walk's path is copied from the kernel's own copy,
 /// which do_sys_openat2 frees before its exit, so that the failure reports
 /// the path the kernel walked, not what another thread of the process wrote

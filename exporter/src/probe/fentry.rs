@@ -16,8 +16,9 @@ pub const COMMON_OPEN_FUNCTION: &str = "do_sys_openat2";
 const UNTIMED_FEXIT_PROGRAM: &str = "fexit_do_sys_openat2_untimed";
 
 /// The path walk of every open (syscalls', io_uring's), inside the syscall:
-/// where a failure's path is copied from the kernel's own copy.
-pub const PATH_WALK_FUNCTION: &str = "do_filp_open";
+/// where a failure's path is copied from the kernel's own copy. The same
+/// function under its two names: `do_file_open` in Linux 7.x.
+pub const PATH_WALK_FUNCTIONS: [&str; 2] = ["do_filp_open", "do_file_open"];
 const PATH_WALK_PROGRAM: &str = "fexit_do_filp_open";
 
 /// The execs' syscall functions on this architecture, with their programs:
@@ -134,17 +135,26 @@ impl Probe {
         if self.kernel_path_slots <= 1 {
             self.kernel_paths_unused = Some("no room for the copies was made at load (the kernel reported lockdown)".into());
         } else {
-            let result = (|| -> Result<(), aya::programs::ProgramError> {
-                let fexit: &mut FExit = program(&mut self.ebpf, PATH_WALK_PROGRAM)?;
-                fexit.load(PATH_WALK_FUNCTION, btf)?;
-                fexit.attach()?;
-                Ok(())
-            })();
-            if let Err(error) = result {
-                if let Ok(p) = program::<FExit>(&mut self.ebpf, PATH_WALK_PROGRAM) {
-                    let _ = p.unload();
+            let mut refusals = Vec::new();
+            for function in PATH_WALK_FUNCTIONS {
+                let result = (|| -> Result<(), aya::programs::ProgramError> {
+                    let fexit: &mut FExit = program(&mut self.ebpf, PATH_WALK_PROGRAM)?;
+                    fexit.load(function, btf)?;
+                    fexit.attach()?;
+                    Ok(())
+                })();
+                match result {
+                    Ok(()) => break,
+                    Err(error) => {
+                        if let Ok(p) = program::<FExit>(&mut self.ebpf, PATH_WALK_PROGRAM) {
+                            let _ = p.unload();
+                        }
+                        refusals.push(format!("fexit on {function} refused: {}", describe_program_error(&error)));
+                    }
                 }
-                self.kernel_paths_unused = Some(format!("fexit on {PATH_WALK_FUNCTION} refused: {}", describe_program_error(&error)));
+            }
+            if refusals.len() == PATH_WALK_FUNCTIONS.len() {
+                self.kernel_paths_unused = Some(refusals.join("; "));
             }
         }
         if let Some(reason) = &self.kernel_paths_unused {
