@@ -123,38 +123,35 @@ fn comm_is(want: &[u8; 16]) -> bool {
     h[0] == w[0] && h[1] == w[1]
 }
 
-/// The inode number of the current task's mount namespace, or 0.
+/// The inode number of the mount namespace of `task` (the current task), or 0.
 #[inline(always)]
-fn mnt_ns_inum(o: &KernelOffsets) -> u32 {
+fn mnt_ns_inum(o: &KernelOffsets, task: u64) -> u32 {
     if o.mnt_ns_valid == 0 {
         return 0;
     }
-    let task = unsafe { bpf_get_current_task() };
     let Some(nsproxy) = read_u64(task + o.task_nsproxy as u64).filter(|&p| p != 0) else { return 0 };
     let Some(mnt_ns) = read_u64(nsproxy + o.nsproxy_mnt_ns as u64).filter(|&p| p != 0) else { return 0 };
     read_u32(mnt_ns + o.mnt_ns_inum as u64).unwrap_or(0)
 }
 
-/// The process id of the current task's parent (`real_parent->tgid`), or 0.
+/// The process id of the parent of `task` (`real_parent->tgid`), or 0.
 #[inline(always)]
-fn parent_tgid(o: &TaskOffsets) -> u32 {
+fn parent_tgid(o: &TaskOffsets, task: u64) -> u32 {
     if o.parent_valid == 0 {
         return 0;
     }
-    let task = unsafe { bpf_get_current_task() };
     let Some(parent) = read_u64(task + o.task_real_parent as u64).filter(|&p| p != 0) else { return 0 };
     read_u32(parent + o.task_tgid as u64).unwrap_or(0)
 }
 
-/// The current task's effective uid (`task->cred->euid`; kuids are the
-/// initial user namespace's ids, as `bpf_get_current_uid_gid` reports), or
+/// The effective uid of `task` (`task->cred->euid`; kuids are the initial
+/// user namespace's ids, as `bpf_get_current_uid_gid` reports), or
 /// `EUID_UNKNOWN`.
 #[inline(always)]
-fn current_euid(o: &TaskOffsets) -> u32 {
+fn current_euid(o: &TaskOffsets, task: u64) -> u32 {
     if o.cred_valid == 0 {
         return EUID_UNKNOWN;
     }
-    let task = unsafe { bpf_get_current_task() };
     let Some(cred) = read_u64(task + o.task_cred as u64).filter(|&p| p != 0) else { return EUID_UNKNOWN };
     read_u32(cred + o.cred_euid as u64).unwrap_or(EUID_UNKNOWN)
 }
@@ -265,9 +262,10 @@ pub extern "C" fn badfd_emit(ret: i64, latency_ns: u64, event_flags: u64, waitin
     h.dir_len = dir_len as u16;
     h.dir_status = dir_status;
     h._reserved2 = [0; 5];
-    h.mnt_ns = mnt_ns_inum(&config.offsets);
-    h.euid = current_euid(&config.task);
-    h.ppid = parent_tgid(&config.task);
+    let task = unsafe { bpf_get_current_task() };
+    h.mnt_ns = mnt_ns_inum(&config.offsets, task);
+    h.euid = current_euid(&config.task, task);
+    h.ppid = parent_tgid(&config.task, task);
     h._reserved4 = 0;
 
     // Wake the reader only when a batch is waiting (it also polls on a timer),
