@@ -114,6 +114,30 @@ def test_pod_labels_annotations_env_and_extra_volumes():
     assert {"tracefs", "btf", "cgroup", "config"} <= {m["name"] for m in container["volumeMounts"]}
 
 
+@pytest.mark.parametrize("client", [False, True])
+def test_otlp_tls_secret_becomes_a_mount_and_the_otel_certificate_variables(client):
+    values = {"otlp": {"endpoint": "https://collector:4317", "tlsSecret": {"name": "collector-tls", "clientCertificate": client}}}
+    objects = by_kind(rendered_objects(values))
+    for obj in objects.values():
+        validate_object(obj)
+    pod = pod_template(objects)
+    container = pod["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["OTEL_EXPORTER_OTLP_CERTIFICATE"] == "/etc/badfd/otlp-tls/ca.crt"
+    client_env = {"OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE": "/etc/badfd/otlp-tls/tls.crt", "OTEL_EXPORTER_OTLP_CLIENT_KEY": "/etc/badfd/otlp-tls/tls.key"}
+    if client:
+        assert client_env.items() <= env.items()
+    else:
+        assert not set(client_env) & set(env)
+    assert {"name": "otlp-tls", "mountPath": "/etc/badfd/otlp-tls", "readOnly": True} in container["volumeMounts"]
+    assert {"name": "otlp-tls", "secret": {"secretName": "collector-tls", "defaultMode": 0o400}} in pod["spec"]["volumes"]
+    # Without the Secret: no mount, no variable (the system's roots).
+    pod = pod_template(by_kind(rendered_objects({"otlp": {"endpoint": "https://collector:4317"}})))
+    container = pod["spec"]["containers"][0]
+    assert "otlp-tls" not in {m["name"] for m in container["volumeMounts"]}
+    assert not any(e["name"].startswith("OTEL_EXPORTER_OTLP_C") for e in container["env"])
+
+
 def test_network_policy_admits_only_the_metrics_port():
     assert "NetworkPolicy" not in by_kind(rendered_objects())
     objects = by_kind(rendered_objects({"networkPolicy": {"enabled": True}}))
