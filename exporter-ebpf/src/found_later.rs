@@ -9,10 +9,7 @@
 //! Both functions are global: the verifier checks each (and its 256-byte
 //! basename loop) once per program.
 
-use aya_ebpf::helpers::{
-    bpf_get_current_pid_tgid,
-    generated::{bpf_probe_read_kernel_str, bpf_probe_read_user_str},
-};
+use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use exporter_common::{
     found_errno_slot, basename_hash_step, Config, Loss, Stream, BASENAME_HASH_MAX, BASENAME_HASH_START,
     FAILED_NAMES_PER_PROCESS, FAILED_NAMES_SLOT_MASK, FOUND_EPOCHS, PATH_MAX,
@@ -20,6 +17,7 @@ use exporter_common::{
 
 use crate::{
     counters::{bump, count_loss, counters},
+    kernel_path,
     maps::{CONFIG, FAILED_NAMES, SCRATCH},
 };
 
@@ -83,12 +81,7 @@ pub extern "C" fn badfd_basename_hash(path_ptr: u64, in_kernel: u64) -> i64 {
     let Some(buf) = SCRATCH.get_ptr_mut(0) else { return 0 };
     // SAFETY: per-CPU scratch, see `counters`.
     let buf = unsafe { &mut *buf };
-    let dst = buf.path.as_mut_ptr().cast();
-    let read = if in_kernel != 0 {
-        unsafe { bpf_probe_read_kernel_str(dst, PATH_MAX as u32, path_ptr as *const _) }
-    } else {
-        unsafe { bpf_probe_read_user_str(dst, PATH_MAX as u32, path_ptr as *const _) }
-    };
+    let read = kernel_path::read_path(buf.path.as_mut_ptr(), path_ptr, in_kernel != 0);
     let read_bits = read as u64 & 0xffff_ffff;
     if read <= 1 {
         return read_bits as i64;

@@ -10,13 +10,33 @@
 //! - io_uring on kernels whose `struct filename` keeps no user pointer:
 //!   copied when the request is issued (`io_uring`).
 
-use aya_ebpf::helpers::{bpf_get_current_pid_tgid, generated::bpf_probe_read_kernel_str};
+use aya_ebpf::helpers::{
+    bpf_get_current_pid_tgid,
+    generated::{bpf_probe_read_kernel_str, bpf_probe_read_user_str},
+};
 use exporter_common::{is_restart_code, Inflight, Syscall, FIELD_ABSENT, INFLIGHT_PATH_IN_KERNEL, INFLIGHT_SLOT_MASK, PATH_MAX};
 
 use crate::{
     dir_walk::read_u64,
     maps::{frozen, CONFIG, INFLIGHT, KERNEL_PATHS, KERNEL_PATH_NEXT, KERNEL_PATH_SLOTS_LOADED},
 };
+
+/// Reads an open's path at `src` into `dst` (`PATH_MAX` bytes): a kernel
+/// address with `in_kernel` (an entry's `INFLIGHT_PATH_IN_KERNEL`), else the
+/// process's memory. Returns what the string helper returned (the bytes read
+/// with the NUL, or a negative error).
+#[inline(always)]
+pub fn read_path(dst: *mut u8, src: u64, in_kernel: bool) -> i64 {
+    let (dst, src) = (dst.cast(), src as *const _);
+    // SAFETY: `dst` has room for PATH_MAX bytes; the helpers fault safely.
+    unsafe {
+        if in_kernel {
+            bpf_probe_read_kernel_str(dst, PATH_MAX as u32, src)
+        } else {
+            bpf_probe_read_user_str(dst, PATH_MAX as u32, src)
+        }
+    }
+}
 
 /// Copies the kernel string at `name` into a `KERNEL_PATHS` slot owned by
 /// `owner`; the slot's index, or `None` where it could not be copied.

@@ -65,7 +65,7 @@ pub static DIR_SCRATCH: PerCpuArray<DirBuffer> = PerCpuArray::with_max_entries(1
 #[repr(C)]
 pub struct Pending {
     pub entry: Inflight,
-    /// What `bpf_probe_read_user_str` returned when the path was already read
+    /// What `kernel_path::read_path` returned when the path was already read
     /// into `SCRATCH` for this open (`found_later`); 0 when it was not.
     pub path_read: i64,
 }

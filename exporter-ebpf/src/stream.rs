@@ -13,7 +13,7 @@ use aya_ebpf::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_probe_read_user,
         generated::{
             bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_task, bpf_ktime_get_ns,
-            bpf_probe_read_kernel as probe_read_kernel_raw, bpf_probe_read_kernel_str, bpf_probe_read_user_str,
+            bpf_probe_read_kernel as probe_read_kernel_raw,
         },
     },
 };
@@ -28,6 +28,7 @@ use crate::{
     counters::{count_loss, count_stream, counters},
     dir_walk::{badfd_dir_walk, read_u32, read_u64},
     fairness::{self, Source},
+    kernel_path,
     maps::{frozen, CGROUP_ANCESTORS, CGROUP_FILTER, CONFIG, DIR_SCRATCH, EVENTS, LAST_WAKEUP, PENDING, SCRATCH, TRACKED},
 };
 
@@ -35,7 +36,7 @@ use crate::{
 /// `SCRATCH.path` (by `found_later`), and its basename hash.
 #[derive(Clone, Copy)]
 pub struct PathRead {
-    /// What `bpf_probe_read_user_str` returned; 0: not read.
+    /// What reading it returned (`kernel_path::read_path`); 0: not read.
     pub read: i64,
     /// `basename_hash` of the path; 0: none.
     pub name_hash: u32,
@@ -187,10 +188,8 @@ pub extern "C" fn badfd_emit(ret: i64, latency_ns: u64, event_flags: u64, waitin
     let in_kernel = entry.flags & INFLIGHT_PATH_IN_KERNEL != 0;
     let read = if pending.path_read != 0 {
         pending.path_read
-    } else if in_kernel {
-        unsafe { bpf_probe_read_kernel_str(buf.path.as_mut_ptr().cast(), PATH_MAX as u32, src.cast()) }
     } else {
-        unsafe { bpf_probe_read_user_str(buf.path.as_mut_ptr().cast(), PATH_MAX as u32, src.cast()) }
+        kernel_path::read_path(buf.path.as_mut_ptr(), entry.path_ptr, in_kernel)
     };
     let mut path_len: usize = 0;
     if read <= 0 {
