@@ -114,14 +114,6 @@ pub fn cgroup_id_of(pid: u32) -> Option<u64> {
     Some(meta.ino())
 }
 
-/// Whether the kernel's lockdown forbids fentry/fexit (as on the CI hosts);
-/// None where securityfs does not say.
-pub fn kernel_locked_down() -> Option<bool> {
-    std::fs::read_to_string("/sys/kernel/security/lockdown")
-        .ok()
-        .map(|s| s.contains("[integrity]") || s.contains("[confidentiality]"))
-}
-
 /// The running kernel's (major, minor) version, from `uname -r`.
 /// CLOCK_MONOTONIC in ns: the clock of the kernel's event timestamps.
 pub fn monotonic_ns() -> u64 {

@@ -42,6 +42,19 @@ impl WorkloadRun {
     }
 }
 
+/// `count` failed opens (ENOENT) in `dir` by the workload running as `uid`
+/// (setpriv), with no manifest: a workload the tests filter by its uid.
+pub fn failures_as(uid: u32, dir: &crate::TempDir, count: u64) {
+    let status = Command::new("setpriv")
+        .args([format!("--reuid={uid}"), format!("--regid={uid}"), "--clear-groups".into()])
+        .arg(workload_path())
+        .args(["burst", dir.path().to_str().unwrap(), &count.to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "workload as uid {uid}: {status}");
+}
+
 /// Runs the workload binary with `args` and waits for it.
 pub fn run_workload(args: &[&str]) -> WorkloadRun {
     let child = Command::new(workload_path())

@@ -12,7 +12,6 @@ use std::{
     collections::BTreeSet,
     io::{Read, Write},
     net::{SocketAddr, TcpStream},
-    process::Command,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -21,24 +20,12 @@ use std::{
 };
 
 use axum::{body::Bytes, extract::State, http::StatusCode, routing::post, Router};
-use badfd_tests::{bpf_ids_held_by, free_port, workload_path, Scrape, Serve, TempDir};
+use badfd_tests::{bpf_ids_held_by, failures_as, free_port, Scrape, Serve, TempDir};
 use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
 use prost::Message;
 
 /// Failed opens each OTLP fault test makes.
 const ANOMALIES: u64 = 300;
-
-/// `count` failed opens (ENOENT) by the workload running as `uid`.
-fn failures_as(uid: u32, dir: &TempDir, count: u64) {
-    let status = Command::new("setpriv")
-        .args([format!("--reuid={uid}"), format!("--regid={uid}"), "--clear-groups".into()])
-        .arg(workload_path())
-        .args(["burst", dir.path().to_str().unwrap(), &count.to_string()])
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "workload as uid {uid}: {status}");
-}
 
 /// `badfd serve` streaming only `uid`'s failures to an OTLP endpoint.
 fn serve_for_uid(uid: u32, endpoint: &str, protocol: &str, extra: &[&str]) -> Serve {

@@ -17,7 +17,7 @@ use std::{
 use badfd_tests::{
     badfd_path, free_port,
     otlp_receiver::{Receiver, ReceiverTls, Transport},
-    workload_path, Scrape, Serve, TempDir,
+    failures_as, Scrape, Serve, TempDir,
 };
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
 
@@ -79,18 +79,6 @@ fn authority(name: &str) -> CertifiedIssuer<'static, KeyPair> {
     params.distinguished_name.push(DnType::CommonName, name);
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
-}
-
-/// `count` failed opens (ENOENT) by the workload running as `uid`.
-fn failures_as(uid: u32, dir: &TempDir, count: u64) {
-    let status = Command::new("setpriv")
-        .args([format!("--reuid={uid}"), format!("--regid={uid}"), "--clear-groups".into()])
-        .arg(workload_path())
-        .args(["burst", dir.path().to_str().unwrap(), &count.to_string()])
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "workload as uid {uid}: {status}");
 }
 
 /// `badfd serve` streaming only `uid`'s failures to `endpoint`, with the

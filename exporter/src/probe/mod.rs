@@ -212,7 +212,7 @@ impl Probe {
         // open's entry; not under lockdown, which refuses fentry), and for
         // io_uring opens where the kernel keeps no user pointer (7.x).
         let fentry_possible =
-            options.attach != AttachPreference::Tracepoint && options.timing && !preflight::tracing_locked_down();
+            options.attach != AttachPreference::Tracepoint && options.timing && preflight::locked_down() != Some(true);
         let io_uring_copies = io_uring_offsets.is_ok() && config.filename.uptr == FIELD_ABSENT;
         let kernel_path_slots =
             if config.filename.valid != 0 && (fentry_possible || io_uring_copies) { KERNEL_PATH_SLOTS } else { 1 };

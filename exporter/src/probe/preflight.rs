@@ -83,11 +83,13 @@ fn has_bpf_capabilities() -> bool {
 }
 
 /// Whether the kernel is locked down (integrity or confidentiality), which
-/// refuses fentry/fexit: only to size what fentry mode alone would use; the
-/// attach itself still decides the mode.
-pub fn tracing_locked_down() -> bool {
+/// refuses fentry/fexit; `None` where securityfs does not say. The loader
+/// asks only to size what fentry mode alone would use; the attach itself
+/// still decides the mode.
+pub fn locked_down() -> Option<bool> {
     std::fs::read_to_string("/sys/kernel/security/lockdown")
-        .is_ok_and(|s| s.contains("[integrity]") || s.contains("[confidentiality]"))
+        .ok()
+        .map(|s| s.contains("[integrity]") || s.contains("[confidentiality]"))
 }
 
 /// The effective capability set of this process, from /proc/self/status.
